@@ -1,0 +1,283 @@
+"""Configuration: one YAML file of bots (SPEC 4.1 rule 10) plus environment variables (12-factor).
+
+Loaded once in each service's `main()` and passed down. Anything wrong stops the start with a
+`ConfigError` naming the path, the value and the reason (SPEC 4.1 rule 7); a secret's value is
+shown as `***`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from libs.core.periods import kline_period_ms
+from libs.errors import ConfigError
+
+BOT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
+API_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{16,256}$")
+DEFAULT_CONFIG_PATH = Path(__file__).with_name("demo-bots.yaml")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StrategyConfig(_Model):
+    """SPEC section 3 parameters of the `BollingerBands` strategy."""
+
+    name: Literal["BollingerBands"] = "BollingerBands"
+    period: int = Field(20, ge=2, le=1000)
+    nbdev_up: float = Field(2.0, ge=0, le=100)
+    nbdev_dn: float = Field(2.0, ge=0, le=100)
+    mode: Literal["both", "long", "short"] = "both"
+    order_type: Literal["maker", "taker"] = "maker"
+    buy_pct: float = Field(20.0, gt=0, le=100)
+    order_timeout_ms: int = Field(60_000, ge=0)
+    slippage_pct: float = Field(0.05, ge=0, lt=100)
+
+
+class SymbolConfig(_Model):
+    product_id: str = Field(pattern=r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,20}$")
+    min_size: str
+    price_decimals: int = Field(ge=0, le=18)
+    leverage: float = Field(1.0, ge=1, le=200)
+    isolated: bool = True
+    weight: float = Field(1.0, gt=0)
+
+    @field_validator("min_size")
+    @classmethod
+    def _plain_positive_decimal(cls, value: str) -> str:
+        """min_size is sent as configured and sizes take its decimals (SPEC 2.1 rule 13)."""
+        if not re.fullmatch(r"\d+(\.\d+)?", value):
+            raise ValueError("must be a plain decimal string such as '0.00001'")
+        try:
+            if Decimal(value) <= 0:
+                raise ValueError("must be greater than 0")
+        except InvalidOperation as error:
+            raise ValueError("must be a decimal number") from error
+        return value
+
+    @property
+    def asset(self) -> str:
+        return self.product_id.split("-", 1)[0]
+
+    @property
+    def currency(self) -> str:
+        return self.product_id.split("-", 1)[1]
+
+
+class BotConfig(_Model):
+    id: str = Field(pattern=BOT_ID_PATTERN)
+    api_key_env: str = Field("BOT_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    enabled: bool = True
+    exchange: str = Field("mexc", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    kline_size: str = "1m"
+    start_capital: float = Field(1000.0, gt=0)
+    maker_fee: float = Field(0.1, ge=0, lt=100)
+    taker_fee: float = Field(0.1, ge=0, lt=100)
+    refresh_interval_ms: int = Field(1000, ge=100, le=60_000)
+    kline_history: int = Field(300, ge=1, le=1000)
+    trade_history: int = Field(500, ge=1, le=1000)
+    refresh_log_len: int = Field(1000, ge=100)
+    strategy: StrategyConfig = StrategyConfig()
+    symbols: list[SymbolConfig] = Field(min_length=1, max_length=50)
+
+    @field_validator("kline_size")
+    @classmethod
+    def _known_kline_size(cls, value: str) -> str:
+        kline_period_ms(value)  # raises ValueError naming the accepted forms
+        return value
+
+    @field_validator("symbols")
+    @classmethod
+    def _unique_symbols(cls, value: list[SymbolConfig]) -> list[SymbolConfig]:
+        seen: set[str] = set()
+        for symbol in value:
+            if symbol.product_id in seen:
+                raise ValueError(f"product_id {symbol.product_id} is listed twice")
+            seen.add(symbol.product_id)
+        return value
+
+    @cached_property
+    def period_ms(self) -> int:
+        return kline_period_ms(self.kline_size)
+
+    def trading_config(self) -> dict[str, Any]:
+        """The part of the config frozen with the bot's state (SPEC 4.1 rule 6)."""
+        return {
+            "exchange": self.exchange,
+            "kline_size": self.kline_size,
+            "start_capital": self.start_capital,
+            "maker_fee": self.maker_fee,
+            "taker_fee": self.taker_fee,
+            "strategy": self.strategy.model_dump(),
+            "symbols": [symbol.model_dump() for symbol in self.symbols],
+        }
+
+    def allocation(self, symbol_index: int) -> float:
+        """SPEC 4.1 rule 10: start_capital * weight / sum of weights, left to right."""
+        total_weight = 0.0
+        for symbol in self.symbols:
+            total_weight += symbol.weight
+        return self.start_capital * self.symbols[symbol_index].weight / total_weight
+
+
+class BotsFile(_Model):
+    bots: list[BotConfig] = Field(min_length=1)
+    market_stream_len: int = Field(1_000_000, ge=1000)
+
+    @field_validator("bots")
+    @classmethod
+    def _unique_ids(cls, value: list[BotConfig]) -> list[BotConfig]:
+        seen: set[str] = set()
+        for bot in value:
+            if bot.id in seen:
+                raise ValueError(f"bot id {bot.id} is listed twice")
+            seen.add(bot.id)
+        return value
+
+    @property
+    def enabled_bots(self) -> list[BotConfig]:
+        return [bot for bot in self.bots if bot.enabled]
+
+    def bot(self, bot_id: str) -> BotConfig:
+        for bot in self.bots:
+            if bot.id == bot_id:
+                return bot
+        raise ConfigError("bots[].id", bot_id, "no bot with this id in the config")
+
+
+class Settings(_Model):
+    """Everything a service reads from the environment, with SPEC defaults."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    config_path: Path = DEFAULT_CONFIG_PATH
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(8080, ge=0, le=65535)
+    health_port: int | None = None
+    gateway_max_message_bytes: int = Field(65_536, ge=1024)
+    gateway_auth_timeout_s: float = Field(10.0, gt=0)
+    gateway_rate_burst: int = Field(20, ge=1)
+    gateway_rate_per_s: float = Field(10.0, gt=0)
+    gateway_auth_fails_per_min: int = Field(20, ge=1)
+    gateway_trusted_proxies: tuple[str, ...] = ()
+    gateway_send_queue: int = Field(64, ge=1)
+    gateway_send_stall_s: float = Field(10.0, gt=0)
+    gateway_ping_interval_s: float = Field(20.0, gt=0)
+    gateway_ping_timeout_s: float = Field(20.0, gt=0)
+    gateway_drain_s: float = Field(10.0, gt=0)
+    gateway_allowed_origins: tuple[str, ...] = ()
+    log_level: str = "INFO"
+
+
+_ENV_FIELDS: dict[str, str] = {
+    "REDIS_URL": "redis_url",
+    "BANDWAGON_CONFIG": "config_path",
+    "GATEWAY_HOST": "gateway_host",
+    "GATEWAY_PORT": "gateway_port",
+    "HEALTH_PORT": "health_port",
+    "GATEWAY_MAX_MESSAGE_BYTES": "gateway_max_message_bytes",
+    "GATEWAY_AUTH_TIMEOUT_S": "gateway_auth_timeout_s",
+    "GATEWAY_RATE_BURST": "gateway_rate_burst",
+    "GATEWAY_RATE_PER_S": "gateway_rate_per_s",
+    "GATEWAY_AUTH_FAILS_PER_MIN": "gateway_auth_fails_per_min",
+    "GATEWAY_TRUSTED_PROXIES": "gateway_trusted_proxies",
+    "GATEWAY_SEND_QUEUE": "gateway_send_queue",
+    "GATEWAY_SEND_STALL_S": "gateway_send_stall_s",
+    "GATEWAY_PING_INTERVAL_S": "gateway_ping_interval_s",
+    "GATEWAY_PING_TIMEOUT_S": "gateway_ping_timeout_s",
+    "GATEWAY_DRAIN_S": "gateway_drain_s",
+    "GATEWAY_ALLOWED_ORIGINS": "gateway_allowed_origins",
+    "LOG_LEVEL": "log_level",
+}
+_LIST_FIELDS = {"gateway_trusted_proxies", "gateway_allowed_origins"}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read `Settings` from the environment; a bad value names its variable."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    for variable, field in _ENV_FIELDS.items():
+        value = env.get(variable)
+        if value is None or value == "":
+            continue
+        if field in _LIST_FIELDS:
+            raw[field] = tuple(item.strip() for item in value.split(",") if item.strip())
+        else:
+            raw[field] = value
+    try:
+        return Settings(**raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = str(first["loc"][0])
+        variable = next(name for name, f in _ENV_FIELDS.items() if f == field)
+        raise ConfigError(variable, env.get(variable, ""), first["msg"]) from None
+
+
+def _error_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
+    return path
+
+
+def load_bots(path: Path) -> BotsFile:
+    """Parse and validate the bots file; the first problem becomes a `ConfigError`."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(str(path), str(path), f"cannot read: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(str(path), str(path), f"not valid YAML: {error}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(str(path), type(document).__name__, "must be a mapping with `bots:`")
+    try:
+        return BotsFile.model_validate(document)
+    except ValidationError as error:
+        first = error.errors()[0]
+        loc = tuple(first["loc"])
+        value = first.get("input")
+        raise ConfigError(_error_path(loc) or str(path), value, first["msg"]) from None
+
+
+def api_key_hash(api_key: str) -> str:
+    """Redis holds only this lowercase hex SHA-256 of a key (SPEC 2.1 rule 16)."""
+    return hashlib.sha256(api_key.encode("ascii", "replace")).hexdigest()
+
+
+def read_api_keys(
+    bots: BotsFile, environ: Mapping[str, str] | None = None
+) -> dict[str, SecretStr]:
+    """Each enabled bot's key from the variable its `api_key_env` names, checked per SPEC 5.1
+    rule 10 and unique across bots. Only services that write `bw:apikeys` need the keys."""
+    env = os.environ if environ is None else environ
+    keys: dict[str, SecretStr] = {}
+    owners: dict[str, str] = {}
+    for index, bot in enumerate(bots.bots):
+        path = f"bots[{index}].api_key_env"
+        value = env.get(bot.api_key_env)
+        if value is None:
+            raise ConfigError(path, bot.api_key_env, "environment variable is not set")
+        if not API_KEY_PATTERN.fullmatch(value):
+            raise ConfigError(
+                f"{path} ({bot.api_key_env})",
+                value,
+                "must be 16 to 256 printable ASCII characters with no space",
+                secret=True,
+            )
+        if value in owners:
+            raise ConfigError(
+                f"{path} ({bot.api_key_env})", value, f"same key as bot {owners[value]}", secret=True
+            )
+        owners[value] = bot.id
+        keys[bot.id] = SecretStr(value)
+    return keys

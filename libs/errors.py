@@ -1,0 +1,37 @@
+"""Errors named for what the caller does about them, each carrying the offending value."""
+
+from __future__ import annotations
+
+
+class BandwagonError(Exception):
+    """Root of every error Bandwagon raises on purpose."""
+
+
+class ConfigError(BandwagonError):
+    """Start-up must stop: the service exits 78 with one line naming path, value and reason.
+
+    SPEC 4.1 rule 7: `config error: <path>: <value>: <reason>`; a supervisor does not restart it.
+    """
+
+    exit_code = 78
+
+    def __init__(self, path: str, value: object, reason: str, *, secret: bool = False) -> None:
+        shown = "***" if secret else repr(value) if not isinstance(value, str) else value
+        super().__init__(f"config error: {path}: {shown}: {reason}")
+        self.path, self.reason = path, reason
+
+
+class BadMarketData(BandwagonError):
+    """Skip the row, report it, leave state unchanged (SPEC 5.1 rule 11)."""
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        super().__init__(f"{field}={value!r}: {reason}")
+        self.field, self.value, self.reason = field, value, reason
+
+
+class ClientError(BandwagonError):
+    """The gateway answers with an error frame and maybe closes (SPEC 2.1 rules 2-4)."""
+
+    def __init__(self, code: str, message: str, close_code: int | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message, self.close_code = code, message, close_code

@@ -1,0 +1,87 @@
+"""The Redis key schema: every key Bandwagon reads or writes is spelled here and nowhere else.
+
+Every key of one bot carries `{bot}` as its hash tag, so a bot's atomic commit (status hashes, seq,
+refresh log entry, checkpoint) touches one Redis Cluster slot. Every market stream carries its own
+tag. Values are plain: hash fields hold JSON values, lists and streams hold JSON documents, so
+`redis-cli` shows everything a user needs to inspect. docs/redis-keys.md describes each key.
+"""
+
+from __future__ import annotations
+
+PREFIX = "bw"
+
+
+def market_stream(exchange: str, product_id: str, kline_size: str) -> str:
+    """Stream of market updates (one entry per trade or klines row), shared by every bot."""
+    return f"{PREFIX}:market:{{{exchange}.{product_id}.{kline_size}}}"
+
+
+def api_keys() -> str:
+    """Hash: lowercase hex SHA-256 of an apiKey -> bot id. Keys themselves are never stored."""
+    return f"{PREFIX}:apikeys"
+
+
+def meta(bot: str) -> str:
+    """Hash: `epoch`, `seq` (last published refresh), `config` (frozen trading config, JSON),
+    `display` (fees, kline/trade history: what `init` needs besides the hashes)."""
+    return f"{PREFIX}:{{{bot}}}:meta"
+
+
+def status(bot: str) -> str:
+    """Hash of STATUS fields, one JSON value per field, as of refresh `seq`."""
+    return f"{PREFIX}:{{{bot}}}:status"
+
+
+def symbol(bot: str, product_id: str) -> str:
+    """Hash of one SYMBOL's scalar fields, one JSON value per field, as of refresh `seq`."""
+    return f"{PREFIX}:{{{bot}}}:symbol:{product_id}"
+
+
+def klines(bot: str, product_id: str) -> str:
+    """List of KLINE JSON documents, oldest first, at most `kline_history` long."""
+    return f"{PREFIX}:{{{bot}}}:klines:{product_id}"
+
+
+def trades(bot: str, product_id: str) -> str:
+    """List of TRADE JSON documents, oldest first, at most `trade_history` long."""
+    return f"{PREFIX}:{{{bot}}}:trades:{product_id}"
+
+
+def refresh_log(bot: str) -> str:
+    """Stream of published refreshes; entry id `<seq>-0`, field `msg` holds the exact text."""
+    return f"{PREFIX}:{{{bot}}}:refreshes"
+
+
+def refresh_channel(bot: str) -> str:
+    """Pub/sub channel carrying each refresh text once, as committed."""
+    return f"{PREFIX}:{{{bot}}}:refresh"
+
+
+REFRESH_CHANNEL_PATTERN = f"{PREFIX}:{{*}}:refresh"
+
+
+def bot_from_refresh_channel(channel: str) -> str:
+    """Inverse of `refresh_channel`, for a gateway subscribed to the pattern."""
+    return channel[len(PREFIX) + 2 : -len("}:refresh")]
+
+
+def events(bot: str) -> str:
+    """Stream of strategy events (annotated klines, fills, position) for accounting to fold."""
+    return f"{PREFIX}:{{{bot}}}:events"
+
+
+def strategy_state(bot: str, product_id: str) -> str:
+    """Hash: `state` (the (bot, symbol) state machine, JSON) and `checkpoint` (last market entry
+    id applied). Committed in one MULTI with the events the batch produced."""
+    return f"{PREFIX}:{{{bot}}}:strategy:{product_id}"
+
+
+def accounting_state(bot: str) -> str:
+    """Hash: `book` (the folded ledgers, JSON) and `checkpoint` (last events entry id applied).
+    Committed in one MULTI with the status hashes, seq and refresh log entry."""
+    return f"{PREFIX}:{{{bot}}}:accounting"
+
+
+def bot_keys_pattern(bot: str) -> str:
+    """SCAN pattern matching every key of one bot (for `bandwagon reset`)."""
+    return f"{PREFIX}:{{{bot}}}:*"

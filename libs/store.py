@@ -1,0 +1,187 @@
+"""A bot's published state in Redis: written by accounting in one atomic commit per refresh, read
+by gateways to build `init` (SPEC 2.1 rules 5, 6 and 11).
+
+Writer and reader share this module so the layout has one definition. Everything of a bot sits in
+its `{bot}` slot, so one MULTI/EXEC covers status hashes, seq, log entry and checkpoint, and one
+MULTI/EXEC reads a consistent snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from libs import keys
+from libs.wire.status import STATUS_FIELDS, SYMBOL_SCALAR_FIELDS
+
+JSONValue = Any
+
+
+@dataclass(frozen=True, slots=True)
+class Display:
+    """What `init` needs besides the hashes; rewritten by accounting at every start, since
+    fees are frozen but `kline_history` and `trade_history` may change (SPEC 4.1 rule 6)."""
+
+    product_ids: tuple[str, ...]
+    maker_fee: float
+    taker_fee: float
+    kline_history: int
+    trade_history: int
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "product_ids": list(self.product_ids),
+                "maker_fee": self.maker_fee,
+                "taker_fee": self.taker_fee,
+                "kline_history": self.kline_history,
+                "trade_history": self.trade_history,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Display:
+        raw = orjson.loads(text)
+        return cls(
+            product_ids=tuple(raw["product_ids"]),
+            maker_fee=raw["maker_fee"],
+            taker_fee=raw["taker_fee"],
+            kline_history=raw["kline_history"],
+            trade_history=raw["trade_history"],
+        )
+
+
+def encode_fields(fields: Mapping[str, JSONValue]) -> dict[str, bytes]:
+    """Hash fields hold JSON values, so `redis-cli HGETALL` shows them and types survive."""
+    return {name: orjson.dumps(value) for name, value in fields.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolCommit:
+    """One symbol's part of a commit. `replaced_klines` counts trailing list items that the new
+    `klines` replace (a kline updated since the last refresh); the list is then trimmed."""
+
+    product_id: str
+    scalars: Mapping[str, JSONValue]
+    replaced_klines: int
+    klines: Sequence[bytes]
+    trades: Sequence[bytes]
+
+
+def stage_refresh_commit(
+    tx: Pipeline,
+    *,
+    bot: str,
+    seq: int,
+    refresh_text: bytes,
+    status: Mapping[str, JSONValue],
+    symbols: Sequence[SymbolCommit],
+    display: Display,
+    refresh_log_len: int,
+    accounting_fields: Mapping[str, str | bytes],
+) -> None:
+    """Queue, on a MULTI pipeline, everything refresh `seq` changes: it lands whole or not at all.
+
+    The PUBLISH is inside the transaction too, so no gateway can see refresh `seq` before the
+    snapshot that `init` would read at `seq`.
+    """
+    tx.hset(keys.status(bot), mapping=encode_fields(status))
+    for symbol in symbols:
+        tx.hset(keys.symbol(bot, symbol.product_id), mapping=encode_fields(symbol.scalars))
+        klines_key = keys.klines(bot, symbol.product_id)
+        for _ in range(symbol.replaced_klines):
+            tx.rpop(klines_key)
+        if symbol.klines:
+            tx.rpush(klines_key, *symbol.klines)
+            tx.ltrim(klines_key, -display.kline_history, -1)
+        if symbol.trades:
+            trades_key = keys.trades(bot, symbol.product_id)
+            tx.rpush(trades_key, *symbol.trades)
+            tx.ltrim(trades_key, -display.trade_history, -1)
+    tx.hset(keys.meta(bot), mapping={"seq": str(seq)})
+    tx.xadd(
+        keys.refresh_log(bot),
+        {"msg": refresh_text},
+        id=f"{seq}-0",
+        maxlen=refresh_log_len,
+        approximate=True,
+    )
+    tx.hset(keys.accounting_state(bot), mapping=dict(accounting_fields))
+    tx.publish(keys.refresh_channel(bot), refresh_text)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A consistent read of everything `init` shows, at refresh `seq` (SPEC 2.1 rule 6)."""
+
+    seq: int
+    epoch: str
+    display: Display
+    status: dict[str, JSONValue]
+    symbols: list[dict[str, JSONValue]]
+
+
+class StateMissing(LookupError):
+    """The bot's state has not been created yet (SPEC 4.1 rule 11): `init` gets `unavailable`."""
+
+
+async def read_snapshot(redis: Redis, bot: str) -> Snapshot:
+    """Read meta first (for the symbol list), then every hash and list in one MULTI."""
+    display_json = await redis.hget(keys.meta(bot), "display")  # type: ignore[misc]
+    if display_json is None:
+        raise StateMissing(bot)
+    display = Display.from_json(display_json)
+    async with redis.pipeline(transaction=True) as tx:
+        tx.hmget(keys.meta(bot), ["seq", "epoch", "display"])
+        tx.hgetall(keys.status(bot))
+        for product_id in display.product_ids:
+            tx.hgetall(keys.symbol(bot, product_id))
+            tx.lrange(keys.klines(bot, product_id), -display.kline_history, -1)
+            tx.lrange(keys.trades(bot, product_id), -display.trade_history, -1)
+        replies = await tx.execute()
+    seq_text, epoch, display_now = replies[0]
+    if seq_text is None or epoch is None:
+        raise StateMissing(bot)
+    if display_now != display_json:  # reset or restart between the two reads: use the new one
+        return await read_snapshot(redis, bot)
+    status_raw: dict[str, str] = replies[1]
+    status = {name: orjson.loads(status_raw[name]) for name in STATUS_FIELDS}
+    symbols: list[dict[str, JSONValue]] = []
+    for index in range(len(display.product_ids)):
+        scalars_raw, klines_raw, trades_raw = replies[2 + 3 * index : 5 + 3 * index]
+        symbol: dict[str, JSONValue] = {}
+        for name in SYMBOL_SCALAR_FIELDS:
+            if name == "lastTradeTime":
+                symbol["trades"] = [orjson.loads(item) for item in trades_raw]
+            symbol[name] = orjson.loads(scalars_raw[name])
+        symbol["klines"] = [orjson.loads(item) for item in klines_raw]
+        symbols.append(symbol)
+    return Snapshot(
+        seq=int(seq_text), epoch=epoch, display=display, status=status, symbols=symbols
+    )
+
+
+CAPABILITIES = {"hasConfig": True, "hasStrategy": True, "hasMarket": True, "hasBacktest": False}
+
+
+def init_message(snapshot: Snapshot) -> bytes:
+    """The `init` frame (SPEC section 2): the snapshot plus the static capability flags."""
+    return orjson.dumps(
+        {
+            "action": "init",
+            "seq": snapshot.seq,
+            "epoch": snapshot.epoch,
+            "exchange": {
+                "name": "sim",
+                "makerFee": snapshot.display.maker_fee,
+                "takerFee": snapshot.display.taker_fee,
+            },
+            "symbols": snapshot.symbols,
+            "status": {**snapshot.status, **CAPABILITIES},
+        }
+    )
