@@ -254,9 +254,7 @@ def api_key_hash(api_key: str) -> str:
     return hashlib.sha256(api_key.encode("ascii", "replace")).hexdigest()
 
 
-def read_api_keys(
-    bots: BotsFile, environ: Mapping[str, str] | None = None
-) -> dict[str, SecretStr]:
+def read_api_keys(bots: BotsFile, environ: Mapping[str, str] | None = None) -> dict[str, SecretStr]:
     """Each enabled bot's key from the variable its `api_key_env` names, checked per SPEC 5.1
     rule 10 and unique across bots. Only services that write `bw:apikeys` need the keys."""
     env = os.environ if environ is None else environ
@@ -276,7 +274,10 @@ def read_api_keys(
             )
         if value in owners:
             raise ConfigError(
-                f"{path} ({bot.api_key_env})", value, f"same key as bot {owners[value]}", secret=True
+                f"{path} ({bot.api_key_env})",
+                value,
+                f"same key as bot {owners[value]}",
+                secret=True,
             )
         owners[value] = bot.id
         keys[bot.id] = SecretStr(value)

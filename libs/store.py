@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.typing import EncodableT, FieldT
 
 from libs import keys
 from libs.wire.status import STATUS_FIELDS, SYMBOL_SCALAR_FIELDS
@@ -56,7 +57,7 @@ class Display:
         )
 
 
-def encode_fields(fields: Mapping[str, JSONValue]) -> dict[str, bytes]:
+def encode_fields(fields: Mapping[str, JSONValue]) -> dict[FieldT, EncodableT]:
     """Hash fields hold JSON values, so `redis-cli HGETALL` shows them and types survive."""
     return {name: orjson.dumps(value) for name, value in fields.items()}
 
@@ -83,7 +84,7 @@ def stage_refresh_commit(
     symbols: Sequence[SymbolCommit],
     display: Display,
     refresh_log_len: int,
-    accounting_fields: Mapping[str, str | bytes],
+    accounting_fields: Mapping[FieldT, EncodableT],
 ) -> None:
     """Queue, on a MULTI pipeline, everything refresh `seq` changes: it lands whole or not at all.
 
@@ -132,7 +133,7 @@ class StateMissing(LookupError):
 
 async def read_snapshot(redis: Redis, bot: str) -> Snapshot:
     """Read meta first (for the symbol list), then every hash and list in one MULTI."""
-    display_json = await redis.hget(keys.meta(bot), "display")  # type: ignore[misc]
+    display_json = await redis.hget(keys.meta(bot), "display")
     if display_json is None:
         raise StateMissing(bot)
     display = Display.from_json(display_json)
@@ -161,9 +162,7 @@ async def read_snapshot(redis: Redis, bot: str) -> Snapshot:
             symbol[name] = orjson.loads(scalars_raw[name])
         symbol["klines"] = [orjson.loads(item) for item in klines_raw]
         symbols.append(symbol)
-    return Snapshot(
-        seq=int(seq_text), epoch=epoch, display=display, status=status, symbols=symbols
-    )
+    return Snapshot(seq=int(seq_text), epoch=epoch, display=display, status=status, symbols=symbols)
 
 
 CAPABILITIES = {"hasConfig": True, "hasStrategy": True, "hasMarket": True, "hasBacktest": False}

@@ -1,5 +1,5 @@
-"""Plain-decimal formatting of sizes and prices (SPEC 2.1 rule 13): never an exponent, trailing zeros
-kept, correctly rounded from the double's exact value with ties to even."""
+"""Plain-decimal formatting of sizes and prices (SPEC 2.1 rule 13): never an exponent, trailing
+zeros kept, correctly rounded from the double's exact value with ties to even."""
 
 from __future__ import annotations
 

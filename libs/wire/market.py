@@ -1,4 +1,5 @@
-"""Market stream entries: the one encoding of a `MarketUpdate` in Redis (plain fields, exact floats).
+"""Market stream entries: the one encoding of a `MarketUpdate` in Redis (plain fields, exact
+floats).
 
 Floats are written with `repr`, which round-trips every double exactly, so the strategy sees the
 very bits ingest parsed.

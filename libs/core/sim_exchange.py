@@ -1,0 +1,302 @@
+"""The simulated exchange: when an open order fills, at what price and fee, and what the fill does
+to the symbol's ledger (SPEC 3.1 rules 6 to 10 and 13).
+
+Pure functions over frozen values: the strategy machine decides *that* an order exists; this module
+decides how it ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from libs.core.pnl import (
+    Ledger,
+    Position,
+    PositionSide,
+    RoundTrip,
+    Side,
+    fee,
+    gross_pnl,
+    order_size,
+    profit_ratio,
+)
+
+OrderType = Literal["maker", "taker"]
+Signal = Literal["buying", "selling", "bought", "sold"]
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolTerms:
+    """What the exchange needs to know about one symbol of one bot."""
+
+    index: int  # 0-based, config order
+    symbol_count: int
+    min_size: str
+    price_decimals: int
+    leverage: float
+    isolated: bool
+    maker_fee_pct: float
+    taker_fee_pct: float
+    buy_pct: float
+    slippage_pct: float
+    order_timeout_ms: int
+    strategy_name: str
+
+    def order_id(self, fill_number: int) -> int:
+        """Fill n of symbol i of S symbols: n * S + i + 1 (SPEC 3.1 rule 13)."""
+        return fill_number * self.symbol_count + self.index + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """An order placed by a cross. `closes` and `opens` are its legs: a flip has both."""
+
+    side: Side
+    closes: bool
+    opens: bool
+    order_type: OrderType
+    signal_time_ms: int
+    signal_price: float
+    previous_signal: Signal | None
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """One TRADE of the Status API, with unrounded numbers; `round_trip` is set on closing fills."""
+
+    order_id: int
+    time_ms: int
+    execution_time_ms: int
+    slippage_pct: float
+    side: Side
+    size: str
+    fee: float
+    price: float
+    order_type: OrderType
+    action: str
+    profit: float
+    usdt_profit: float
+    position_side: PositionSide
+    round_trip: RoundTrip | None
+
+
+def taker_price(side: Side, price: float, slippage_pct: float) -> float:
+    """SPEC 3.1 rule 8: a buy pays more, a sell gets less."""
+    if side == "buy":
+        return price * (1 + slippage_pct / 100)
+    return price * (1 - slippage_pct / 100)
+
+
+def slippage_of(side: Side, fill_price: float, signal_price: float) -> float:
+    """(fill - signal) / signal * 100, sign flipped for sells, so positive = worse."""
+    slippage = (fill_price - signal_price) / signal_price * 100
+    return (-slippage if side == "sell" else slippage) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def match(
+    order: Order, time_ms: int, price: float, terms: SymbolTerms
+) -> tuple[float, OrderType] | None:
+    """Where an open order fills on this update, if it does (SPEC 3.1 rules 8 and 9).
+
+    A maker limit reached fills at the limit before any timeout is considered.
+    """
+    if order.order_type == "taker":
+        return taker_price(order.side, price, terms.slippage_pct), "taker"
+    reached = price <= order.signal_price if order.side == "buy" else price >= order.signal_price
+    if reached:
+        return order.signal_price, "maker"
+    if time_ms - order.signal_time_ms >= terms.order_timeout_ms:
+        return taker_price(order.side, price, terms.slippage_pct), "taker"
+    return None
+
+
+def opening_size(ledger: Ledger, price: float, terms: SymbolTerms) -> str:
+    """Size of an opening leg at `price` from the capital available now (SPEC 3.1 rule 6)."""
+    margin = ledger.available_capital * terms.buy_pct / 100
+    return order_size(margin, terms.leverage, price, terms.min_size)
+
+
+def can_open(ledger: Ledger, price: float, terms: SymbolTerms) -> bool:
+    return float(opening_size(ledger, price, terms)) >= float(terms.min_size)
+
+
+def _action(terms: SymbolTerms, side: Side, position_side: PositionSide) -> str:
+    return f"{terms.strategy_name}_{side}_{position_side}"
+
+
+def close_position(
+    ledger: Ledger,
+    *,
+    time_ms: int,
+    price: float,
+    fee_pct: float,
+    order_type: OrderType,
+    execution_time_ms: int,
+    slippage_pct: float,
+    action: str | None,
+    terms: SymbolTerms,
+) -> tuple[Ledger, Fill]:
+    """Close the open position at `price`; `action` None means a strategy close."""
+    position = ledger.position
+    assert position is not None, "close_position needs an open position"
+    side: Side = "sell" if position.side == "long" else "buy"
+    size = position.size_value
+    closing_fee = fee(size, price, fee_pct)
+    gross = gross_pnl(position.side, position.entry_price, price, size)
+    usdt_profit = gross - closing_fee
+    if action is None:
+        round_trip: RoundTrip = "win" if gross - position.opening_fee - closing_fee > 0 else "lost"
+        action = _action(terms, side, position.side)
+    else:
+        round_trip = "lost"  # a liquidation is always a lost round trip (SPEC 3.1 rule 10)
+    fill = Fill(
+        order_id=terms.order_id(ledger.fill_count),
+        time_ms=time_ms,
+        execution_time_ms=execution_time_ms,
+        slippage_pct=slippage_pct,
+        side=side,
+        size=position.size,
+        fee=closing_fee,
+        price=price,
+        order_type=order_type,
+        action=action,
+        profit=profit_ratio(usdt_profit, position.entry_price, size),
+        usdt_profit=usdt_profit,
+        position_side=position.side,
+        round_trip=round_trip,
+    )
+    return (
+        ledger.after_fill(
+            usdt_profit=usdt_profit, time_ms=time_ms, position=None, round_trip=round_trip
+        ),
+        fill,
+    )
+
+
+def open_position(
+    ledger: Ledger,
+    *,
+    side: Side,
+    time_ms: int,
+    price: float,
+    fee_pct: float,
+    order_type: OrderType,
+    execution_time_ms: int,
+    slippage_pct: float,
+    terms: SymbolTerms,
+) -> tuple[Ledger, Fill] | None:
+    """Open a position sized at the fill; None when the size comes out below min_size."""
+    margin = ledger.available_capital * terms.buy_pct / 100
+    size_text = order_size(margin, terms.leverage, price, terms.min_size)
+    size = float(size_text)
+    if size < float(terms.min_size):
+        return None
+    opening_fee = fee(size, price, fee_pct)
+    usdt_profit = -opening_fee
+    position_side: PositionSide = "long" if side == "buy" else "short"
+    fill = Fill(
+        order_id=terms.order_id(ledger.fill_count),
+        time_ms=time_ms,
+        execution_time_ms=execution_time_ms,
+        slippage_pct=slippage_pct,
+        side=side,
+        size=size_text,
+        fee=opening_fee,
+        price=price,
+        order_type=order_type,
+        action=_action(terms, side, position_side),
+        profit=profit_ratio(usdt_profit, price, size),
+        usdt_profit=usdt_profit,
+        position_side=position_side,
+        round_trip=None,
+    )
+    position = Position(
+        side=position_side,
+        entry_price=price,
+        size=size_text,
+        margin=margin,
+        opening_fee=opening_fee,
+    )
+    return (
+        ledger.after_fill(
+            usdt_profit=usdt_profit, time_ms=time_ms, position=position, round_trip=None
+        ),
+        fill,
+    )
+
+
+def execute(
+    order: Order,
+    ledger: Ledger,
+    *,
+    time_ms: int,
+    fill_price: float,
+    order_type: OrderType,
+    terms: SymbolTerms,
+) -> tuple[Ledger, list[Fill]]:
+    """Fill an order's legs at one price: the closing leg first, then the opening leg sized from
+    the capital after the close (SPEC 3.1 rules 5, 6 and 13)."""
+    fee_pct = terms.maker_fee_pct if order_type == "maker" else terms.taker_fee_pct
+    execution_time_ms = time_ms - order.signal_time_ms
+    slippage_pct = slippage_of(order.side, fill_price, order.signal_price)
+    fills: list[Fill] = []
+    if order.closes and ledger.position is not None:
+        ledger, fill = close_position(
+            ledger,
+            time_ms=time_ms,
+            price=fill_price,
+            fee_pct=fee_pct,
+            order_type=order_type,
+            execution_time_ms=execution_time_ms,
+            slippage_pct=slippage_pct,
+            action=None,
+            terms=terms,
+        )
+        fills.append(fill)
+    if order.opens:
+        opened = open_position(
+            ledger,
+            side=order.side,
+            time_ms=time_ms,
+            price=fill_price,
+            fee_pct=fee_pct,
+            order_type=order_type,
+            execution_time_ms=execution_time_ms,
+            slippage_pct=slippage_pct,
+            terms=terms,
+        )
+        if opened is not None:
+            ledger, fill = opened
+            fills.append(fill)
+    return ledger, fills
+
+
+def liquidation_due(ledger: Ledger, price: float, isolated: bool) -> bool:
+    """SPEC 3.1 rule 10: the unrealized loss reaches the margin (isolated) or the symbol's
+    available capital plus that margin (cross)."""
+    position = ledger.position
+    if position is None:
+        return False
+    loss = -position.unrealized_pnl(price)
+    if isolated:
+        return loss >= position.margin
+    return loss >= ledger.available_capital + position.margin
+
+
+def liquidate(
+    ledger: Ledger, *, time_ms: int, price: float, terms: SymbolTerms
+) -> tuple[Ledger, Fill]:
+    """Close at exactly `price`: taker fee, no slippage, execution_time 0, a lost round trip."""
+    assert ledger.position is not None
+    return close_position(
+        ledger,
+        time_ms=time_ms,
+        price=price,
+        fee_pct=terms.taker_fee_pct,
+        order_type="taker",
+        execution_time_ms=0,
+        slippage_pct=0.0,
+        action=f"liquidation_{ledger.position.side}",
+        terms=terms,
+    )
