@@ -18,6 +18,7 @@ from redis.asyncio.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
 from libs import keys
+from libs.wire.convert import with_lists
 from libs.wire.status import STATUS_FIELDS, SYMBOL_SCALAR_FIELDS
 
 JSONValue = Any
@@ -155,13 +156,10 @@ async def read_snapshot(redis: Redis, bot: str) -> Snapshot:
     symbols: list[dict[str, JSONValue]] = []
     for index in range(len(display.product_ids)):
         scalars_raw, klines_raw, trades_raw = replies[2 + 3 * index : 5 + 3 * index]
-        symbol: dict[str, JSONValue] = {}
-        for name in SYMBOL_SCALAR_FIELDS:
-            if name == "lastTradeTime":
-                symbol["trades"] = [orjson.loads(item) for item in trades_raw]
-            symbol[name] = orjson.loads(scalars_raw[name])
-        symbol["klines"] = [orjson.loads(item) for item in klines_raw]
-        symbols.append(symbol)
+        scalars = {name: orjson.loads(scalars_raw[name]) for name in SYMBOL_SCALAR_FIELDS}
+        trades = [orjson.loads(item) for item in trades_raw]
+        klines = [orjson.loads(item) for item in klines_raw]
+        symbols.append(with_lists(scalars, trades=trades, klines=klines))
     return Snapshot(seq=int(seq_text), epoch=epoch, display=display, status=status, symbols=symbols)
 
 

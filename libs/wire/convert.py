@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from libs.core.decimals import format_decimal
@@ -124,3 +125,16 @@ def status_wire(
         "timeZoneOffset": time_zone_offset_min,
         "status": "work" if enabled else "stop",
     }
+
+
+def with_lists(
+    scalars: Mapping[str, Any], *, trades: list[Any], klines: list[Any]
+) -> dict[str, Any]:
+    """A SYMBOL in wire order: scalars, with `trades` before `lastTradeTime` and `klines` last."""
+    symbol: dict[str, Any] = {}
+    for name, value in scalars.items():
+        if name == "lastTradeTime":
+            symbol["trades"] = trades
+        symbol[name] = value
+    symbol["klines"] = klines
+    return symbol

@@ -1,0 +1,166 @@
+"""Creating a bot's state, freezing its trading config, and publishing its key hashes
+(SPEC 2.1 rules 5 and 16, 4.1 rules 6 and 11)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from pydantic import SecretStr
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+from redis.typing import EncodableT, FieldT
+
+from libs import keys
+from libs.config import BotConfig, api_key_hash
+from libs.core.pnl import Ledger
+from libs.core.portfolio import status_figures, symbol_figures
+from libs.errors import ConfigError
+from libs.store import Display, encode_fields
+from libs.wire.convert import status_wire, symbol_scalars, with_lists
+
+
+def display_of(bot: BotConfig) -> Display:
+    return Display(
+        product_ids=tuple(symbol.product_id for symbol in bot.symbols),
+        maker_fee=bot.maker_fee,
+        taker_fee=bot.taker_fee,
+        kline_history=bot.kline_history,
+        trade_history=bot.trade_history,
+    )
+
+
+def _differences(frozen: Any, current: Any, path: str) -> list[str]:
+    if isinstance(frozen, dict) and isinstance(current, dict):
+        found: list[str] = []
+        for name in sorted(set(frozen) | set(current)):
+            found += _differences(frozen.get(name), current.get(name), f"{path}.{name}")
+        return found
+    if isinstance(frozen, list) and isinstance(current, list) and len(frozen) == len(current):
+        found = []
+        for index, (old, new) in enumerate(zip(frozen, current, strict=True)):
+            found += _differences(old, new, f"{path}[{index}]")
+        return found
+    return [] if frozen == current else [path]
+
+
+def check_frozen_config(bot: BotConfig, frozen_json: str | bytes) -> None:
+    """A later start with different trading config is a config error naming the bot and fields;
+    the fix is to restore the config or `bandwagon reset --bot ID` (SPEC 4.1 rule 6)."""
+    frozen = orjson.loads(frozen_json)
+    current = orjson.loads(orjson.dumps(bot.trading_config()))
+    changed = _differences(frozen, current, f"bots[{bot.id}]")
+    if changed:
+        raise ConfigError(
+            ", ".join(changed[:5]),
+            bot.id,
+            "trading config differs from the one frozen with this bot's state; "
+            "restore it or run `bandwagon reset --bot " + bot.id + "`",
+        )
+
+
+def initial_scalars(bot: BotConfig) -> list[dict[str, Any]]:
+    """Every SYMBOL before any market data: price 0, no PnL (SPEC 2.1 rule 14)."""
+    return [
+        symbol_scalars(
+            product_id=symbol.product_id,
+            exchange=bot.exchange,
+            min_size=symbol.min_size,
+            leverage=symbol.leverage,
+            isolated=symbol.isolated,
+            figures=symbol_figures(Ledger(allocation=bot.allocation(index)), 0.0),
+            signal=None,
+        )
+        for index, symbol in enumerate(bot.symbols)
+    ]
+
+
+def initial_status(bot: BotConfig, time_zone_offset_min: int) -> dict[str, Any]:
+    figures = [
+        symbol_figures(Ledger(allocation=bot.allocation(i)), 0.0) for i in range(len(bot.symbols))
+    ]
+    return status_wire(
+        status_figures(bot.start_capital, figures),
+        exchange=bot.exchange,
+        start_time_ms=0,
+        time_zone_offset_min=time_zone_offset_min,
+        enabled=bot.enabled,
+    )
+
+
+def first_refresh(epoch: str, symbols: list[dict[str, Any]], status: dict[str, Any]) -> bytes:
+    """Refresh seq 1: every symbol, empty `klines` and `trades` (SPEC 2.1 rule 5)."""
+    listed = [with_lists(scalars, trades=[], klines=[]) for scalars in symbols]
+    return orjson.dumps(
+        {
+            "action": "refresh",
+            "seq": 1,
+            "epoch": epoch,
+            "data": {"symbols": listed, "status": status},
+        }
+    )
+
+
+async def ensure_state(redis: Redis, bot: BotConfig, time_zone_offset_min: int) -> bool:
+    """Create the bot's state unless it exists, else check the frozen config. Returns True when it
+    created it. WATCH makes two accounting replicas starting at once create it only once."""
+    meta_key = keys.meta(bot.id)
+    display = display_of(bot)
+    while True:
+        async with redis.pipeline(transaction=True) as tx:
+            try:
+                await tx.watch(meta_key)
+                frozen = await tx.hget(meta_key, "config")
+                if frozen is not None:
+                    check_frozen_config(bot, frozen)
+                    await redis.hset(meta_key, "display", display.to_json())
+                    return False
+                epoch = secrets.token_hex(8)
+                symbols = initial_scalars(bot)
+                status = initial_status(bot, time_zone_offset_min)
+                text = first_refresh(epoch, symbols, status)
+                tx.multi()  # type: ignore[no-untyped-call]
+                tx.delete(
+                    keys.refresh_log(bot.id),
+                    keys.accounting_state(bot.id),
+                    *(keys.klines(bot.id, s.product_id) for s in bot.symbols),
+                    *(keys.trades(bot.id, s.product_id) for s in bot.symbols),
+                )
+                tx.hset(
+                    meta_key,
+                    mapping={
+                        "epoch": epoch,
+                        "seq": "1",
+                        "config": orjson.dumps(bot.trading_config()),
+                        "display": display.to_json(),
+                    },
+                )
+                tx.hset(keys.status(bot.id), mapping=encode_fields(status))
+                for scalars in symbols:
+                    tx.hset(
+                        keys.symbol(bot.id, scalars["product_id"]), mapping=encode_fields(scalars)
+                    )
+                tx.xadd(keys.refresh_log(bot.id), {"msg": text}, id="1-0")
+                tx.publish(keys.refresh_channel(bot.id), text)
+                await tx.execute()
+                return True
+            except WatchError:
+                continue
+
+
+async def publish_api_keys(redis: Redis, api_keys: Mapping[str, SecretStr]) -> None:
+    """Make `bw:apikeys` hold exactly the configured keys' hashes, so a removed or rotated key
+    is refused at once (SPEC 2.1 rule 16)."""
+    wanted: dict[FieldT, EncodableT] = {
+        api_key_hash(key.get_secret_value()): bot for bot, key in api_keys.items()
+    }
+    current = await redis.hgetall(keys.api_keys())
+    stale = [digest for digest in current if digest not in wanted]
+    async with redis.pipeline(transaction=True) as tx:
+        if stale:
+            tx.hdel(keys.api_keys(), *stale)
+        if wanted:
+            tx.hset(keys.api_keys(), mapping=wanted)
+        await tx.execute()
