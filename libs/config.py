@@ -164,6 +164,7 @@ class Settings(_Model):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8080, ge=0, le=65535)
     health_port: int | None = None
+    health_host: str = "127.0.0.1"
     gateway_max_message_bytes: int = Field(65_536, ge=1024)
     gateway_auth_timeout_s: float = Field(10.0, gt=0)
     gateway_rate_burst: int = Field(20, ge=1)
@@ -185,6 +186,7 @@ _ENV_FIELDS: dict[str, str] = {
     "GATEWAY_HOST": "gateway_host",
     "GATEWAY_PORT": "gateway_port",
     "HEALTH_PORT": "health_port",
+    "HEALTH_HOST": "health_host",
     "GATEWAY_MAX_MESSAGE_BYTES": "gateway_max_message_bytes",
     "GATEWAY_AUTH_TIMEOUT_S": "gateway_auth_timeout_s",
     "GATEWAY_RATE_BURST": "gateway_rate_burst",

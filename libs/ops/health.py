@@ -23,6 +23,7 @@ REDIS_PING_FRESH_S = 5.0
 
 BUILD_INFO = Gauge("bandwagon_build_info", "Build of this process", ["service", "version"])
 READY = Gauge("bandwagon_ready", "1 when /readyz answers 200")
+PARTITIONS_OWNED = Gauge("bandwagon_partitions_owned", "Partitions this worker replica owns")
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from libs.core.periods import kline_close_time, kline_period_ms, period_id
 from libs.core.pnl import Ledger, Position, order_size
 from libs.core.portfolio import status_figures, symbol_figures
 
-REAL_KLINES = Path("/work/shared/data/klines-1m-real-13681.csv")
+REAL_KLINES = Path(__file__).parents[1] / "data" / "klines-1m-3000.csv"
 
 
 def test_period_id_matches_the_status_api_vector() -> None:

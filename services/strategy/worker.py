@@ -1,0 +1,199 @@
+"""The strategy worker's loop: market streams in, one atomic commit of events + checkpoint out.
+
+Each (bot, symbol) is a partition with its own checkpoint (the last market entry id it applied),
+stored in the bot's slot beside its state, so a batch's events and the checkpoint that produced
+them land together or not at all (SPEC 4.1 rule 12). After any failed commit the in-memory state
+is thrown away and reloaded from Redis: Redis, not memory, is the truth.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import orjson
+from prometheus_client import Counter
+from redis.asyncio import Redis
+
+from libs import keys
+from libs.bot_state import check_frozen_config
+from libs.config import BotConfig
+from libs.core.strategy import AnnotatedKline, SymbolStrategy
+from libs.errors import BadMarketData
+from libs.ops.health import PARTITIONS_OWNED
+from libs.trading import new_symbol_strategy, strategy_params, symbol_terms
+from libs.wire.convert import kline_wire, trade_wire
+from libs.wire.market import decode_update
+
+log = logging.getLogger(__name__)
+
+UPDATES = Counter("bandwagon_strategy_updates_total", "Market updates applied", ["bot"])
+FILLS = Counter("bandwagon_strategy_fills_total", "Fills produced", ["bot"])
+
+StreamEntries = list[tuple[str, dict[str, str]]]
+StreamReply = list[tuple[str, StreamEntries]] | None
+FIRST_ENTRY = "0-0"  # SPEC 3.1 rule 17: a new bot reads each stream from its oldest entry
+
+
+def entry_key(entry_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
+@dataclass
+class Partition:
+    bot: BotConfig
+    index: int
+    stream: str
+    strategy: SymbolStrategy
+    checkpoint: str
+
+    @property
+    def product_id(self) -> str:
+        return self.bot.symbols[self.index].product_id
+
+
+@dataclass
+class BatchOutput:
+    """What one partition produced in one batch, turned into one event."""
+
+    klines: dict[int, AnnotatedKline] = field(default_factory=dict)
+    trades: list[dict[str, Any]] = field(default_factory=list)
+    last_entry_id: str = ""
+
+
+async def load_partitions(redis: Redis, bots: list[BotConfig]) -> list[Partition]:
+    partitions: list[Partition] = []
+    for bot in bots:
+        frozen = await redis.hget(keys.meta(bot.id), "config")
+        if frozen is not None:
+            check_frozen_config(bot, frozen)
+        for index, symbol in enumerate(bot.symbols):
+            saved = await redis.hgetall(keys.strategy_state(bot.id, symbol.product_id))
+            if saved:
+                strategy = SymbolStrategy.from_state(
+                    symbol_terms(bot, index), strategy_params(bot), orjson.loads(saved["state"])
+                )
+                checkpoint = str(saved["checkpoint"])
+            else:
+                strategy, checkpoint = new_symbol_strategy(bot, index), FIRST_ENTRY
+            stream = keys.market_stream(bot.exchange, symbol.product_id, bot.kline_size)
+            partitions.append(Partition(bot, index, stream, strategy, checkpoint))
+    PARTITIONS_OWNED.set(len(partitions))
+    return partitions
+
+
+def apply_entries(partition: Partition, entries: StreamEntries, output: BatchOutput) -> None:
+    """Feed the partition the entries after its checkpoint; bad entries are skipped, reported."""
+    checkpoint = entry_key(partition.checkpoint)
+    bot = partition.bot
+    decimals = bot.symbols[partition.index].price_decimals
+    for entry_id, fields in entries:
+        if entry_key(entry_id) <= checkpoint:
+            continue
+        try:
+            step = partition.strategy.on_update(decode_update(fields))
+        except (BadMarketData, KeyError, ValueError) as error:
+            log.warning(
+                "market entry skipped: %s",
+                error,
+                extra={"bot": bot.id, "stream": partition.stream, "entry_id": entry_id},
+            )
+        else:
+            output.klines[step.kline.kline.time_ms] = step.kline
+            for fill in step.fills:
+                output.trades.append(trade_wire(fill, decimals))
+                log.info(
+                    "order filled",
+                    extra={
+                        "bot": bot.id,
+                        "symbol": partition.product_id,
+                        "order_id": fill.order_id,
+                    },
+                )
+            UPDATES.labels(bot=bot.id).inc()
+            FILLS.labels(bot=bot.id).inc(len(step.fills))
+        partition.checkpoint = entry_id
+        output.last_entry_id = entry_id
+
+
+def event_of(partition: Partition, output: BatchOutput) -> dict[str, Any]:
+    """The event accounting folds: the symbol's ledger and position as they now stand, the klines
+    touched (newest `kline_history`, last version each) and the fills, in order."""
+    bot, strategy = partition.bot, partition.strategy
+    times = sorted(output.klines)[-bot.kline_history :]
+    return {
+        "symbol": partition.product_id,
+        "entry_id": output.last_entry_id,
+        "time": strategy.last_time_ms,
+        "first_time": strategy.first_time_ms,
+        "price": strategy.price,
+        "signal": strategy.signal,
+        "ledger": strategy.to_state()["ledger"],
+        "klines": [
+            kline_wire(output.klines[time], bot.kline_size, bot.period_ms) for time in times
+        ],
+        "trades": output.trades,
+    }
+
+
+class StrategyWorker:
+    def __init__(self, redis: Redis, bots: list[BotConfig], batch_size: int = 1000) -> None:
+        self.redis = redis
+        self.bots = bots
+        self.batch_size = batch_size
+        self.partitions: list[Partition] = []
+
+    async def load(self) -> None:
+        self.partitions = await load_partitions(self.redis, self.bots)
+
+    async def run_once(self, block_ms: int) -> int:
+        """Read one batch from every stream, apply it, commit per bot. Returns entries read."""
+        by_stream: dict[str, list[Partition]] = defaultdict(list)
+        for partition in self.partitions:
+            by_stream[partition.stream].append(partition)
+        read_from = {
+            stream: min((p.checkpoint for p in members), key=entry_key)
+            for stream, members in by_stream.items()
+        }
+        if not read_from:
+            return 0
+        reply = cast(
+            StreamReply,
+            await self.redis.xread(read_from, count=self.batch_size, block=block_ms),  # type: ignore[arg-type]
+        )
+        outputs: dict[tuple[str, int], tuple[Partition, BatchOutput]] = {}
+        read = 0
+        for stream, entries in reply or []:
+            read += len(entries)
+            for partition in by_stream[stream]:
+                output = BatchOutput()
+                apply_entries(partition, entries, output)
+                if output.last_entry_id:
+                    outputs[(partition.bot.id, partition.index)] = (partition, output)
+        if outputs:
+            await self._commit(list(outputs.values()))
+        return read
+
+    async def _commit(self, touched: list[tuple[Partition, BatchOutput]]) -> None:
+        """One MULTI per bot: its events and its partitions' states and checkpoints."""
+        by_bot: dict[str, list[tuple[Partition, BatchOutput]]] = defaultdict(list)
+        for partition, output in touched:
+            by_bot[partition.bot.id].append((partition, output))
+        for bot_id, items in by_bot.items():
+            async with self.redis.pipeline(transaction=True) as tx:
+                for partition, output in items:
+                    if output.klines or output.trades:
+                        tx.xadd(
+                            keys.events(bot_id), {"data": orjson.dumps(event_of(partition, output))}
+                        )
+                    tx.hset(
+                        keys.strategy_state(bot_id, partition.product_id),
+                        mapping={
+                            "state": orjson.dumps(partition.strategy.to_state()),
+                            "checkpoint": partition.checkpoint,
+                        },
+                    )
+                await tx.execute()
