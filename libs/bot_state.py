@@ -164,3 +164,18 @@ async def publish_api_keys(redis: Redis, api_keys: Mapping[str, SecretStr]) -> N
         if wanted:
             tx.hset(keys.api_keys(), mapping=wanted)
         await tx.execute()
+
+
+async def reset_bot(redis: Redis, bot_id: str) -> int:
+    """Delete every key of one bot (its `{bot}` slot) and its key hashes; nothing else. Market
+    streams are shared and stay. Returns the number of keys deleted."""
+    doomed = [key async for key in redis.scan_iter(match=keys.bot_keys_pattern(bot_id), count=500)]
+    hashes = await redis.hgetall(keys.api_keys())
+    owned = [digest for digest, owner in hashes.items() if owner == bot_id]
+    async with redis.pipeline(transaction=True) as tx:
+        if doomed:
+            tx.delete(*doomed)
+        if owned:
+            tx.hdel(keys.api_keys(), *owned)
+        await tx.execute()
+    return len(doomed)

@@ -83,6 +83,8 @@ class AccountingWorker:
 
     async def load(self) -> None:
         self.books = {bot.id: await load_book(self.redis, bot) for bot in self.bots}
+        for book in self.books.values():
+            book.unsaved_events = 1  # check once: config changes such as `enabled` show at start
         self.last_publish_s = {bot.id: -1e9 for bot in self.bots}
         PARTITIONS_OWNED.set(len(self.books))
 
