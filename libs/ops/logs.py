@@ -8,7 +8,19 @@ import time
 
 import orjson
 
-CONTEXT_KEYS = ("service", "bot", "symbol", "stream", "entry_id", "order_id", "source", "line")
+CONTEXT_KEYS = (
+    "service",
+    "bot",
+    "symbol",
+    "stream",
+    "entry_id",
+    "order_id",
+    "source",
+    "line",
+    "field",
+    "value",
+    "reason",
+)
 
 
 class JsonFormatter(logging.Formatter):
