@@ -14,6 +14,8 @@ COMMANDS = {
     "accounting": ("services.accounting.main", "fills -> status hashes and refreshes"),
     "gateway": ("services.gateway.main", "websocket Status API"),
     "run": ("services.run.supervisor", "the whole demo: Redis and the four services"),
+    "watch": ("services.run.watch", "a websocket client printing a bot's refreshes"),
+    "reset": ("services.admin.reset", "delete one bot's state to start it over"),
 }
 
 

@@ -1,0 +1,330 @@
+"""The demo's parts around the `Supervisor`: its key, its ports, its services and what it prints.
+
+SPEC 4.1 rule 10: no service ever logs a key; `make run` may print a key it generated, once. So a
+generated key is shown in the ready banner of the run that generated it and never again: later
+runs reuse it from `.run/demo-api-key` (mode 0600) and say where it is.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from libs.config import API_KEY_PATTERN
+from libs.errors import ConfigError
+from libs.redis_server import RedisServer
+from services.run.supervisor import ChildSpec
+
+WORKER_HEALTH_PORTS = {"ingest": 9101, "strategy": 9102, "accounting": 9103}  # SPEC 4.1 rule 3
+SERVICES = ("ingest", "strategy", "accounting", "gateway")
+DEFAULT_GATEWAY_PORT = 8080
+KEY_FILE = "demo-api-key"
+_WILDCARDS = ("", "0.0.0.0", "::")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    value: str = field(repr=False)
+    origin: Literal["environment", "generated", "kept"]
+    path: Path | None = None
+
+
+@dataclass
+class Ports:
+    gateway_host: str
+    gateway_port: int
+    health: dict[str, int]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def client_host(self) -> str:
+        """Where a local client reaches the gateway (a wildcard bind answers on loopback)."""
+        return "127.0.0.1" if self.gateway_host in _WILDCARDS else self.gateway_host
+
+    @property
+    def ws_url(self) -> str:
+        host = f"[{self.client_host}]" if ":" in self.client_host else self.client_host
+        return f"ws://{host}:{self.gateway_port}/ws"
+
+    def readiness_urls(self) -> dict[str, str]:
+        host = f"[{self.client_host}]" if ":" in self.client_host else self.client_host
+        urls = {name: f"http://127.0.0.1:{port}/readyz" for name, port in self.health.items()}
+        urls["gateway"] = f"http://{host}:{self.gateway_port}/readyz"
+        return urls
+
+
+class Stoppable(Protocol):
+    """What `announce_when_ready` needs of the `Supervisor`."""
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def say(self, text: str) -> None: ...
+
+    def show(self, text: str) -> None: ...
+
+
+# -- the key -------------------------------------------------------------------------------------
+
+
+def demo_api_key(run_dir: Path, environ: Mapping[str, str]) -> ApiKey:
+    """$BOT_API_KEY if set; else the key an earlier run kept; else a new one, kept for next time."""
+    value = environ.get("BOT_API_KEY", "")
+    if value:
+        if not API_KEY_PATTERN.fullmatch(value):
+            raise ConfigError(
+                "BOT_API_KEY",
+                value,
+                "must be 16 to 256 printable ASCII characters with no space",
+                secret=True,
+            )
+        return ApiKey(value, "environment")
+    path = run_dir / KEY_FILE
+    if path.exists():
+        value = path.read_text(encoding="ascii", errors="replace").strip()
+        if not API_KEY_PATTERN.fullmatch(value):
+            raise ConfigError(
+                str(path),
+                value,
+                "not a valid key (16 to 256 printable ASCII, no space); delete it for a new one",
+                secret=True,
+            )
+        path.chmod(0o600)
+        return ApiKey(value, "kept", path)
+    value = secrets.token_urlsafe(24)  # 32 characters of [A-Za-z0-9_-]
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii") as file:
+        file.write(value + "\n")
+    return ApiKey(value, "generated", path)
+
+
+# -- ports ---------------------------------------------------------------------------------------
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port now (SO_REUSEADDR, as uvicorn binds)."""
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host or "0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def _any_free_port(host: str, taken: set[int]) -> int:
+    while True:
+        with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+            sock.bind((host or "0.0.0.0", 0))
+            port: int = sock.getsockname()[1]
+        if port not in taken:
+            return port
+
+
+def choose_ports(environ: Mapping[str, str], gateway_port: int | None, free_ports: bool) -> Ports:
+    """SPEC defaults (gateway 8080, workers 9101-9103) unless taken, then free ones, with a note.
+
+    A gateway port the user asked for (flag or $GATEWAY_PORT) that is taken is a config error:
+    silently moving it would break whatever expects it there.
+    """
+    host = environ.get("GATEWAY_HOST") or "127.0.0.1"
+    asked: int | None = gateway_port
+    source = "--gateway-port"
+    if asked is None and environ.get("GATEWAY_PORT"):
+        source = "GATEWAY_PORT"
+        try:
+            asked = int(environ["GATEWAY_PORT"])
+        except ValueError:
+            raise ConfigError(source, environ["GATEWAY_PORT"], "not a port number") from None
+    if asked is not None and not 0 <= asked <= 65535:
+        raise ConfigError(source, asked, "not a port number (0-65535)")
+    notes: list[str] = []
+    taken: set[int] = set()
+    if free_ports or asked == 0:
+        port = _any_free_port(host, taken)
+    elif asked is not None:
+        if not port_is_free(host, asked):
+            raise ConfigError(source, asked, f"in use on {host or '*'}: pick another, or 0 for any")
+        port = asked
+    elif port_is_free(host, DEFAULT_GATEWAY_PORT):
+        port = DEFAULT_GATEWAY_PORT
+    else:
+        port = _any_free_port(host, taken)
+        notes.append(f"port {DEFAULT_GATEWAY_PORT} is taken: the gateway uses {port}")
+    taken.add(port)
+    health: dict[str, int] = {}
+    for name, default in WORKER_HEALTH_PORTS.items():
+        # Checked on the wildcard address: ingest binds its side port on 0.0.0.0.
+        if not free_ports and default not in taken and port_is_free("0.0.0.0", default):
+            health[name] = default
+        else:
+            health[name] = _any_free_port("0.0.0.0", taken)
+            if not free_ports:
+                notes.append(f"port {default} is taken: {name} serves /readyz on {health[name]}")
+        taken.add(health[name])
+    return Ports(host, port, health, notes)
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+
+def service_specs(
+    base_env: Mapping[str, str], ports: Ports, ingest_args: Sequence[str]
+) -> list[ChildSpec]:
+    """The four services as `python -m services.cli NAME`, each with its own port variables."""
+    specs: list[ChildSpec] = []
+    for name in SERVICES:
+        env = dict(base_env)
+        if name == "gateway":
+            env.update(GATEWAY_HOST=ports.gateway_host, GATEWAY_PORT=str(ports.gateway_port))
+        else:
+            env["HEALTH_PORT"] = str(ports.health[name])
+        args = list(ingest_args) if name == "ingest" else []
+        specs.append(ChildSpec(name, [sys.executable, "-m", "services.cli", name, *args], env))
+    return specs
+
+
+def has_redis_data(redis_dir: Path) -> bool:
+    return redis_dir.is_dir() and any(p.name != "redis.log" for p in redis_dir.iterdir())
+
+
+# -- what the terminal shows ---------------------------------------------------------------------
+
+
+def _shown(path: Path) -> str:
+    """A path as the user can paste it: relative to the current directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _bandwagon_command() -> str:
+    script = Path(sys.executable).parent / "bandwagon"
+    if script.exists():
+        shown = _shown(script)
+        return shown if "/" in shown else f"./{shown}"
+    return f"{shlex.quote(sys.executable)} -m services.cli"
+
+
+def start_text(
+    redis: RedisServer,
+    redis_dir: Path,
+    resumed: bool,
+    key: ApiKey,
+    log_dir: Path,
+    specs: Sequence[ChildSpec],
+    ports: Ports,
+) -> str:
+    state = (
+        "resuming the previous run's state (--fresh starts over)" if resumed else "a fresh state"
+    )
+    lines = [
+        f"bandwagon run: redis-server on 127.0.0.1:{redis.port}, data in {_shown(redis_dir)}: "
+        f"{state}",
+        f"bandwagon run: service logs (JSON lines) in {_shown(log_dir)}/: "
+        + ", ".join(f"{spec.name}.log" for spec in specs),
+    ]
+    if key.origin == "kept" and key.path is not None:
+        lines.append(f"bandwagon run: reusing the demo apiKey kept in {_shown(key.path)}")
+    lines += [f"bandwagon run: {note}" for note in ports.notes]
+    return "\n".join(lines)
+
+
+def _readyz_ok(opener: urllib.request.OpenerDirector, url: str) -> bool:
+    try:
+        with opener.open(url, timeout=1.0) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def banner(
+    ports: Ports, key: ApiKey, log_dir: Path, not_ready: Sequence[str], after_s: float
+) -> str:
+    if not_ready:
+        logs = ", ".join(_shown(log_dir / f"{name}.log") for name in not_ready)
+        head = (
+            f"Not ready after {after_s:g} s: {', '.join(not_ready)} (see {logs}). "
+            "Still supervising; a line follows when all are ready."
+        )
+    else:
+        head = "Bandwagon demo is ready."
+    if key.origin == "environment":
+        key_line = "from $BOT_API_KEY"
+        key_arg = '"$BOT_API_KEY"'
+    elif key.origin == "generated" and key.path is not None:
+        key_line = (
+            f"{key.value}\n{'':13}(generated now and shown only this once; kept in "
+            f"{_shown(key.path)}, mode 0600, for the next make run)"
+        )
+        key_arg = f'"$(cat {shlex.quote(_shown(key.path))})"'
+    else:
+        assert key.path is not None
+        key_line = f"kept in {_shown(key.path)} (cat it to see it)"
+        key_arg = f'"$(cat {shlex.quote(_shown(key.path))})"'
+    urls = ports.readiness_urls()
+    health = f"\n{'':13}".join(f"{name:<11} {urls[name]}" for name in SERVICES)
+    return "\n".join(
+        [
+            "",
+            f"  {head}",
+            f"  websocket  {ports.ws_url}",
+            f"  apiKey     {key_line}",
+            f"  readiness  {health}",
+            f"  logs       {_shown(log_dir)}/<service>.log",
+            f"  watch it   {_bandwagon_command()} watch --url {ports.ws_url} --key {key_arg}",
+            "  stop       Ctrl-C (the state stays for the next make run)",
+            "",
+        ]
+    )
+
+
+def announce_when_ready(
+    supervisor: Stoppable, ports: Ports, key: ApiKey, log_dir: Path, timeout_s: float
+) -> None:
+    """Poll every service's /readyz; print the banner once all answer 200, or at the timeout with
+    the laggards named (then one more line when they catch up). The banner is printed once."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+    urls = ports.readiness_urls()
+    started = time.monotonic()
+    announced = False
+    while not supervisor.stopping:
+        not_ready = [name for name in SERVICES if not _readyz_ok(opener, urls[name])]
+        if supervisor.stopping:
+            return
+        if not not_ready:
+            if announced:
+                supervisor.say("all four services are ready")
+            else:
+                supervisor.show(banner(ports, key, log_dir, [], 0))
+            return
+        if not announced and time.monotonic() - started > timeout_s:
+            supervisor.show(banner(ports, key, log_dir, not_ready, timeout_s))
+            announced = True
+        time.sleep(0.25 if not announced else 1.0)
+
+
+def stop_text(code: int, redis_dir: Path) -> str:
+    if code == 0:
+        return (
+            f"bandwagon run: stopped. The state stays in {_shown(redis_dir)}: the next make run "
+            "resumes it (make run ARGS=--fresh starts over)."
+        )
+    if code == 78:
+        return "bandwagon run: stopped on a config error (exit 78); fix it and run again."
+    return f"bandwagon run: stopped (exit {code})."
