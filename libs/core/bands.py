@@ -46,6 +46,14 @@ def bollinger_bands(
     return Bands(middle=float(middle[-1]), upper=float(upper[-1]), lower=float(lower[-1]))
 
 
+def band_conditions(price: float, bands: Bands | None) -> tuple[bool, bool]:
+    """(buy, sell): price below the lower band, above the upper band. Neither holds without
+    bands or at zero width (SPEC 3.1 rule 2)."""
+    if bands is None or bands.zero_width:
+        return False, False
+    return price < bands.lower, price > bands.upper
+
+
 def percent_b(close: float, bands: Bands) -> float | None:
     """pb = (close - lower) / (upper - lower); undefined (null) at zero width."""
     if bands.zero_width:

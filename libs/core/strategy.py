@@ -8,12 +8,12 @@ same trades. Rule 4 of 3.1 fixes the order of work inside one update, and `on_up
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from libs.core.bands import Bands, band_width_pct, bollinger_bands, percent_b
+from libs.core.bands import Bands, band_conditions, band_width_pct, bollinger_bands, percent_b
 from libs.core.market import Kline, MarketUpdate
-from libs.core.pnl import Ledger, Position
+from libs.core.pnl import Ledger, Position, Side
 from libs.core.sim_exchange import (
     Fill,
     Order,
@@ -59,6 +59,27 @@ class AnnotatedKline:
     annotation: KlineAnnotation
 
 
+def annotate(
+    previous: KlineAnnotation,
+    close: float,
+    bands: Bands | None,
+    buy_crosses: int,
+    sell_crosses: int,
+    ordered: Side | None,
+) -> KlineAnnotation:
+    """A kline's annotation after more updates of its period: counts add up, flags stick, bands
+    are those of the last update (SPEC 2.1 rule 14)."""
+    return KlineAnnotation(
+        buy_cross_count=previous.buy_cross_count + buy_crosses,
+        sell_cross_count=previous.sell_cross_count + sell_crosses,
+        buy_ordered=previous.buy_ordered or ordered == "buy",
+        sell_ordered=previous.sell_ordered or ordered == "sell",
+        bands=bands,
+        percent_b=None if bands is None else percent_b(close, bands),
+        width_pct=None if bands is None else band_width_pct(bands),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """What one update produced: the kline as it now stands and the fills, in order_id order."""
@@ -92,11 +113,36 @@ class SymbolStrategy:
     def on_update(self, update: MarketUpdate) -> Step:
         """Settle the open order, then liquidate, then act on a cross (SPEC 3.1 rule 4)."""
         self._advance_kline(update)
-        fills = self._settle_open_order(update)
-        fills += self._liquidate_if_margin_gone(update)
-        self._act_on_cross(update)
         assert self.kline is not None
+        closes = [*self.closed_closes, self.kline.kline.close]
+        params = self.params
+        bands = bollinger_bands(closes, params.period, params.nbdev_up, params.nbdev_dn)
+        buy_now, sell_now = band_conditions(update.price, bands)
+        buy_cross = buy_now and not self.buy_condition
+        sell_cross = sell_now and not self.sell_condition
+        self.buy_condition, self.sell_condition = buy_now, sell_now
+        fills, ordered = self._trade(update.time_ms, update.price, buy_cross, sell_cross)
+        self.kline = AnnotatedKline(
+            self.kline.kline,
+            annotate(
+                self.kline.annotation, self.kline.kline.close, bands, buy_cross, sell_cross, ordered
+            ),
+        )
         return Step(kline=self.kline, fills=tuple(fills))
+
+    def _trade(
+        self, time_ms: int, price: float, buy_cross: bool, sell_cross: bool
+    ) -> tuple[list[Fill], Side | None]:
+        """SPEC 3.1 rule 4, given the update's crosses: settle the open order, then liquidate,
+        then let a cross place an order. Returns the fills and the side of a placed order."""
+        fills = self._settle_open_order(time_ms, price)
+        fills += self._liquidate_if_margin_gone(time_ms, price)
+        ordered: Side | None = None
+        if buy_cross and self._place_order("buy", time_ms, price):
+            ordered = "buy"
+        elif sell_cross and self._place_order("sell", time_ms, price):
+            ordered = "sell"
+        return fills, ordered
 
     def _advance_kline(self, update: MarketUpdate) -> None:
         current = self.kline
@@ -114,18 +160,18 @@ class SymbolStrategy:
         self.price = update.price
         self.last_time_ms = update.time_ms
 
-    def _settle_open_order(self, update: MarketUpdate) -> list[Fill]:
+    def _settle_open_order(self, time_ms: int, price: float) -> list[Fill]:
         order = self.order
         if order is None:
             return []
-        matched = match(order, update.time_ms, update.price, self.terms)
+        matched = match(order, time_ms, price, self.terms)
         if matched is None:
             return []
         fill_price, order_type = matched
         self.ledger, fills = execute(
             order,
             self.ledger,
-            time_ms=update.time_ms,
+            time_ms=time_ms,
             fill_price=fill_price,
             order_type=order_type,
             terms=self.terms,
@@ -137,48 +183,16 @@ class SymbolStrategy:
             self.signal = order.previous_signal  # SPEC 3.1 rule 14: ended without a fill
         return fills
 
-    def _liquidate_if_margin_gone(self, update: MarketUpdate) -> list[Fill]:
+    def _liquidate_if_margin_gone(self, time_ms: int, price: float) -> list[Fill]:
         position = self.ledger.position
-        if position is None or not liquidation_due(self.ledger, update.price, self.terms.isolated):
+        if position is None or not liquidation_due(self.ledger, price, self.terms.isolated):
             return []
-        self.ledger, fill = liquidate(
-            self.ledger, time_ms=update.time_ms, price=update.price, terms=self.terms
-        )
+        self.ledger, fill = liquidate(self.ledger, time_ms=time_ms, price=price, terms=self.terms)
         self.order = None
         self.signal = "sold" if position.side == "long" else "bought"
         return [fill]
 
-    def _act_on_cross(self, update: MarketUpdate) -> None:
-        assert self.kline is not None
-        closes = [*self.closed_closes, self.kline.kline.close]
-        bands = bollinger_bands(
-            closes, self.params.period, self.params.nbdev_up, self.params.nbdev_dn
-        )
-        price = update.price
-        buy_now = bands is not None and not bands.zero_width and price < bands.lower
-        sell_now = bands is not None and not bands.zero_width and price > bands.upper
-        buy_cross = buy_now and not self.buy_condition
-        sell_cross = sell_now and not self.sell_condition
-        self.buy_condition, self.sell_condition = buy_now, sell_now
-
-        annotation = self.kline.annotation
-        buy_ordered = sell_ordered = False
-        if buy_cross:
-            buy_ordered = self._place_order("buy", update)
-        elif sell_cross:
-            sell_ordered = self._place_order("sell", update)
-        annotation = KlineAnnotation(
-            buy_cross_count=annotation.buy_cross_count + buy_cross,
-            sell_cross_count=annotation.sell_cross_count + sell_cross,
-            buy_ordered=annotation.buy_ordered or buy_ordered,
-            sell_ordered=annotation.sell_ordered or sell_ordered,
-            bands=bands,
-            percent_b=None if bands is None else percent_b(self.kline.kline.close, bands),
-            width_pct=None if bands is None else band_width_pct(bands),
-        )
-        self.kline = replace(self.kline, annotation=annotation)
-
-    def _place_order(self, side: Literal["buy", "sell"], update: MarketUpdate) -> bool:
+    def _place_order(self, side: Side, time_ms: int, price: float) -> bool:
         """SPEC 3.1 rule 5: close the opposite position in every mode, open where mode allows."""
         if self.order is not None:
             return False
@@ -190,15 +204,15 @@ class SymbolStrategy:
         opens = self.params.mode in ("both", opening_side)
         if not closes and not opens:
             return False
-        if not closes and not can_open(self.ledger, update.price, self.terms):
+        if not closes and not can_open(self.ledger, price, self.terms):
             return False  # an opening-only order below min_size is not placed (rule 6)
         self.order = Order(
             side=side,
             closes=closes,
             opens=opens,
             order_type=self.params.order_type,
-            signal_time_ms=update.time_ms,
-            signal_price=update.price,
+            signal_time_ms=time_ms,
+            signal_price=price,
             previous_signal=self.signal,
         )
         self.signal = "buying" if side == "buy" else "selling"
