@@ -8,10 +8,14 @@ same trades. Rule 4 of 3.1 fixes the order of work inside one update, and `on_up
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 from libs.core.bands import Bands, band_conditions, band_width_pct, bollinger_bands, percent_b
+from libs.core.batch import Bools, UpdateColumns, Windows, band_flags, crosses, windows_of
 from libs.core.market import Kline, MarketUpdate
 from libs.core.pnl import Ledger, Position, Side
 from libs.core.sim_exchange import (
@@ -86,6 +90,16 @@ class Step:
 
     kline: AnnotatedKline
     fills: tuple[Fill, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStep:
+    """What a batch produced: fills in order, the klines it touched (each as its last update
+    left it, ascending), and the indexes of updates skipped for an out-of-order kline."""
+
+    fills: tuple[Fill, ...]
+    klines: tuple[AnnotatedKline, ...]
+    rejected: tuple[int, ...]
 
 
 @dataclass
@@ -217,6 +231,178 @@ class SymbolStrategy:
         )
         self.signal = "buying" if side == "buy" else "selling"
         return True
+
+    # --- a batch of updates ---------------------------------------------------------------------
+
+    def on_batch(
+        self, updates: Sequence[MarketUpdate] | UpdateColumns, *, every_kline: bool = True
+    ) -> BatchStep:
+        """Exactly what `on_update` does for each update in turn, at batch speed.
+
+        Conditions and crosses come for all updates at once (`libs.core.batch`); the state
+        machine then jumps from event to event (a cross that can act, an open order's fill or
+        timeout, a position's liquidation price) and runs `_trade`, the code `on_update` runs,
+        on those updates only: between events nothing can change. `every_kline` False annotates
+        only the last kline (what a backtest needs), skipping a TA-Lib call per kline.
+        """
+        columns = updates if isinstance(updates, UpdateColumns) else UpdateColumns.of(updates)
+        columns, rejected = self._drop_out_of_order(columns)
+        count = len(columns)
+        if count == 0:
+            return BatchStep((), (), rejected)
+        params = self.params
+        windows, starts = windows_of(
+            list(self.closed_closes), self._current_kline(), columns, params.period
+        )
+        buy, sell = band_flags(
+            windows, columns.price, columns.close, params.period, params.nbdev_up, params.nbdev_dn
+        )
+        buy_crosses = crosses(buy, self.buy_condition)
+        sell_crosses = crosses(sell, self.sell_condition)
+
+        fills: list[Fill] = []
+        ordered_at: dict[int, Side] = {}
+        index = 0
+        while index < count:
+            event = self._next_event(index, columns, buy_crosses, sell_crosses)
+            if event >= count:
+                break
+            new_fills, ordered = self._trade(
+                int(columns.time_ms[event]),
+                float(columns.price[event]),
+                bool(buy_crosses[event]),
+                bool(sell_crosses[event]),
+            )
+            fills += new_fills
+            if ordered is not None:
+                ordered_at[event] = ordered
+            index = event + 1
+
+        klines = self._close_batch(
+            columns, windows, starts, buy_crosses, sell_crosses, ordered_at, every_kline
+        )
+        self.buy_condition, self.sell_condition = bool(buy[-1]), bool(sell[-1])
+        return BatchStep(tuple(fills), klines, rejected)
+
+    def _current_kline(self) -> Kline | None:
+        return None if self.kline is None else self.kline.kline
+
+    def _drop_out_of_order(self, columns: UpdateColumns) -> tuple[UpdateColumns, tuple[int, ...]]:
+        """Updates whose kline is older than one already seen; `on_update` raises for these."""
+        kline_time = columns.kline_time_ms
+        floor = -(2**62) if self.kline is None else self.kline.kline.time_ms
+        seen = np.maximum.accumulate(np.concatenate([[floor], kline_time]))[:-1]
+        bad = kline_time < seen
+        if not bad.any():
+            return columns, ()
+        return columns.take(~bad), tuple(int(i) for i in np.flatnonzero(bad))
+
+    def _next_event(
+        self, start: int, columns: UpdateColumns, buy_crosses: Bools, sell_crosses: Bools
+    ) -> int:
+        """The first update at or after `start` where `_trade` can change something."""
+        order, ledger, terms = self.order, self.ledger, self.terms
+        if order is not None and order.order_type == "taker":
+            return start  # a taker order fills at the next update (SPEC 3.1 rule 8)
+        position = ledger.position
+        price, time_ms = columns.price, columns.time_ms
+        mode = self.params.mode
+        count = len(columns)
+        margin_x_leverage = ledger.available_capital * terms.buy_pct / 100 * terms.leverage
+        step = float(terms.min_size)
+        size = 64
+        while start < count:
+            stop = min(count, start + size)
+            prices = price[start:stop]
+            mask = np.zeros(stop - start, dtype=np.bool_)
+            if order is not None:  # a maker limit reached, or timed out (rule 9)
+                if order.side == "buy":
+                    mask |= prices <= order.signal_price
+                else:
+                    mask |= prices >= order.signal_price
+                mask |= time_ms[start:stop] - order.signal_time_ms >= terms.order_timeout_ms
+            elif position is None:  # a cross that may open one, if the size reaches min_size
+                openable = margin_x_leverage / prices / step >= 1.0  # floor(...) >= 1 (rule 6)
+                if mode != "short":
+                    mask |= buy_crosses[start:stop] & openable
+                if mode != "long":
+                    mask |= sell_crosses[start:stop] & openable
+            elif position.side == "long":  # a cross that closes it (rule 5)
+                mask |= sell_crosses[start:stop]
+            else:
+                mask |= buy_crosses[start:stop]
+            if position is not None:  # liquidation (rule 10), as `liquidation_due` computes it
+                size_value = position.size_value
+                if position.side == "long":
+                    loss = -((prices - position.entry_price) * size_value)
+                else:
+                    loss = -((position.entry_price - prices) * size_value)
+                limit = (
+                    position.margin
+                    if terms.isolated
+                    else ledger.available_capital + position.margin
+                )
+                mask |= loss >= limit
+            found = np.flatnonzero(mask)
+            if len(found):
+                return start + int(found[0])
+            start = stop
+            size *= 4
+        return count
+
+    def _close_batch(
+        self,
+        columns: UpdateColumns,
+        windows: Windows,
+        starts: Bools,
+        buy_crosses: Bools,
+        sell_crosses: Bools,
+        ordered_at: dict[int, Side],
+        every_kline: bool,
+    ) -> tuple[AnnotatedKline, ...]:
+        """Bring the kline state to the batch's last update; annotate the klines it touched
+        (all of them, or only the last), each as its last update left it."""
+        count = len(columns)
+        current = self.kline
+        segment_starts = np.flatnonzero(starts)
+        if len(segment_starts) == 0 or segment_starts[0] != 0:  # the batch continues `current`
+            segment_starts = np.concatenate([[0], segment_starts])
+        segment_stops = np.concatenate([segment_starts[1:], [count]])
+        buy_counts = np.add.reduceat(buy_crosses.astype(np.int64), segment_starts)
+        sell_counts = np.add.reduceat(sell_crosses.astype(np.int64), segment_starts)
+        if current is None:
+            self.first_time_ms = int(columns.time_ms[0])
+        params = self.params
+        segments = range(len(segment_starts)) if every_kline else [len(segment_starts) - 1]
+        klines: list[AnnotatedKline] = []
+        for segment in segments:
+            first, last = int(segment_starts[segment]), int(segment_stops[segment]) - 1
+            continues = segment == 0 and current is not None and not starts[0]
+            previous = (
+                current.annotation if continues and current is not None else KlineAnnotation()
+            )
+            sides = {side for i, side in ordered_at.items() if first <= i <= last}
+            close = float(columns.close[last])
+            bands = None
+            if windows.valid[last]:
+                window = windows.closes(last, params.period, close)
+                bands = bollinger_bands(window, params.period, params.nbdev_up, params.nbdev_dn)
+            annotation = KlineAnnotation(
+                buy_cross_count=previous.buy_cross_count + int(buy_counts[segment]),
+                sell_cross_count=previous.sell_cross_count + int(sell_counts[segment]),
+                buy_ordered=previous.buy_ordered or "buy" in sides,
+                sell_ordered=previous.sell_ordered or "sell" in sides,
+                bands=bands,
+                percent_b=None if bands is None else percent_b(close, bands),
+                width_pct=None if bands is None else band_width_pct(bands),
+            )
+            klines.append(AnnotatedKline(columns.kline(last), annotation))
+        keep = self.closed_closes.maxlen or 1
+        self.closed_closes = deque(windows.history[-keep:].tolist(), maxlen=keep)
+        self.kline = klines[-1]
+        self.price = float(columns.price[-1])
+        self.last_time_ms = int(columns.time_ms[-1])
+        return tuple(klines)
 
     # --- checkpoints ---------------------------------------------------------------------------
 
