@@ -20,8 +20,8 @@ from redis.asyncio import Redis
 from libs import keys
 from libs.bot_state import check_frozen_config
 from libs.config import BotConfig
+from libs.core.market import MarketUpdate
 from libs.core.strategy import AnnotatedKline, SymbolStrategy
-from libs.errors import BadMarketData
 from libs.ops.health import PARTITIONS_OWNED
 from libs.trading import new_symbol_strategy, strategy_params, symbol_terms
 from libs.wire.convert import kline_wire, trade_wire
@@ -86,37 +86,41 @@ async def load_partitions(redis: Redis, bots: list[BotConfig]) -> list[Partition
 
 
 def apply_entries(partition: Partition, entries: StreamEntries, output: BatchOutput) -> None:
-    """Feed the partition the entries after its checkpoint; bad entries are skipped, reported."""
+    """Feed the partition the entries after its checkpoint, as one batch of the core; entries
+    that do not decode, or whose kline is older than one seen, are skipped and reported."""
     checkpoint = entry_key(partition.checkpoint)
     bot = partition.bot
-    decimals = bot.symbols[partition.index].price_decimals
+    context = {"bot": bot.id, "stream": partition.stream}
+    updates: list[MarketUpdate] = []
+    update_ids: list[str] = []
     for entry_id, fields in entries:
         if entry_key(entry_id) <= checkpoint:
             continue
         try:
-            step = partition.strategy.on_update(decode_update(fields))
-        except (BadMarketData, KeyError, ValueError) as error:
-            log.warning(
-                "market entry skipped: %s",
-                error,
-                extra={"bot": bot.id, "stream": partition.stream, "entry_id": entry_id},
-            )
-        else:
-            output.klines[step.kline.kline.time_ms] = step.kline
-            for fill in step.fills:
-                output.trades.append(trade_wire(fill, decimals))
-                log.info(
-                    "order filled",
-                    extra={
-                        "bot": bot.id,
-                        "symbol": partition.product_id,
-                        "order_id": fill.order_id,
-                    },
-                )
-            UPDATES.labels(bot=bot.id).inc()
-            FILLS.labels(bot=bot.id).inc(len(step.fills))
-        partition.checkpoint = entry_id
-        output.last_entry_id = entry_id
+            updates.append(decode_update(fields))
+            update_ids.append(entry_id)
+        except (KeyError, ValueError) as error:
+            log.warning("market entry skipped: %s", error, extra={**context, "entry_id": entry_id})
+        partition.checkpoint = output.last_entry_id = entry_id
+    if not updates:
+        return
+    step = partition.strategy.on_batch(updates)
+    for index in step.rejected:
+        log.warning(
+            "market entry skipped: its kline is older than one already seen",
+            extra={**context, "entry_id": update_ids[index]},
+        )
+    for annotated in step.klines:
+        output.klines[annotated.kline.time_ms] = annotated
+    decimals = bot.symbols[partition.index].price_decimals
+    for fill in step.fills:
+        output.trades.append(trade_wire(fill, decimals))
+        log.info(
+            "order filled",
+            extra={**context, "symbol": partition.product_id, "order_id": fill.order_id},
+        )
+    UPDATES.labels(bot=bot.id).inc(len(updates) - len(step.rejected))
+    FILLS.labels(bot=bot.id).inc(len(step.fills))
 
 
 def event_of(partition: Partition, output: BatchOutput) -> dict[str, Any]:
