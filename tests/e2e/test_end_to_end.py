@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from libs.config import load_bots
 from libs.market_files import read_market_file
 from libs.redis_server import RedisServer
+from libs.store import CAPABILITIES
 from libs.trading import new_symbol_strategy
 from libs.wire.convert import trade_wire
 from libs.wire.status import ErrorMessage, InitMessage, RefreshMessage
@@ -155,7 +156,7 @@ async def test_a_replay_reaches_clients_exactly_as_the_core_trades_it(
             await second.send(orjson.dumps({"action": "init", "apiKey": API_KEY}).decode())
             fresh = await receive(second)
         assert fresh["seq"] == state["seq"]
-        assert fresh["status"]["hasBacktest"] is False
+        assert {k: fresh["status"][k] for k in CAPABILITIES} == CAPABILITIES
         assert state == fresh
 
     for product_id in FILES:
