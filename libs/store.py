@@ -163,7 +163,7 @@ async def read_snapshot(redis: Redis, bot: str) -> Snapshot:
     return Snapshot(seq=int(seq_text), epoch=epoch, display=display, status=status, symbols=symbols)
 
 
-CAPABILITIES = {"hasConfig": True, "hasStrategy": True, "hasMarket": True, "hasBacktest": False}
+CAPABILITIES = {"hasConfig": True, "hasStrategy": True, "hasMarket": True, "hasBacktest": True}
 
 
 def init_message(snapshot: Snapshot) -> bytes:

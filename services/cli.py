@@ -16,6 +16,7 @@ COMMANDS = {
     "run": ("services.run.supervisor", "the whole demo: Redis and the four services"),
     "watch": ("services.run.watch", "a websocket client printing a bot's refreshes"),
     "reset": ("services.admin.reset", "delete one bot's state to start it over"),
+    "backtest": ("services.backtest.main", "the live trading core over a klines/trades file"),
 }
 
 

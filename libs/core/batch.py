@@ -77,6 +77,20 @@ class UpdateColumns:
     def update(self, index: int) -> MarketUpdate:
         return MarketUpdate(int(self.time_ms[index]), float(self.price[index]), self.kline(index))
 
+    def between(self, start: int, stop: int) -> UpdateColumns:
+        """Updates start..stop-1, as views (no copy)."""
+        part = slice(start, stop)
+        return UpdateColumns(
+            self.time_ms[part],
+            self.price[part],
+            self.kline_time_ms[part],
+            self.open[part],
+            self.high[part],
+            self.low[part],
+            self.close[part],
+            self.volume[part],
+        )
+
     def take(self, keep: Bools) -> UpdateColumns:
         return UpdateColumns(
             self.time_ms[keep],

@@ -15,7 +15,8 @@ from libs.bot_state import ensure_state, publish_api_keys
 from libs.config import BotsFile, load_bots, load_settings, read_api_keys
 from libs.ops.health import Health, SidePort, ping_redis_forever
 from libs.ops.logs import setup_logging
-from services.accounting.worker import AccountingWorker, local_time_zone_offset_min
+from libs.ops.timezone import local_time_zone_offset_min
+from services.accounting.worker import AccountingWorker
 
 log = logging.getLogger("bandwagon.accounting")
 DEFAULT_HEALTH_PORT = 9103

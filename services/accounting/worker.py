@@ -20,6 +20,7 @@ from libs import keys
 from libs.bot_state import display_of
 from libs.config import BotConfig
 from libs.ops.health import PARTITIONS_OWNED
+from libs.ops.timezone import local_time_zone_offset_min
 from libs.store import stage_refresh_commit
 from services.accounting.book import BotBook, Refresh
 
@@ -37,11 +38,6 @@ UPDATE_TO_PUBLISH = Histogram(
 FILL_DELAY_S = 0.1  # SPEC 2.1 rule 10: refreshes >= 100 ms apart, a fill published within 100 ms
 
 StreamReply = list[tuple[str, list[tuple[str, dict[str, str]]]]] | None
-
-
-def local_time_zone_offset_min() -> int:
-    """UTC minus local time in minutes, JavaScript's convention (UTC+8 -> -480)."""
-    return -(time.localtime().tm_gmtoff // 60)
 
 
 async def load_book(redis: Redis, bot: BotConfig) -> BotBook:

@@ -1,0 +1,437 @@
+"""The backtest: the live strategy core run over history, and what its run adds up to.
+
+No IO, no clock, no Redis. Each symbol gets the very `SymbolStrategy` the strategy worker builds
+(`libs.trading.new_symbol_strategy`), fed one update at a time in file order, so a backtest makes
+the trades the live pipeline makes on the same updates (SPEC section 1, determinism; the parity
+tests in `tests/e2e/test_backtest_parity.py` prove it field by field). SYMBOL and STATUS come from
+the functions accounting uses (`libs.core.portfolio`, `libs.wire.convert`): one formula each.
+
+Symbols of a bot are independent state machines, and order_ids do not depend on how their updates
+interleave (SPEC 3.1 rule 13), so each symbol is run to its end before the next one starts.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from libs.config import BotConfig
+from libs.core.bands import Bands
+from libs.core.batch import UpdateColumns
+from libs.core.market import MarketUpdate
+from libs.core.portfolio import StatusFigures, status_figures, symbol_figures
+from libs.core.sim_exchange import Fill
+from libs.core.strategy import SymbolStrategy
+from libs.trading import new_symbol_strategy
+from libs.wire.convert import status_wire, symbol_scalars, trade_wire, with_lists
+
+Progress = Callable[[int], None]
+"""Called with the number of updates processed since its previous call."""
+
+BATCH_UPDATES = 65_536
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class KlineSeries:
+    """One row per kline, as its last update left it (SPEC 2.1 rule 14: a kline's strategy values
+    are those of its last update): what the plot draws and the drawdown is measured on.
+
+    Columnar lists, so a faster batch runner can fill them with whole arrays.
+    """
+
+    time_ms: list[int] = field(default_factory=list)  # the kline's open time
+    close: list[float] = field(default_factory=list)
+    middle: list[float | None] = field(default_factory=list)
+    upper: list[float | None] = field(default_factory=list)
+    lower: list[float | None] = field(default_factory=list)
+    realized_pnl: list[float] = field(default_factory=list)  # the symbol's, at the kline's close
+    unrealized_pnl: list[float] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SymbolRun:
+    """One symbol's run: its final strategy (ledger, price, signal), every fill, and its klines."""
+
+    product_id: str
+    price_decimals: int
+    strategy: SymbolStrategy
+    fills: list[Fill] = field(default_factory=list)
+    series: KlineSeries = field(default_factory=KlineSeries)
+    update_count: int = 0
+    first_price: float = 0.0  # 0 when the symbol had no update, like SYMBOL.price (2.1 rule 14)
+
+    @property
+    def first_time_ms(self) -> int:
+        return self.strategy.first_time_ms
+
+    @property
+    def last_time_ms(self) -> int:
+        return self.strategy.last_time_ms
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestResult:
+    bot: BotConfig
+    symbols: tuple[SymbolRun, ...]  # config order
+    time_zone_offset_min: int
+
+
+def run_symbol(
+    run: SymbolRun,
+    updates: Iterable[MarketUpdate],
+    progress: Progress | None,
+    *,
+    with_bands: bool = True,
+) -> None:
+    """Every update through the live core's batch path (`SymbolStrategy.on_batch`, the code the
+    strategy worker runs), in order; then the per-kline series from the fills.
+
+    `with_bands` False skips the exact TA-Lib bands of every kline, which only plots need.
+    """
+    columns = UpdateColumns.of(list(updates))
+    count = len(columns)
+    if count == 0:
+        return
+    run.first_price = float(columns.price[0])
+    strategy = run.strategy
+    bands: dict[int, Bands | None] = {}
+    for start in range(0, count, BATCH_UPDATES):
+        stop = min(count, start + BATCH_UPDATES)
+        chunk = columns.between(start, stop)
+        step = strategy.on_batch(chunk, every_kline=with_bands)
+        run.fills.extend(step.fills)
+        bands.update((k.kline.time_ms, k.annotation.bands) for k in step.klines)
+        if progress is not None:
+            progress(stop - start)
+    run.update_count += count
+    _record_series(run.series, columns, run.fills, bands if with_bands else {})
+
+
+def _record_series(
+    series: KlineSeries,
+    columns: UpdateColumns,
+    fills: Sequence[Fill],
+    bands: Mapping[int, Bands | None],
+) -> None:
+    """One row per kline at its last update: close, bands, and the symbol's realized and
+    unrealized PnL right then, rebuilt from the fills (positions change only at fills)."""
+    kline_time = columns.kline_time_ms
+    last = np.flatnonzero(np.append(kline_time[1:] != kline_time[:-1], True))
+    close = columns.close[last]
+    at_time = columns.time_ms[last]
+    fill_time = np.array([fill.time_ms for fill in fills], dtype=np.int64)
+    realized = np.cumsum([0.0] + [fill.usdt_profit for fill in fills])  # in order_id order
+    done = np.searchsorted(fill_time, at_time, side="right")  # fills at or before each row
+    side = np.zeros(len(fills) + 1, dtype=np.int8)  # the position after each fill: +1/-1/0
+    entry = np.zeros(len(fills) + 1, dtype=np.float64)
+    size = np.zeros(len(fills) + 1, dtype=np.float64)
+    for number, fill in enumerate(fills, start=1):
+        opens = fill.round_trip is None
+        side[number] = (1 if fill.position_side == "long" else -1) if opens else 0
+        entry[number] = fill.price if opens else 0.0
+        size[number] = float(fill.size) if opens else 0.0
+    position_side, position_entry, position_size = side[done], entry[done], size[done]
+    unrealized = np.where(
+        position_side > 0,
+        (close - position_entry) * position_size,  # as `Position.unrealized_pnl` computes it
+        np.where(position_side < 0, (position_entry - close) * position_size, 0.0),
+    )
+    series.time_ms.extend(kline_time[last].tolist())
+    series.close.extend(close.tolist())
+    for time_ms in kline_time[last].tolist():
+        row = bands.get(time_ms)
+        series.middle.append(None if row is None else row.middle)
+        series.upper.append(None if row is None else row.upper)
+        series.lower.append(None if row is None else row.lower)
+    series.realized_pnl.extend(realized[done].tolist())
+    series.unrealized_pnl.extend(unrealized.tolist())
+
+
+def run_backtest(
+    bot: BotConfig,
+    updates: Mapping[str, Iterable[MarketUpdate]],
+    *,
+    time_zone_offset_min: int,
+    progress: Progress | None = None,
+    with_bands: bool = True,
+) -> BacktestResult:
+    """Run each symbol's updates (keyed by product_id) through a fresh core built from `bot`.
+
+    A symbol without updates stays as a new bot's symbol is before any market data.
+    """
+    known = {symbol.product_id for symbol in bot.symbols}
+    for product_id in updates:
+        if product_id not in known:
+            raise ValueError(f"bot {bot.id} has no symbol {product_id!r}")
+    runs = []
+    for index, symbol in enumerate(bot.symbols):
+        run = SymbolRun(symbol.product_id, symbol.price_decimals, new_symbol_strategy(bot, index))
+        run_symbol(run, updates.get(symbol.product_id, ()), progress, with_bands=with_bands)
+        runs.append(run)
+    return BacktestResult(bot, tuple(runs), time_zone_offset_min)
+
+
+# --- the Status API document ---------------------------------------------------------------------
+
+
+def start_time_ms(result: BacktestResult) -> int:
+    """The earliest event time among the symbols' first updates; 0 before any (2.1 rule 14)."""
+    started = [run.first_time_ms for run in result.symbols if run.first_time_ms]
+    return min(started) if started else 0
+
+
+def final_status_figures(result: BacktestResult) -> StatusFigures:
+    figures = [symbol_figures(run.strategy.ledger, run.strategy.price) for run in result.symbols]
+    return status_figures(result.bot.start_capital, figures)
+
+
+def backtest_document(result: BacktestResult) -> dict[str, Any]:
+    """`{"trades": [TRADE...], "status": STATUS, "symbols": [SYMBOL without klines]}`.
+
+    Built by the functions accounting builds its hashes with, so every field equals what the live
+    pipeline shows at the end of the same data. `trades` holds every symbol's fills by time, then
+    order_id; each SYMBOL lists all its own. STATUS is that of a working bot (SPEC 3.1 rule 15).
+    """
+    bot = result.bot
+    trades: list[dict[str, Any]] = []
+    symbols: list[dict[str, Any]] = []
+    for run, config in zip(result.symbols, bot.symbols, strict=True):
+        wired = [trade_wire(fill, run.price_decimals) for fill in run.fills]
+        trades.extend(wired)
+        scalars = symbol_scalars(
+            product_id=config.product_id,
+            exchange=bot.exchange,
+            min_size=config.min_size,
+            leverage=config.leverage,
+            isolated=config.isolated,
+            figures=symbol_figures(run.strategy.ledger, run.strategy.price),
+            signal=run.strategy.signal,
+        )
+        symbol = with_lists(scalars, trades=wired, klines=[])
+        del symbol["klines"]
+        symbols.append(symbol)
+    trades.sort(key=lambda trade: (trade["time"], trade["order_id"]))
+    status = status_wire(
+        final_status_figures(result),
+        exchange=bot.exchange,
+        start_time_ms=start_time_ms(result),
+        time_zone_offset_min=result.time_zone_offset_min,
+        enabled=True,
+    )
+    return {"trades": trades, "status": status, "symbols": symbols}
+
+
+# --- statistics ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Drawdown:
+    """The largest fall of equity from its running peak, in quote currency and in % of that peak.
+    The two maxima may come from different falls: each is the worst by its own measure."""
+
+    absolute: float
+    pct: float
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolStats:
+    product_id: str
+    update_count: int
+    kline_count: int
+    fill_count: int
+    round_trip_count: int
+    liquidation_count: int
+    win: int
+    lost: int
+    win_lost_rate: float  # win / (win + lost), 0 when none, as SYMBOL.winLostRate
+    realized_pnl: float
+    unrealized_pnl: float
+    fees_paid: float
+    exposure_pct: float
+    buy_and_hold_pct: float  # 0 when the symbol had no update
+    first_time_ms: int
+    last_time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestStats:
+    start_capital: float
+    final_capital: float  # STATUS.totalCapital
+    return_pct: float
+    fill_count: int
+    round_trip_count: int
+    liquidation_count: int
+    win: int
+    lost: int
+    win_lost_rate: float
+    realized_pnl: float
+    unrealized_pnl: float
+    total_pnl: float
+    fees_paid: float
+    max_drawdown: Drawdown
+    exposure_pct: float
+    first_time_ms: int
+    last_time_ms: int
+    symbols: tuple[SymbolStats, ...]
+
+
+def max_drawdown(equity: Iterable[float]) -> Drawdown:
+    """Peak-to-trough over the curve in its order; 0 for a curve that never falls."""
+    peak: float | None = None
+    worst_absolute = worst_pct = 0.0
+    for value in equity:
+        if peak is None or value > peak:
+            peak = value
+            continue
+        fall = peak - value
+        worst_absolute = max(worst_absolute, fall)
+        if peak > 0:
+            worst_pct = max(worst_pct, fall / peak * 100)
+    return Drawdown(worst_absolute, worst_pct)
+
+
+def position_intervals(fills: Sequence[Fill], end_time_ms: int) -> list[tuple[int, int]]:
+    """[open, close) event times of each position; one still open ends at `end_time_ms`.
+
+    An opening fill has no round trip, a closing fill (liquidations included) has one; a flip is
+    a close then an open at the same time (SPEC 3.1 rule 13: the closing leg first).
+    """
+    intervals: list[tuple[int, int]] = []
+    opened_ms: int | None = None
+    for fill in fills:
+        if fill.round_trip is None:
+            opened_ms = fill.time_ms
+        elif opened_ms is not None:
+            intervals.append((opened_ms, fill.time_ms))
+            opened_ms = None
+    if opened_ms is not None:
+        intervals.append((opened_ms, max(opened_ms, end_time_ms)))
+    return intervals
+
+
+def exposure_pct(intervals: Iterable[tuple[int, int]], start_ms: int, end_ms: int) -> float:
+    """% of [start, end] covered by the union of the intervals; 0 for an empty span."""
+    span_ms = end_ms - start_ms
+    if span_ms <= 0:
+        return 0.0
+    covered_ms = 0
+    reach_ms = start_ms
+    for begin, end in sorted(intervals):
+        begin, end = max(begin, reach_ms), min(end, end_ms)
+        if end > begin:
+            covered_ms += end - begin
+            reach_ms = end
+    return covered_ms / span_ms * 100
+
+
+def buy_and_hold_pct(first_price: float, last_price: float) -> float:
+    """What holding the asset from the first update to the last returned, in %; 0 with no data."""
+    if first_price <= 0:
+        return 0.0
+    return (last_price - first_price) / first_price * 100
+
+
+def equity_curve(result: BacktestResult) -> tuple[list[int], list[float]]:
+    """The bot's equity (startCapital + realized + unrealized) at each kline close, all symbols
+    merged by kline time, each symbol at its latest kline so far; sums run in config order as in
+    STATUS (SPEC 3.1 rule 16), so the last value equals STATUS.totalCapital exactly."""
+    runs = result.symbols
+    realized = [0.0] * len(runs)
+    unrealized = [0.0] * len(runs)
+    rows = heapq.merge(*(_rows(index, run.series) for index, run in enumerate(runs)))
+    times: list[int] = []
+    equity: list[float] = []
+    for time_ms, index, row in rows:
+        series = runs[index].series
+        realized[index] = series.realized_pnl[row]
+        unrealized[index] = series.unrealized_pnl[row]
+        realized_sum = unrealized_sum = 0.0
+        for value in realized:
+            realized_sum += value
+        for value in unrealized:
+            unrealized_sum += value
+        total = result.bot.start_capital + realized_sum + unrealized_sum
+        if times and times[-1] == time_ms:
+            equity[-1] = total  # one point per kline time, with every symbol at that time
+        else:
+            times.append(time_ms)
+            equity.append(total)
+    return times, equity
+
+
+def _rows(index: int, series: KlineSeries) -> Iterator[tuple[int, int, int]]:
+    """(kline time, symbol index, row) of one symbol, for merging symbols by time."""
+    for row, time_ms in enumerate(series.time_ms):
+        yield time_ms, index, row
+
+
+def symbol_stats(run: SymbolRun) -> SymbolStats:
+    figures = symbol_figures(run.strategy.ledger, run.strategy.price)
+    fees_paid = 0.0
+    for fill in run.fills:
+        fees_paid += fill.fee
+    intervals = position_intervals(run.fills, run.last_time_ms)
+    return SymbolStats(
+        product_id=run.product_id,
+        update_count=run.update_count,
+        kline_count=len(run.series.time_ms),
+        fill_count=len(run.fills),
+        round_trip_count=figures.win + figures.lost,
+        liquidation_count=sum(fill.action.startswith("liquidation_") for fill in run.fills),
+        win=figures.win,
+        lost=figures.lost,
+        win_lost_rate=figures.win_lost_rate,
+        realized_pnl=figures.realized_pnl,
+        unrealized_pnl=figures.unrealized_pnl,
+        fees_paid=fees_paid,
+        exposure_pct=exposure_pct(intervals, run.first_time_ms, run.last_time_ms),
+        buy_and_hold_pct=buy_and_hold_pct(run.first_price, run.strategy.price),
+        first_time_ms=run.first_time_ms,
+        last_time_ms=run.last_time_ms,
+    )
+
+
+def backtest_stats(result: BacktestResult) -> BacktestStats:
+    """The report's figures. PnL and win/lost are STATUS's own; drawdown is measured on the
+    equity at kline closes; exposure over the whole bot is the union of its symbols' positions."""
+    status = final_status_figures(result)
+    symbols = tuple(symbol_stats(run) for run in result.symbols)
+    active = [run for run in result.symbols if run.update_count]
+    first_ms = min((run.first_time_ms for run in active), default=0)
+    last_ms = max((run.last_time_ms for run in active), default=0)
+    intervals = [
+        interval
+        for run in result.symbols
+        for interval in position_intervals(run.fills, run.last_time_ms)
+    ]
+    fees_paid = 0.0
+    for stats in symbols:
+        fees_paid += stats.fees_paid
+    _, equity = equity_curve(result)
+    return BacktestStats(
+        start_capital=status.start_capital,
+        final_capital=status.total_capital,
+        return_pct=(status.total_capital - status.start_capital) / status.start_capital * 100,
+        fill_count=status.fill_count,
+        round_trip_count=status.win + status.lost,
+        liquidation_count=sum(stats.liquidation_count for stats in symbols),
+        win=status.win,
+        lost=status.lost,
+        win_lost_rate=status.win_lost_rate,
+        realized_pnl=status.realized_pnl,
+        unrealized_pnl=status.unrealized_pnl,
+        total_pnl=status.realized_pnl + status.unrealized_pnl,
+        fees_paid=fees_paid,
+        max_drawdown=max_drawdown([status.start_capital, *equity]),
+        exposure_pct=exposure_pct(intervals, first_ms, last_ms),
+        first_time_ms=first_ms,
+        last_time_ms=last_ms,
+        symbols=symbols,
+    )

@@ -1,0 +1,237 @@
+"""What a backtest runs on: the bot (a bots file's, or the demo's, with flags applied) and the
+market updates of its files. Shared by a single run and by every run of a sweep.
+
+Every bad value becomes a `ConfigError` naming the option and the value (exit 78, SPEC 4.1 rule 7).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from libs.config import DEFAULT_CONFIG_PATH, BotConfig, load_bots
+from libs.core.market import MarketUpdate
+from libs.errors import ConfigError
+from libs.market_files import FileKind, Reject, file_kind, read_market_file
+
+_PRODUCT_PREFIX = re.compile(r"^([A-Z0-9]{1,20}-[A-Z0-9]{1,20})=(.+)$")
+
+# Flags that override the bot's trading config: option name -> where it lands in `BotConfig`.
+# These are also the sweepable parameters. `--nbdev` sets both deviations.
+STRATEGY_OPTIONS = {
+    "period": "period",
+    "nbdev-up": "nbdev_up",
+    "nbdev-dn": "nbdev_dn",
+    "mode": "mode",
+    "order-type": "order_type",
+    "buy-pct": "buy_pct",
+    "order-timeout-ms": "order_timeout_ms",
+    "slippage-pct": "slippage_pct",
+}
+BOT_OPTIONS = {"maker-fee": "maker_fee", "taker-fee": "taker_fee", "start-capital": "start_capital"}
+SYMBOL_OPTIONS = {
+    "leverage": "leverage",
+    "min-size": "min_size",
+    "price-decimals": "price_decimals",
+}
+OVERRIDE_OPTIONS = ("nbdev", *STRATEGY_OPTIONS, *BOT_OPTIONS, *SYMBOL_OPTIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class MarketFile:
+    product_id: str
+    path: Path
+    kind: FileKind
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    """Updates with from_ms <= event time < to_ms; None is unbounded."""
+
+    from_ms: int | None = None
+    to_ms: int | None = None
+
+    def holds(self, time_ms: int) -> bool:
+        return (self.from_ms is None or time_ms >= self.from_ms) and (
+            self.to_ms is None or time_ms < self.to_ms
+        )
+
+
+# --- the bot -------------------------------------------------------------------------------------
+
+
+def choose_bot(config: Path | None, bot_id: str | None, symbol: str | None) -> BotConfig:
+    """The bot of `--config`/`--bot` (the file's first bot by default), all its symbols as
+    configured, so the run is what that bot would trade live.
+
+    Without `--config`: the demo file's first bot narrowed to one symbol, the one `--symbol`
+    names, or its first; a product the demo does not list takes the first symbol's terms under
+    the given name. One symbol then gets the whole start capital.
+    """
+    if config is not None:
+        bots = load_bots(config)
+        bot = bots.bot(bot_id) if bot_id is not None else bots.bots[0]
+        if symbol is not None and symbol not in [s.product_id for s in bot.symbols]:
+            listed = ", ".join(s.product_id for s in bot.symbols)
+            raise ConfigError("--symbol", symbol, f"bot {bot.id} has no such symbol ({listed})")
+        return bot
+    if bot_id is not None:
+        raise ConfigError("--bot", bot_id, "needs --config FILE: the demo file is used without it")
+    demo = load_bots(DEFAULT_CONFIG_PATH).bots[0]
+    chosen = demo.symbols[0]
+    for candidate in demo.symbols:
+        if candidate.product_id == symbol:
+            chosen = candidate
+    data = demo.model_dump()
+    data["symbols"] = [{**chosen.model_dump(), "product_id": symbol or chosen.product_id}]
+    return _validated(data, "--symbol", symbol or chosen.product_id)
+
+
+def _validated(data: dict[str, Any], option: str, value: object) -> BotConfig:
+    try:
+        return BotConfig.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise ConfigError(option, value, first["msg"]) from None
+
+
+def apply_overrides(
+    bot: BotConfig, overrides: Mapping[str, str], product_ids: Sequence[str]
+) -> BotConfig:
+    """The bot with each flag's value in place, validated by the config's own model, so a flag
+    obeys the same bounds as the YAML field. Symbol flags apply to the symbols given files."""
+    if not overrides:
+        return bot
+    data = bot.model_dump()
+    placed: dict[tuple[str, ...], tuple[str, str]] = {}  # field path -> (option, value)
+    ordered = sorted(overrides.items(), key=lambda item: item[0] != "nbdev")  # specific ones win
+    for option, value in ordered:
+        targets: list[tuple[str, ...]]
+        if option == "nbdev":
+            targets = [("strategy", "nbdev_up"), ("strategy", "nbdev_dn")]
+        elif option in STRATEGY_OPTIONS:
+            targets = [("strategy", STRATEGY_OPTIONS[option])]
+        elif option in BOT_OPTIONS:
+            targets = [(BOT_OPTIONS[option],)]
+        elif option in SYMBOL_OPTIONS:
+            targets = [
+                ("symbols", str(index), SYMBOL_OPTIONS[option])
+                for index, symbol in enumerate(bot.symbols)
+                if symbol.product_id in product_ids
+            ]
+        else:
+            raise ConfigError(
+                option, value, f"not a parameter; one of {', '.join(OVERRIDE_OPTIONS)}"
+            )
+        for target in targets:
+            _set(data, target, value)
+            placed[target] = (option, value)
+    try:
+        return BotConfig.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        loc = tuple(str(part) for part in first["loc"])
+        option, value = next(
+            (found for path, found in placed.items() if loc[: len(path)] == path),
+            ("--config", str(first.get("input"))),
+        )
+        shown = option if option.startswith("--") else f"--{option}"
+        raise ConfigError(shown, value, first["msg"]) from None
+
+
+def _set(data: dict[str, Any], path: tuple[str, ...], value: str) -> None:
+    node: Any = data
+    for part in path[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    node[path[-1]] = value
+
+
+# --- the data ------------------------------------------------------------------------------------
+
+
+def parse_market_file(option: str, text: str, bot: BotConfig, symbol: str | None) -> MarketFile:
+    """`[PRODUCT_ID=]FILE`, as `bandwagon ingest --replay` takes it; without a product the file
+    feeds `--symbol`, or the bot's first symbol. The file's header must match the flag."""
+    match = _PRODUCT_PREFIX.fullmatch(text.strip())
+    product_id, path = (
+        (match.group(1), Path(match.group(2))) if match else (symbol, Path(text.strip()))
+    )
+    product_id = product_id or bot.symbols[0].product_id
+    if product_id not in [s.product_id for s in bot.symbols]:
+        raise ConfigError(option, text, f"bot {bot.id} has no symbol {product_id}")
+    kind = file_kind(path)
+    wanted = FileKind.KLINES if option == "--klines" else FileKind.TRADES
+    if kind is not wanted:
+        other = "--trades" if kind is FileKind.TRADES else "--klines"
+        raise ConfigError(option, text, f"is a {kind.value} file: give it with {other}")
+    return MarketFile(product_id, path, kind)
+
+
+def parse_time_ms(option: str, text: str) -> int:
+    """Unix ms, or an ISO date or date-time (UTC unless it names an offset)."""
+    stripped = text.strip()
+    if re.fullmatch(r"-?\d+", stripped) and len(stripped.lstrip("-")) > 8:
+        return int(stripped)
+    try:
+        moment = datetime.fromisoformat(stripped)
+    except ValueError:
+        raise ConfigError(
+            option, text, "must be Unix ms or an ISO date such as 2017-11-10 or 2017-11-10T12:00"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def report_rejects(path: Path) -> Callable[[Reject], None]:
+    """Skipped rows go to stderr, as ingest logs them: the run sees exactly the updates ingest
+    would write (SPEC 5.1 rule 11)."""
+
+    def on_reject(reject: Reject) -> None:
+        print(
+            f"{path}:{reject.line}: row skipped: {reject.field}={reject.value!r}: {reject.reason}",
+            file=sys.stderr,
+        )
+
+    return on_reject
+
+
+@lru_cache(maxsize=4)
+def load_updates(
+    files: tuple[MarketFile, ...], period_ms: int, time_range: TimeRange, quiet: bool = False
+) -> Mapping[str, tuple[MarketUpdate, ...]]:
+    """Every accepted update of each file within the range, by product. Cached (so treat it as
+    read-only): a sweep's worker process reads the files once for all its runs."""
+    updates: dict[str, tuple[MarketUpdate, ...]] = {}
+    for market_file in files:
+        on_reject = None if quiet else report_rejects(market_file.path)
+        updates[market_file.product_id] = tuple(
+            update
+            for _, update in read_market_file(market_file.path, period_ms, on_reject)
+            if time_range.holds(update.time_ms)
+        )
+    return updates
+
+
+def check_market_files(files: Sequence[MarketFile]) -> None:
+    seen: set[str] = set()
+    if not files:
+        raise ConfigError(
+            "--klines", "", "give a klines file (--klines) or a trades file (--trades)"
+        )
+    for market_file in files:
+        if market_file.product_id in seen:
+            raise ConfigError(
+                "--klines/--trades",
+                market_file.product_id,
+                "one file per symbol: this symbol is given two",
+            )
+        seen.add(market_file.product_id)

@@ -1,0 +1,107 @@
+"""The terminal report of a backtest: what a trader reads before deciding to run a bot live.
+
+Rich tables; the numbers are `libs.backtest.BacktestStats`, nothing is computed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from libs.backtest import BacktestStats
+from libs.config import BotConfig
+
+
+def utc_text(time_ms: int) -> str:
+    return datetime.fromtimestamp(time_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def duration_text(span_ms: int) -> str:
+    minutes = span_ms // 60_000
+    days, minutes = divmod(minutes, 1440)
+    hours, minutes = divmod(minutes, 60)
+    return f"{days}d {hours}h {minutes}m" if days else f"{hours}h {minutes}m"
+
+
+def money(value: float, currency: str) -> str:
+    return f"{value:+.8g} {currency}"
+
+
+def run_lines(bot: BotConfig, stats: BacktestStats) -> list[str]:
+    """What was run, over what: the lines above the tables."""
+    strategy = bot.strategy
+    lines = [
+        f"bot {bot.id}: {strategy.name} period {strategy.period} nbdev"
+        f" {strategy.nbdev_up:g}/{strategy.nbdev_dn:g}, {strategy.mode}, {strategy.order_type}",
+    ]
+    if stats.first_time_ms:
+        lines.append(
+            f"data: {utc_text(stats.first_time_ms)} to {utc_text(stats.last_time_ms)}"
+            f" ({duration_text(stats.last_time_ms - stats.first_time_ms)})"
+        )
+    return lines
+
+
+def currency_of(bot: BotConfig) -> str:
+    currencies = {symbol.currency for symbol in bot.symbols}
+    return currencies.pop() if len(currencies) == 1 else "quote"
+
+
+def summary_table(bot: BotConfig, stats: BacktestStats) -> Table:
+    currency = currency_of(bot)
+    table = Table(show_header=False)
+    table.add_column("figure", style="bold")
+    table.add_column("value", justify="right")
+    table.add_row(
+        "capital",
+        f"{stats.start_capital:.8g} -> {stats.final_capital:.8g} {currency}"
+        f" ({stats.return_pct:+.2f} %)",
+    )
+    table.add_row("realized PnL (fees included)", money(stats.realized_pnl, currency))
+    table.add_row("unrealized PnL (open position)", money(stats.unrealized_pnl, currency))
+    table.add_row("fees paid", f"{stats.fees_paid:.8g} {currency}")
+    table.add_row("trades (fills)", str(stats.fill_count))
+    table.add_row(
+        "round trips (win / lost)",
+        f"{stats.round_trip_count} ({stats.win} / {stats.lost})",
+    )
+    table.add_row("win rate", f"{stats.win_lost_rate * 100:.1f} %")
+    table.add_row("liquidations", str(stats.liquidation_count))
+    table.add_row(
+        "max drawdown",
+        f"{stats.max_drawdown.absolute:.8g} {currency} ({stats.max_drawdown.pct:.2f} %)",
+    )
+    table.add_row("exposure (time in a position)", f"{stats.exposure_pct:.1f} %")
+    return table
+
+
+def symbols_table(stats: BacktestStats) -> Table:
+    table = Table(title="Per symbol, against buy-and-hold", title_justify="left")
+    for name in ("symbol", "updates", "fills", "win/lost", "PnL", "exposure", "buy & hold"):
+        table.add_column(name, justify="left" if name == "symbol" else "right")
+    for symbol in stats.symbols:
+        table.add_row(
+            symbol.product_id,
+            str(symbol.update_count),
+            str(symbol.fill_count),
+            f"{symbol.win}/{symbol.lost}",
+            f"{symbol.realized_pnl + symbol.unrealized_pnl:+.6g}",
+            f"{symbol.exposure_pct:.1f} %",
+            f"{symbol.buy_and_hold_pct:+.2f} %" if symbol.update_count else "no data",
+        )
+    return table
+
+
+def print_report(
+    console: Console, bot: BotConfig, stats: BacktestStats, written: Sequence[Path]
+) -> None:
+    for line in run_lines(bot, stats):
+        console.print(line, highlight=False)
+    console.print(summary_table(bot, stats))
+    console.print(symbols_table(stats))
+    for path in written:
+        console.print(f"wrote {path}")
