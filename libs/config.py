@@ -253,7 +253,7 @@ def load_bots(path: Path) -> BotsFile:
 
 def api_key_hash(api_key: str) -> str:
     """Redis holds only this lowercase hex SHA-256 of a key (SPEC 2.1 rule 16)."""
-    return hashlib.sha256(api_key.encode("ascii", "replace")).hexdigest()
+    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
 
 
 def read_api_keys(bots: BotsFile, environ: Mapping[str, str] | None = None) -> dict[str, SecretStr]:

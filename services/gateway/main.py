@@ -1,0 +1,54 @@
+"""`bandwagon gateway`: the websocket Status API (SPEC section 2) on GATEWAY_PORT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from libs.config import Settings, load_settings
+from libs.ops.logs import setup_logging
+from services.gateway.server import GatewayServer
+
+log = logging.getLogger("bandwagon.gateway")
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM or SIGINT, then drain (SPEC 4.1 rule 4) and exit 0."""
+    server = GatewayServer(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    serving = server.serving
+    stopping = asyncio.create_task(stop.wait())
+    waiting: list[asyncio.Task[Any]] = [stopping]
+    if serving is not None:
+        waiting.append(serving)  # the HTTP server died on its own: stop too
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    server.health.draining = True  # /readyz 503 at once, before anything else
+    stopping.cancel()
+    await server.drain_and_stop()
+    log.info("stopped")
+    return 0
+
+
+def _run(settings: Settings) -> int:
+    """uvloop when installed (it is with uvicorn[standard]): the fan-out is syscall-bound."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.run(serve(settings))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(serve(settings))
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bandwagon gateway", description=__doc__)
+    parser.parse_args(argv)
+    settings = load_settings()
+    setup_logging("gateway", settings.log_level)
+    return _run(settings)

@@ -1,0 +1,158 @@
+"""Client frames of the Status API, checked in exactly the order SPEC 2.1 rule 2 gives.
+
+Pure functions, no IO: the reader calls them one after the other and the first `ClientError` is the
+answer, so the order of the checks is the order of the calls and unit tests pin it without a socket.
+Frames the gateway builds itself (errors, `resume`) are spelled here too, and so is the one cheap
+look at a published refresh's head that the hub needs (seq and epoch, never the whole body).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Literal
+
+import orjson
+
+from libs.config import API_KEY_PATTERN
+from libs.errors import ClientError
+
+MAX_NESTING_LEVELS = 32  # SPEC 2.1 rule 1
+MAX_SINCE = 2**53 - 1  # SPEC 2.1 rule 2
+MAX_KEY_CHARS = 256  # SPEC 5.1 rule 10
+MAX_ERROR_MESSAGE_CHARS = 200  # SPEC 2.1 rule 3
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_RATE_LIMITED = 1008
+CLOSE_UNAVAILABLE = 1013
+CLOSE_GOING_AWAY = 1001
+CLOSE_SLOW_CONSUMER = 1013
+REASON_SLOW_CONSUMER = "slow_consumer"
+REASON_GOING_AWAY = "going_away"
+
+Action = Literal["init", "refresh"]
+Document = dict[str, object]
+
+# orjson writes the refresh's keys in the order accounting builds them, so seq and epoch sit in a
+# fixed head; anything else falls back to a full parse (SPEC 2.1 rule 11: forwarded, never rebuilt).
+_REFRESH_HEAD = re.compile(r'\{"action":"refresh","seq":(\d{1,16}),"epoch":"([0-9a-f]{16})"')
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads_strict(text: str) -> object:
+    """orjson first (fast, strict); the stdlib only for what orjson refuses but RFC 8259 allows,
+    such as 1e400 or a lone surrogate escape, so such a frame reaches the field checks."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise ClientError("bad_json", "the message is not valid JSON") from None
+
+
+def _nesting_levels(value: object) -> int:
+    """Depth of arrays and objects, iteratively, so a hostile frame cannot exhaust the stack."""
+    deepest = 0
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, dict):
+            children: list[object] = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_NESTING_LEVELS:
+            return deepest
+        pending.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def parse_frame(text: str | None) -> Document:
+    """Row 2 of the checks: a binary frame (no text), invalid JSON, or JSON that is not an object
+    is `bad_json` (SPEC 2.1 rules 1 and 2). Duplicate names: the last wins, as both parsers do."""
+    if text is None:
+        raise ClientError("bad_json", "binary frames are not accepted; send JSON text")
+    document = _loads_strict(text)
+    if not isinstance(document, dict):
+        raise ClientError("bad_json", "the message must be a JSON object")
+    if _nesting_levels(document) > MAX_NESTING_LEVELS:
+        raise ClientError("bad_json", f"the message nests deeper than {MAX_NESTING_LEVELS} levels")
+    return document
+
+
+def check_action(document: Document) -> Action:
+    """Row 3: `action` must be exactly `init` or `refresh`."""
+    action = document.get("action")
+    if action == "init" or action == "refresh":
+        return action
+    raise ClientError("unknown_action", 'action must be "init" or "refresh"')
+
+
+def unauthorized(message: str) -> ClientError:
+    """Every `unauthorized` closes with 4401 (SPEC 2.1 rule 4, section 5)."""
+    return ClientError("unauthorized", message, CLOSE_UNAUTHORIZED)
+
+
+def check_key_shape(document: Document) -> str:
+    """Row 4, the part that needs no Redis: a key that cannot be configured (SPEC 5.1 rule 10) is
+    refused without hashing, which also keeps non-ASCII text away from the hash."""
+    api_key = document.get("apiKey")
+    if not isinstance(api_key, str) or not api_key:
+        raise unauthorized("apiKey is missing or not a string")
+    if len(api_key) > MAX_KEY_CHARS or not API_KEY_PATTERN.fullmatch(api_key):
+        raise unauthorized("apiKey is not a configured key")
+    return api_key
+
+
+def check_resume_fields(document: Document) -> tuple[int | None, str | None]:
+    """Row 5: `since` an integer in [0, 2^53-1] and `epoch` a string, when present. A JSON number
+    with a fraction or exponent is not an integer (SPEC 2.1 rule 13), and neither is `true`."""
+    since = document.get("since")
+    epoch = document.get("epoch")
+    if "since" in document and (
+        not isinstance(since, int) or isinstance(since, bool) or not 0 <= since <= MAX_SINCE
+    ):
+        raise ClientError("bad_request", "since must be an integer from 0 to 2^53-1")
+    if "epoch" in document and not isinstance(epoch, str):
+        raise ClientError("bad_request", "epoch must be a string")
+    return (since if isinstance(since, int) else None), (epoch if isinstance(epoch, str) else None)
+
+
+def error_frame(code: str, message: str) -> str:
+    """Exactly `{"action":"error","code":C,"message":M}` (SPEC 2.1 rule 3)."""
+    return orjson.dumps(
+        {"action": "error", "code": code, "message": message[:MAX_ERROR_MESSAGE_CHARS]}
+    ).decode()
+
+
+def resume_frame(seq: int, epoch: str) -> str:
+    """SPEC 2.1 rule 15: the reply that replaces `init` when the log still holds the gap."""
+    return orjson.dumps({"action": "resume", "seq": seq, "epoch": epoch}).decode()
+
+
+def refresh_head(text: str) -> tuple[int, str] | None:
+    """(seq, epoch) of a published refresh, or None when the text is not one."""
+    match = _REFRESH_HEAD.match(text)
+    if match is not None:
+        return int(match.group(1)), match.group(2)
+    try:
+        document = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(document, dict) or document.get("action") != "refresh":
+        return None
+    seq, epoch = document.get("seq"), document.get("epoch")
+    if isinstance(seq, int) and not isinstance(seq, bool) and isinstance(epoch, str):
+        return seq, epoch
+    return None
+
+
+def seq_of_entry_id(entry_id: str) -> int:
+    """The refresh log's entry id is `<seq>-0` (libs/keys.py `refresh_log`)."""
+    return int(entry_id.partition("-")[0])

@@ -1,0 +1,68 @@
+"""uvicorn's websockets (sans-I/O) protocol plus the three transport controls ASGI lacks.
+
+SPEC 5.1 rule 5 needs them for a client that stops reading: the `slow_consumer` close frame must be
+queued even while the transport is paused (ASGI `send` would wait for it to drain, for ever), the
+TCP connection aborted when that close cannot be delivered, and the end of the TCP connection
+observed so drain (4.1 rule 4) knows when every close handshake is over. Everything else (1007,
+1009, keepalive pings, no permessage-deflate) stays uvicorn's and the websockets library's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol, cast
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+
+SCOPE_EXTENSION = "bandwagon.transport"
+
+
+class TransportControl(Protocol):
+    """What a connection handler may do to its transport, besides ASGI send and receive."""
+
+    @property
+    def lost(self) -> asyncio.Event: ...
+
+    def unblock_writes(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
+    """Exposes itself as `TransportControl` under `scope["extensions"]["bandwagon.transport"]`."""
+
+    def handle_connect(self, event: Request) -> None:
+        self._lost = asyncio.Event()
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)  # absent when the handshake itself was refused
+        if scope is not None:
+            extensions = cast(dict[str, object], scope.setdefault("extensions", {}))
+            extensions[SCOPE_EXTENSION] = self
+
+    @property
+    def lost(self) -> asyncio.Event:
+        return self._lost
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        lost = getattr(self, "_lost", None)
+        if lost is not None:
+            lost.set()
+
+    def unblock_writes(self) -> None:
+        """Let the next ASGI send (the final close frame) be buffered although the peer is not
+        reading. Only for the close: the caller has already stopped its writer task."""
+        self.writable.set()
+
+    def abort(self) -> None:
+        self.transport.abort()
+
+
+def transport_control(scope: object) -> TransportControl | None:
+    """The controls, when the server runs `GatewayWebSocketProtocol` (tests may run others)."""
+    if not isinstance(scope, dict):
+        return None
+    extensions = scope.get("extensions") or {}
+    control = extensions.get(SCOPE_EXTENSION) if isinstance(extensions, dict) else None
+    return cast(TransportControl, control) if control is not None else None
