@@ -5,54 +5,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import random
-import signal
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from libs.bot_state import ensure_state, publish_api_keys
 from libs.config import BotsFile, load_bots, load_settings, read_api_keys
-from libs.ops.health import Health, SidePort, ping_redis_forever
 from libs.ops.logs import setup_logging
 from libs.ops.timezone import local_time_zone_offset_min
+from libs.ops.worker_shell import run_worker
 from services.accounting.worker import AccountingWorker
 
 log = logging.getLogger("bandwagon.accounting")
 DEFAULT_HEALTH_PORT = 9103
-BACKOFF_MAX_S = 10.0
 
 
-async def prepare(redis: Redis, bots: BotsFile) -> None:
-    """State creation (SPEC 4.1 rule 11) and key hashes (2.1 rule 16), before any event."""
+async def prepare(redis: Redis, bots: BotsFile, worker: AccountingWorker) -> None:
+    """State creation (SPEC 4.1 rule 11) and key hashes (2.1 rule 16) before any event, then the
+    book as of the last commit."""
     for bot in bots.bots:
         if await ensure_state(redis, bot, local_time_zone_offset_min()):
             log.info("bot state created", extra={"bot": bot.id})
     await publish_api_keys(redis, read_api_keys(bots))
-
-
-async def serve(
-    stop: asyncio.Event, health: Health, redis: Redis, bots: BotsFile, worker: AccountingWorker
-) -> None:
-    """Publish until stopped; on a Redis error back off (capped, jittered) and reload the book
-    from the last commit, since memory may hold events that were never committed."""
-    backoff_s = 0.1
-    loaded = False
-    while not stop.is_set():
-        try:
-            if not loaded:
-                await prepare(redis, bots)
-                await worker.load()
-                loaded = True
-                health.set_check("partitions", True)
-            await worker.run_once()
-            backoff_s = 0.1
-        except (RedisError, OSError) as error:
-            loaded = False
-            health.set_check("partitions", False)
-            log.warning("redis unavailable, retrying in %.1f s: %s", backoff_s, error)
-            await asyncio.sleep(random.uniform(0, backoff_s))
-            backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+    await worker.load()
 
 
 async def amain(args: argparse.Namespace) -> int:
@@ -61,32 +35,15 @@ async def amain(args: argparse.Namespace) -> int:
     bots = load_bots(settings.config_path)
     read_api_keys(bots)  # a missing or malformed key is a config error at start (exit 78)
     redis = Redis.from_url(settings.redis_url, decode_responses=True)
-    health = Health("accounting")
-    health.set_check("partitions", False)
-    port = DEFAULT_HEALTH_PORT if settings.health_port is None else settings.health_port
-    side_port = SidePort(health, settings.health_host, port)
-    log.info("health port %d", await side_port.start())
-
-    stop = asyncio.Event()
-
-    def begin_shutdown() -> None:
-        health.draining = True  # /readyz 503 at once (SPEC 4.1 rule 4)
-        stop.set()
-
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, begin_shutdown)
-
-    pinger = asyncio.create_task(ping_redis_forever(redis.ping, health))
     worker = AccountingWorker(redis, bots.bots, batch_size=args.batch_size)
-    try:
-        await serve(stop, health, redis, bots, worker)
-    finally:
-        pinger.cancel()
-        await side_port.stop()
-        await redis.aclose()
-    log.info("stopped")
-    return 0
+    return await run_worker(
+        service="accounting",
+        settings=settings,
+        redis=redis,
+        default_health_port=DEFAULT_HEALTH_PORT,
+        load=lambda: prepare(redis, bots, worker),
+        step=worker.run_once,
+    )
 
 
 def main(argv: list[str]) -> int:
