@@ -51,6 +51,19 @@ fmt: $(STAMP) ## ruff format, then ruff check --fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The peers `make bench` measures against (backtesting.py, vectorbt: large, see
+# docs/benchmarks.md) come from the `bench` extra, installed on first use and when
+# pyproject.toml changes; `make install` leaves them out.
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install --disable-pip-version-check --quiet -e '.[dev,bench]'
+	@touch $@
+
+.PHONY: bench
+bench: $(STAMP) $(BENCH_STAMP) ## measure the backtest beside its peers, update docs/benchmarks.md (ARGS="--no-doc")
+	$(BIN)/python -m benches.backtest_speed $(ARGS)
+
 clean: ## remove .venv, caches and .run (the demo's Redis data, logs and key)
-	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .run .bench .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -29,7 +29,7 @@ def test_make_help_lists_every_target_and_is_the_default() -> None:
     shown = make()
     assert shown == make("help")
     listed = [line.split()[0] for line in shown.splitlines()[1:]]
-    assert listed == ["help", "install", "run", "watch", "test", "lint", "fmt", "clean"]
+    assert listed == ["help", "install", "run", "watch", "test", "lint", "fmt", "bench", "clean"]
 
 
 def test_make_run_passes_args_to_bandwagon_run() -> None:
