@@ -216,16 +216,9 @@ def crosses(condition: Bools, previous: bool) -> Bools:
     return condition & ~before
 
 
-def first_true(mask: Bools, start: int) -> int:
-    """Index of the first True at or after `start`, or len(mask); scans in growing chunks so
-    that finding many near events stays linear."""
-    size = 64
-    position = start
+def next_true(mask: Bools) -> Ints:
+    """For each index i (and len(mask)), the first index >= i where mask holds, else len(mask)."""
     count = len(mask)
-    while position < count:
-        found = np.flatnonzero(mask[position : position + size])
-        if len(found):
-            return position + int(found[0])
-        position += size
-        size *= 4
-    return count
+    indexes = np.where(mask, np.arange(count, dtype=np.int64), count)
+    following: Ints = np.minimum.accumulate(indexes[::-1])[::-1]
+    return np.append(following, count)

@@ -7,7 +7,7 @@ independent implementation is compared with this one to a relative 1e-9: reorder
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from libs.core.decimals import format_decimal
@@ -87,8 +87,8 @@ class Ledger:
         position: Position | None,
         round_trip: RoundTrip | None,
     ) -> Ledger:
-        return replace(
-            self,
+        return Ledger(
+            allocation=self.allocation,
             realized_pnl=self.realized_pnl + usdt_profit,
             fill_count=self.fill_count + 1,
             win=self.win + (round_trip == "win"),

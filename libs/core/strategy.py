@@ -15,7 +15,17 @@ from typing import Any, Literal
 import numpy as np
 
 from libs.core.bands import Bands, band_conditions, band_width_pct, bollinger_bands, percent_b
-from libs.core.batch import Bools, UpdateColumns, Windows, band_flags, crosses, windows_of
+from libs.core.batch import (
+    Bools,
+    Floats,
+    Ints,
+    UpdateColumns,
+    Windows,
+    band_flags,
+    crosses,
+    next_true,
+    windows_of,
+)
 from libs.core.market import Kline, MarketUpdate
 from libs.core.pnl import Ledger, Position, Side
 from libs.core.sim_exchange import (
@@ -259,12 +269,13 @@ class SymbolStrategy:
         )
         buy_crosses = crosses(buy, self.buy_condition)
         sell_crosses = crosses(sell, self.sell_condition)
+        next_crosses = (next_true(buy_crosses), next_true(sell_crosses))
 
         fills: list[Fill] = []
         ordered_at: dict[int, Side] = {}
         index = 0
         while index < count:
-            event = self._next_event(index, columns, buy_crosses, sell_crosses)
+            event = self._next_event(index, columns, buy_crosses, sell_crosses, next_crosses)
             if event >= count:
                 break
             new_fills, ordered = self._trade(
@@ -298,7 +309,12 @@ class SymbolStrategy:
         return columns.take(~bad), tuple(int(i) for i in np.flatnonzero(bad))
 
     def _next_event(
-        self, start: int, columns: UpdateColumns, buy_crosses: Bools, sell_crosses: Bools
+        self,
+        start: int,
+        columns: UpdateColumns,
+        buy_crosses: Bools,
+        sell_crosses: Bools,
+        next_crosses: tuple[Ints, Ints],
     ) -> int:
         """The first update at or after `start` where `_trade` can change something."""
         order, ledger, terms = self.order, self.ledger, self.terms
@@ -306,6 +322,18 @@ class SymbolStrategy:
             return start  # a taker order fills at the next update (SPEC 3.1 rule 8)
         position = ledger.position
         price, time_ms = columns.price, columns.time_ms
+        if order is None and position is not None:
+            # The common state: a position waits for the cross that closes it (rule 5), unless a
+            # liquidation comes first. The loss grows monotonically as the price moves against
+            # the position, so the range's worst price tells whether any update in it liquidates.
+            long = position.side == "long"
+            closing = int(next_crosses[1][start] if long else next_crosses[0][start])
+            if closing > start:
+                window = price[start:closing]
+                worst = float(window.min() if long else window.max())
+                if liquidation_due(ledger, worst, terms.isolated):
+                    return start + self._first_liquidation(window)
+            return closing
         mode = self.params.mode
         count = len(columns)
         margin_x_leverage = ledger.available_capital * terms.buy_pct / 100 * terms.leverage
@@ -331,24 +359,34 @@ class SymbolStrategy:
                 mask |= sell_crosses[start:stop]
             else:
                 mask |= buy_crosses[start:stop]
-            if position is not None:  # liquidation (rule 10), as `liquidation_due` computes it
-                size_value = position.size_value
-                if position.side == "long":
-                    loss = -((prices - position.entry_price) * size_value)
-                else:
-                    loss = -((position.entry_price - prices) * size_value)
-                limit = (
-                    position.margin
-                    if terms.isolated
-                    else ledger.available_capital + position.margin
-                )
-                mask |= loss >= limit
+            if position is not None:
+                mask |= self._liquidation_mask(prices)
             found = np.flatnonzero(mask)
             if len(found):
                 return start + int(found[0])
             start = stop
             size *= 4
         return count
+
+    def _liquidation_mask(self, prices: Floats) -> Bools:
+        """Where the open position is liquidated (rule 10), computed as `liquidation_due` does."""
+        ledger = self.ledger
+        position = ledger.position
+        assert position is not None
+        size_value = position.size_value
+        if position.side == "long":
+            loss = -((prices - position.entry_price) * size_value)
+        else:
+            loss = -((position.entry_price - prices) * size_value)
+        if self.terms.isolated:
+            limit = position.margin
+        else:
+            limit = ledger.available_capital + position.margin
+        mask: Bools = loss >= limit
+        return mask
+
+    def _first_liquidation(self, prices: Floats) -> int:
+        return int(np.flatnonzero(self._liquidation_mask(prices))[0])
 
     def _close_batch(
         self,
