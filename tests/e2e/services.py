@@ -11,6 +11,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from libs.redis_server import free_port
 
@@ -110,3 +113,20 @@ class Deployment:
 
     def stop_all(self) -> dict[str, int]:
         return {name: service.stop() for name, service in reversed(self.services.items())}
+
+
+def backtest_json(config: Path, bot: str, files: list[str], out: Path) -> dict[str, Any]:
+    """`bandwagon backtest --json` on the same bots file and data (`--klines=PID=FILE`...), with
+    TZ=UTC like the deployment: the uninterrupted reference the live pipeline must equal."""
+    command = [sys.executable, "-m", "services.cli", "backtest", "--config", str(config)]
+    done = subprocess.run(
+        [*command, "--bot", bot, *files, "--json", str(out), "--quiet"],
+        cwd=REPO,
+        env={**os.environ, "TZ": "UTC"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    document: dict[str, Any] = orjson.loads(out.read_bytes())
+    return document

@@ -10,9 +10,6 @@ within the 1e-9 of SPEC 3.1 rule 16: both sides run the same core, so any differ
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator
@@ -20,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -29,7 +25,7 @@ from libs.core.market import Kline
 from libs.market_files import read_market_file
 from libs.redis_server import RedisServer
 from libs.store import StateMissing, read_snapshot
-from tests.e2e.services import REPO, Deployment
+from tests.e2e.services import REPO, Deployment, backtest_json
 
 DATA = REPO / "tests" / "data"
 KLINES = DATA / "klines-1m-3000.csv"
@@ -148,22 +144,6 @@ async def settled_snapshot(redis: Redis, config: Path, case: Case, timeout_s: fl
         await asyncio.sleep(0.1)
 
 
-def run_backtest_command(config: Path, case: Case, out: Path) -> dict[str, Any]:
-    files = [f"{flag}={pid}={path}" for pid, (flag, path) in case.files.items()]
-    command = [sys.executable, "-m", "services.cli", "backtest", "--config", str(config)]
-    done = subprocess.run(
-        [*command, "--bot", BOT, *files, "--json", str(out), "--quiet"],
-        cwd=REPO,
-        env={**os.environ, "TZ": "UTC"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stderr
-    document: dict[str, Any] = orjson.loads(out.read_bytes())
-    return document
-
-
 @pytest.mark.parametrize("name", list(CASES))
 async def test_the_backtest_trades_exactly_as_the_live_pipeline(
     name: str, deployment: Deployment, redis: Redis, tmp_path: Path
@@ -177,7 +157,8 @@ async def test_the_backtest_trades_exactly_as_the_live_pipeline(
     deployment.wait_ready("accounting", "strategy", "ingest")
 
     snapshot = await settled_snapshot(redis, deployment.config_path, case)
-    backtest = run_backtest_command(deployment.config_path, case, tmp_path / "backtest.json")
+    files = [f"{flag}={pid}={path}" for pid, (flag, path) in case.files.items()]
+    backtest = backtest_json(deployment.config_path, BOT, files, tmp_path / "backtest.json")
 
     live_symbols = snapshot.symbols
     assert [s["product_id"] for s in backtest["symbols"]] == [s["product_id"] for s in live_symbols]

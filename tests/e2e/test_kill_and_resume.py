@@ -23,8 +23,6 @@ import asyncio
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -41,7 +39,7 @@ from libs.market_files import read_market_file
 from libs.redis_server import RedisServer
 from libs.store import Snapshot, StateMissing, read_snapshot
 from libs.wire.market import decode_update
-from tests.e2e.services import REPO, Deployment, Service
+from tests.e2e.services import REPO, Deployment, Service, backtest_json
 
 DATA = REPO / "tests" / "data"
 FILES = {
@@ -228,23 +226,6 @@ async def settled_snapshot(redis: Redis, timeout_s: float = 30.0) -> Snapshot:
         await asyncio.sleep(0.05)
 
 
-def run_backtest_command(config: Path, out: Path) -> dict[str, Any]:
-    """The uninterrupted reference, run exactly as the parity test runs it."""
-    files = [f"{flag}={pid}={path}" for pid, (flag, path) in FILES.items()]
-    command = [sys.executable, "-m", "services.cli", "backtest", "--config", str(config)]
-    done = subprocess.run(
-        [*command, "--bot", BOT, *files, "--json", str(out), "--quiet"],
-        cwd=REPO,
-        env={**os.environ, "TZ": "UTC"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stderr
-    document: dict[str, Any] = orjson.loads(out.read_bytes())
-    return document
-
-
 def check_equals_backtest(snapshot: Snapshot, backtest: dict[str, Any]) -> None:
     live_symbols = snapshot.symbols
     assert [s["product_id"] for s in backtest["symbols"]] == [s["product_id"] for s in live_symbols]
@@ -312,7 +293,8 @@ async def check_resumed_exactly(
     )
     assert len(kills) == KILLS
     snapshot = await settled_snapshot(redis)
-    backtest = run_backtest_command(deployment.config_path, tmp_path / "backtest.json")
+    files = [f"{flag}={pid}={path}" for pid, (flag, path) in FILES.items()]
+    backtest = backtest_json(deployment.config_path, BOT, files, tmp_path / "backtest.json")
     # a kill point is met by the victim's own work, but a paced replay goes on while it restarts:
     # on a slow machine the last kills could come after the end, which proves less
     assert sum(kill.progress < 1 for kill in kills) >= KILLS * 3 // 4, "kills after the end"

@@ -21,9 +21,6 @@ gateway's `init` sends) and compared with `bandwagon backtest --json` as in
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -43,7 +40,7 @@ from libs.market_files import read_market_file
 from libs.ops.health import REDIS_PING_FRESH_S
 from libs.redis_server import RedisServer, free_port
 from libs.store import Snapshot, StateMissing, read_snapshot
-from tests.e2e.services import REPO, Deployment
+from tests.e2e.services import REPO, Deployment, backtest_json
 
 KLINES = REPO / "tests" / "data" / "klines-1m-3000.csv"
 KLINES_EVENT_S = 3000 * 60  # the file's event-time span: 3000 one-minute klines
@@ -398,19 +395,8 @@ async def crash_losing_the_last_second(server: RedisServer) -> None:
 # --- the reference: `bandwagon backtest` on the same file and bots file --------------------------
 
 
-def run_backtest(config: Path, out: Path) -> dict[str, Any]:
-    command = [sys.executable, "-m", "services.cli", "backtest", "--config", str(config)]
-    done = subprocess.run(
-        [*command, "--bot", BOT, f"--klines={PRODUCT_ID}={KLINES}", "--json", str(out), "--quiet"],
-        cwd=REPO,
-        env={**os.environ, "TZ": "UTC"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stderr
-    document: dict[str, Any] = orjson.loads(out.read_bytes())
-    return document
+def reference(config: Path, out: Path) -> dict[str, Any]:
+    return backtest_json(config, BOT, [f"--klines={PRODUCT_ID}={KLINES}"], out)
 
 
 def check_final_state_is_the_backtest(snapshot: Snapshot, backtest: dict[str, Any]) -> None:
@@ -504,7 +490,7 @@ async def test_a_clean_redis_restart_mid_replay_loses_nothing_and_no_client_noti
     check_client_saw_every_refresh(run)
     check_every_row_written_once(run)
     check_final_state_is_the_backtest(
-        run.snapshot, run_backtest(deployment.config_path, tmp_path / "backtest.json")
+        run.snapshot, reference(deployment.config_path, tmp_path / "backtest.json")
     )
 
 
@@ -518,7 +504,7 @@ async def test_a_redis_process_crash_mid_replay_loses_nothing_acknowledged(
     check_client_saw_every_refresh(run)
     check_every_row_written_once(run)
     check_final_state_is_the_backtest(
-        run.snapshot, run_backtest(deployment.config_path, tmp_path / "backtest.json")
+        run.snapshot, reference(deployment.config_path, tmp_path / "backtest.json")
     )
 
 
@@ -555,7 +541,7 @@ async def test_a_redis_host_crash_losing_the_last_second_is_recomputed_from_chec
     check_refresh_log(run)
     check_every_row_written_once(run)
     check_final_state_is_the_backtest(
-        run.snapshot, run_backtest(deployment.config_path, tmp_path / "backtest.json")
+        run.snapshot, reference(deployment.config_path, tmp_path / "backtest.json")
     )
     check_client_converges(run)
 
