@@ -71,6 +71,10 @@ return entry_id
 """
 
 
+class StreamRewound(Exception):
+    """The stream's last entry is not the one this writer wrote last: start over after it."""
+
+
 @dataclass(frozen=True, slots=True)
 class StreamSpec:
     """One market stream: `key` for Redis and logs, `name` (no key) for metric labels."""
@@ -221,14 +225,17 @@ class StreamWriter:
             (index for index, item in enumerate(self.batch) if item.src == fields["src"]), None
         )
         if written is None:
-            log.error(
-                "the stream's last entry %s (src %s) is not ours: is another ingest writing it?",
+            # Not in this batch: Redis lost acknowledged writes (a host crash under AOF
+            # `everysec`), or another writer. Either way the source must resume after the
+            # stream's real last entry, as a restart does, or rows would be skipped.
+            log.warning(
+                "the stream's last entry %s (src %s) is not in the batch: resuming after it",
                 entry_id,
                 fields.get("src"),
                 extra={"stream": self.stream.key},
             )
-            self.last_entry_id = entry_id
-            return
+            self.batch.clear()
+            raise StreamRewound(entry_id)
         log.info(
             "the interrupted batch was written; not sending it again",
             extra={"stream": self.stream.key, "entry_id": entry_id},
@@ -284,7 +291,17 @@ async def _stopped_within(stop: asyncio.Event, delay_s: float) -> bool:
 
 async def run_stream(source: Source, writer: StreamWriter, pacer: Pacer) -> None:
     """Feed one stream until its source ends or stop is set; the current batch is flushed either
-    way (SPEC 4.1 rule 4). Never writes an update earlier than the stream's last entry."""
+    way (SPEC 4.1 rule 4). Never writes an update earlier than the stream's last entry, and
+    resumes after it whenever the stream turns out to hold less than was written."""
+    while True:
+        try:
+            await _feed_stream(source, writer, pacer)
+            return
+        except StreamRewound:
+            continue
+
+
+async def _feed_stream(source: Source, writer: StreamWriter, pacer: Pacer) -> None:
     stream, stop = writer.stream, writer.stop
     last = await writer.read_last()
     if stop.is_set():

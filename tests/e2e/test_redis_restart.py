@@ -511,13 +511,10 @@ async def test_a_redis_process_crash_mid_replay_loses_nothing_acknowledged(
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "two bugs. (1) ingest skips the rows whose writes Redis acknowledged and then lost: "
-        "StreamWriter._drop_written_prefix finds the stream's newest entry (an older batch) "
-        "missing from its current batch, logs 'is not ours: is another ingest writing it?' and "
-        "writes on, so about a second of rows is never written and the final trades and status "
-        "are not the backtest's. (2) accounting republishes the lost seqs with new contents under "
-        "the same epoch; the gateway drops them as already sent, so a client never re-inits and "
-        "its fold differs from the init at the same seq (SPEC 2.1 rules 5, 8 and 12)"
+        "accounting republishes the lost seqs with new contents under the same epoch; the "
+        "gateway drops them as already sent, so a client never re-inits and its fold differs "
+        "from the init at the same seq (SPEC 2.1 rules 5, 8 and 12). (Ingest's part, skipping "
+        "the rows Redis lost, is fixed: its writer resumes after the stream's real last entry.)"
     ),
 )
 async def test_a_redis_host_crash_losing_the_last_second_is_recomputed_from_checkpoints(
