@@ -125,105 +125,115 @@ def _action(terms: SymbolTerms, side: Side, position_side: PositionSide) -> str:
     return f"{terms.strategy_name}_{side}_{position_side}"
 
 
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """Where and how a fill happens: shared by the legs of one order, and by a liquidation."""
+
+    time_ms: int
+    price: float
+    fee_pct: float
+    order_type: OrderType
+    execution_time_ms: int
+    slippage_pct: float
+
+    def fill(
+        self,
+        ledger: Ledger,
+        terms: SymbolTerms,
+        *,
+        side: Side,
+        size: str,
+        fee: float,
+        action: str,
+        entry_price: float,
+        usdt_profit: float,
+        position_side: PositionSide,
+        round_trip: RoundTrip | None,
+    ) -> Fill:
+        """The TRADE: the ledger's next order_id, profit = usdtProfit / (entry * size)."""
+        return Fill(
+            order_id=terms.order_id(ledger.fill_count),
+            time_ms=self.time_ms,
+            execution_time_ms=self.execution_time_ms,
+            slippage_pct=self.slippage_pct,
+            side=side,
+            size=size,
+            fee=fee,
+            price=self.price,
+            order_type=self.order_type,
+            action=action,
+            profit=profit_ratio(usdt_profit, entry_price, float(size)),
+            usdt_profit=usdt_profit,
+            position_side=position_side,
+            round_trip=round_trip,
+        )
+
+
 def close_position(
-    ledger: Ledger,
-    *,
-    time_ms: int,
-    price: float,
-    fee_pct: float,
-    order_type: OrderType,
-    execution_time_ms: int,
-    slippage_pct: float,
-    action: str | None,
-    terms: SymbolTerms,
+    ledger: Ledger, execution: Execution, terms: SymbolTerms, *, liquidation: bool = False
 ) -> tuple[Ledger, Fill]:
-    """Close the open position at `price`; `action` None means a strategy close."""
+    """Close the open position at the execution's price."""
     position = ledger.position
     assert position is not None, "close_position needs an open position"
     side: Side = "sell" if position.side == "long" else "buy"
     size = position.size_value
-    closing_fee = fee(size, price, fee_pct)
-    gross = gross_pnl(position.side, position.entry_price, price, size)
+    closing_fee = fee(size, execution.price, execution.fee_pct)
+    gross = gross_pnl(position.side, position.entry_price, execution.price, size)
     usdt_profit = gross - closing_fee
-    if action is None:
-        round_trip: RoundTrip = "win" if gross - position.opening_fee - closing_fee > 0 else "lost"
-        action = _action(terms, side, position.side)
+    if liquidation:
+        round_trip: RoundTrip = "lost"  # always a lost round trip (SPEC 3.1 rule 10)
+        action = f"liquidation_{position.side}"
     else:
-        round_trip = "lost"  # a liquidation is always a lost round trip (SPEC 3.1 rule 10)
-    fill = Fill(
-        order_id=terms.order_id(ledger.fill_count),
-        time_ms=time_ms,
-        execution_time_ms=execution_time_ms,
-        slippage_pct=slippage_pct,
+        round_trip = "win" if gross - position.opening_fee - closing_fee > 0 else "lost"
+        action = _action(terms, side, position.side)
+    fill = execution.fill(
+        ledger,
+        terms,
         side=side,
         size=position.size,
         fee=closing_fee,
-        price=price,
-        order_type=order_type,
         action=action,
-        profit=profit_ratio(usdt_profit, position.entry_price, size),
+        entry_price=position.entry_price,
         usdt_profit=usdt_profit,
         position_side=position.side,
         round_trip=round_trip,
     )
-    return (
-        ledger.after_fill(
-            usdt_profit=usdt_profit, time_ms=time_ms, position=None, round_trip=round_trip
-        ),
-        fill,
+    ledger = ledger.after_fill(
+        usdt_profit=usdt_profit, time_ms=execution.time_ms, position=None, round_trip=round_trip
     )
+    return ledger, fill
 
 
 def open_position(
-    ledger: Ledger,
-    *,
-    side: Side,
-    time_ms: int,
-    price: float,
-    fee_pct: float,
-    order_type: OrderType,
-    execution_time_ms: int,
-    slippage_pct: float,
-    terms: SymbolTerms,
+    ledger: Ledger, execution: Execution, terms: SymbolTerms, *, side: Side
 ) -> tuple[Ledger, Fill] | None:
     """Open a position sized at the fill; None when the size comes out below min_size."""
+    price = execution.price
     margin = ledger.available_capital * terms.buy_pct / 100
     size_text = order_size(margin, terms.leverage, price, terms.min_size)
     size = float(size_text)
     if size < float(terms.min_size):
         return None
-    opening_fee = fee(size, price, fee_pct)
+    opening_fee = fee(size, price, execution.fee_pct)
     usdt_profit = -opening_fee
     position_side: PositionSide = "long" if side == "buy" else "short"
-    fill = Fill(
-        order_id=terms.order_id(ledger.fill_count),
-        time_ms=time_ms,
-        execution_time_ms=execution_time_ms,
-        slippage_pct=slippage_pct,
+    fill = execution.fill(
+        ledger,
+        terms,
         side=side,
         size=size_text,
         fee=opening_fee,
-        price=price,
-        order_type=order_type,
         action=_action(terms, side, position_side),
-        profit=profit_ratio(usdt_profit, price, size),
+        entry_price=price,
         usdt_profit=usdt_profit,
         position_side=position_side,
         round_trip=None,
     )
-    position = Position(
-        side=position_side,
-        entry_price=price,
-        size=size_text,
-        margin=margin,
-        opening_fee=opening_fee,
+    position = Position(position_side, price, size_text, margin, opening_fee)
+    ledger = ledger.after_fill(
+        usdt_profit=usdt_profit, time_ms=execution.time_ms, position=position, round_trip=None
     )
-    return (
-        ledger.after_fill(
-            usdt_profit=usdt_profit, time_ms=time_ms, position=position, round_trip=None
-        ),
-        fill,
-    )
+    return ledger, fill
 
 
 def execute(
@@ -237,35 +247,20 @@ def execute(
 ) -> tuple[Ledger, list[Fill]]:
     """Fill an order's legs at one price: the closing leg first, then the opening leg sized from
     the capital after the close (SPEC 3.1 rules 5, 6 and 13)."""
-    fee_pct = terms.maker_fee_pct if order_type == "maker" else terms.taker_fee_pct
-    execution_time_ms = time_ms - order.signal_time_ms
-    slippage_pct = slippage_of(order.side, fill_price, order.signal_price)
+    execution = Execution(
+        time_ms=time_ms,
+        price=fill_price,
+        fee_pct=terms.maker_fee_pct if order_type == "maker" else terms.taker_fee_pct,
+        order_type=order_type,
+        execution_time_ms=time_ms - order.signal_time_ms,
+        slippage_pct=slippage_of(order.side, fill_price, order.signal_price),
+    )
     fills: list[Fill] = []
     if order.closes and ledger.position is not None:
-        ledger, fill = close_position(
-            ledger,
-            time_ms=time_ms,
-            price=fill_price,
-            fee_pct=fee_pct,
-            order_type=order_type,
-            execution_time_ms=execution_time_ms,
-            slippage_pct=slippage_pct,
-            action=None,
-            terms=terms,
-        )
+        ledger, fill = close_position(ledger, execution, terms)
         fills.append(fill)
     if order.opens:
-        opened = open_position(
-            ledger,
-            side=order.side,
-            time_ms=time_ms,
-            price=fill_price,
-            fee_pct=fee_pct,
-            order_type=order_type,
-            execution_time_ms=execution_time_ms,
-            slippage_pct=slippage_pct,
-            terms=terms,
-        )
+        opened = open_position(ledger, execution, terms, side=order.side)
         if opened is not None:
             ledger, fill = opened
             fills.append(fill)
@@ -287,16 +282,6 @@ def liquidation_due(ledger: Ledger, price: float, isolated: bool) -> bool:
 def liquidate(
     ledger: Ledger, *, time_ms: int, price: float, terms: SymbolTerms
 ) -> tuple[Ledger, Fill]:
-    """Close at exactly `price`: taker fee, no slippage, execution_time 0, a lost round trip."""
-    assert ledger.position is not None
-    return close_position(
-        ledger,
-        time_ms=time_ms,
-        price=price,
-        fee_pct=terms.taker_fee_pct,
-        order_type="taker",
-        execution_time_ms=0,
-        slippage_pct=0.0,
-        action=f"liquidation_{ledger.position.side}",
-        terms=terms,
-    )
+    """Close at exactly `price`: taker fee, no slippage, execution_time 0 (SPEC 3.1 rule 10)."""
+    execution = Execution(time_ms, price, terms.taker_fee_pct, "taker", 0, 0.0)
+    return close_position(ledger, execution, terms, liquidation=True)
