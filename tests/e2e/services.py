@@ -77,15 +77,19 @@ class Deployment:
         env.update(extra)
         return env
 
-    def start(self, name: str, *args: str, **env: str) -> Service:
+    def start(self, name: str, *args: str, replica: str | None = None, **env: str) -> Service:
+        """Start `bandwagon NAME ARGS`; `replica` names a further process of the same service
+        (its own log, health port and, for a gateway, its own listening port)."""
+        label = replica or name
         if name == "gateway":
-            health_url = f"http://127.0.0.1:{self.gateway_port}"
-            port_env: dict[str, str] = {}
+            port = self.gateway_port if replica is None else free_port()
+            health_url = f"http://127.0.0.1:{port}"
+            port_env: dict[str, str] = {"GATEWAY_PORT": str(port)}
         else:
             port = free_port()
             health_url = f"http://127.0.0.1:{port}"
             port_env = {"HEALTH_PORT": str(port)}
-        log_path = self.log_dir / f"{name}.log"
+        log_path = self.log_dir / f"{label}.log"
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "services.cli", name, *args],
@@ -94,8 +98,8 @@ class Deployment:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        service = Service(name, process, health_url, log_path)
-        self.services[name] = service
+        service = Service(label, process, health_url, log_path)
+        self.services[label] = service
         return service
 
     def wait_ready(self, *names: str, timeout_s: float = 30.0) -> None:
