@@ -9,6 +9,7 @@ exactly those the one-update path gets from TA-Lib, at a small fraction of its c
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ Bools = npt.NDArray[np.bool_]
 UNDECIDED_RELATIVE = 1e-9
 # Windows whose spread is this small relative to the price also go to TA-Lib (zero-width guard).
 NARROW_RELATIVE = 1e-7
+# Rows of approximate bands computed at a time: a block's columns stay in the CPU's caches.
+BLOCK_ROWS = 32_768
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +140,13 @@ def windows_of(
     if len(columns):
         previous_close[0] = current_kline.close if current_kline is not None else np.nan
         previous_close[1:] = columns.close[:-1]
-    history = np.concatenate([np.asarray(prior_closes, dtype=np.float64), previous_close[closing]])
-    stop = len(prior_closes) + np.cumsum(closing, dtype=np.int64)
+    prior = np.asarray(prior_closes, dtype=np.float64)
+    if closing.all():  # every update closes a kline, as in a klines file: no selection needed
+        history = np.concatenate([prior, previous_close])
+        stop = np.arange(len(prior) + 1, len(prior) + len(columns) + 1, dtype=np.int64)
+    else:
+        history = np.concatenate([prior, previous_close[closing]])
+        stop = len(prior) + np.cumsum(closing, dtype=np.int64)
     return Windows(history, stop, stop >= period - 1), starts
 
 
@@ -154,56 +162,86 @@ def band_flags(
     count = len(price)
     buy = np.zeros(count, dtype=np.bool_)
     sell = np.zeros(count, dtype=np.bool_)
-    rows = np.flatnonzero(windows.valid)
-    if len(rows) == 0:
+    # Windows only grow along a batch, so the updates with bands are a suffix of it: slices.
+    first = int(np.argmax(windows.valid)) if count else 0
+    if count == 0 or not windows.valid[first]:
         return buy, sell
-    columns = _window_columns(windows, close, rows, period)
-
-    total = np.zeros(len(rows), dtype=np.float64)
-    for column in columns:
-        total += column
-    middle = total / period
-    squares = np.zeros(len(rows), dtype=np.float64)
-    flat = np.ones(len(rows), dtype=np.bool_)
-    for column in columns:
-        deviation = column - middle
-        squares += deviation * deviation
-        flat &= column == columns[0]
-    deviation = np.sqrt(squares / period)
-    upper = middle + deviation * nbdev_up
-    lower = middle - deviation * nbdev_dn
-
-    row_price = price[rows]
-    margin = np.abs(row_price) * UNDECIDED_RELATIVE
-    undecided = ~flat & (
-        (np.abs(row_price - lower) <= margin)
-        | (np.abs(row_price - upper) <= margin)
-        | (deviation <= np.abs(middle) * NARROW_RELATIVE)
-    )
-    buy[rows] = ~flat & (row_price < lower)
-    sell[rows] = ~flat & (row_price > upper)
-    for row in np.flatnonzero(undecided):
-        index = int(rows[row])
-        window = windows.closes(index, period, float(close[index]))
-        bands = bollinger_bands(window, period, nbdev_up, nbdev_dn)
-        buy[index], sell[index] = band_conditions(float(price[index]), bands)
+    columns = _window_columns(windows, close, first, period)
+    for start in range(0, count - first, BLOCK_ROWS):
+        stop = min(count - first, start + BLOCK_ROWS)
+        block = [column[start:stop] for column in columns]
+        part = slice(first + start, first + stop)
+        undecided = _approximate_flags(
+            block, price[part], buy[part], sell[part], period, nbdev_up, nbdev_dn
+        )
+        for row in undecided.tolist():
+            index = first + start + row
+            window = windows.closes(index, period, float(close[index]))
+            bands = bollinger_bands(window, period, nbdev_up, nbdev_dn)
+            buy[index], sell[index] = band_conditions(float(price[index]), bands)
     return buy, sell
 
 
-def _window_columns(windows: Windows, close: Floats, rows: Ints, period: int) -> list[Floats]:
-    """Column k of every row's window, oldest first, the row's own close last. When each row
-    closes one more kline than the previous (a klines file), the columns are plain slices."""
-    stop = windows.stop[rows]
+def _approximate_flags(
+    columns: list[Floats],
+    price: Floats,
+    buy: Bools,
+    sell: Bools,
+    period: int,
+    nbdev_up: float,
+    nbdev_dn: float,
+) -> Ints:
+    """Write the conditions of the rows the approximate bands decide into `buy` and `sell`
+    (views); return the rows they leave undecided."""
+    rows = len(price)
+    # Mean and population deviation, two-pass, column by column into preallocated arrays. A flat
+    # window needs no test of its own: its deviation comes out within rounding of zero, below
+    # the narrow margin, so it goes to TA-Lib with the other undecided rows.
+    total = columns[0].copy()
+    for column in columns[1:]:
+        np.add(total, column, out=total)
+    middle = np.divide(total, period, out=total)
+    squares = np.zeros(rows, dtype=np.float64)
+    scratch = np.empty(rows, dtype=np.float64)
+    for column in columns:
+        np.subtract(column, middle, out=scratch)
+        np.multiply(scratch, scratch, out=scratch)
+        np.add(squares, scratch, out=squares)
+    deviation = np.sqrt(np.divide(squares, period, out=squares), out=squares)
+
+    # Price minus each band, approximately: only the sign is used, and only where the value lies
+    # farther from zero than the margin, which any rounding here is far below.
+    below_lower = price - middle
+    above_upper = below_lower.copy()
+    below_lower += deviation * nbdev_dn  # price - (middle - deviation * nbdev_dn)
+    above_upper -= deviation * nbdev_up  # price - (middle + deviation * nbdev_up)
+    margin = np.abs(price) * UNDECIDED_RELATIVE
+    undecided = np.abs(below_lower) <= margin
+    undecided |= np.abs(above_upper) <= margin
+    undecided |= deviation <= np.abs(middle) * NARROW_RELATIVE
+    np.less(below_lower, 0.0, out=buy)
+    np.greater(above_upper, 0.0, out=sell)
+    found: Ints = np.flatnonzero(undecided)
+    return found
+
+
+def _window_columns(windows: Windows, close: Floats, first: int, period: int) -> list[Floats]:
+    """Column k of the windows of updates first.., oldest first, the update's own close last.
+    When each update closes one more kline than the previous (a klines file), the columns are
+    plain slices."""
+    stop = windows.stop[first:]
     history = windows.history
     columns: list[Floats] = []
-    first = int(stop[0]) - (period - 1)
-    if int(stop[-1]) - int(stop[0]) == len(rows) - 1 and bool(np.all(np.diff(stop) == 1)):
+    rows = len(stop)
+    start = int(stop[0]) - (period - 1)
+    # `stop` rises by 0 or 1 per update, so rising by rows - 1 in all means by 1 at each.
+    if int(stop[-1]) - int(stop[0]) == rows - 1:
         for offset in range(period - 1):
-            columns.append(history[first + offset : first + offset + len(rows)])
+            columns.append(history[start + offset : start + offset + rows])
     else:
         for offset in range(period - 1):
             columns.append(history[stop - (period - 1) + offset])
-    columns.append(close[rows])
+    columns.append(close[first:])
     return columns
 
 
@@ -216,9 +254,31 @@ def crosses(condition: Bools, previous: bool) -> Bools:
     return condition & ~before
 
 
-def next_true(mask: Bools) -> Ints:
-    """For each index i (and len(mask)), the first index >= i where mask holds, else len(mask)."""
-    count = len(mask)
-    indexes = np.where(mask, np.arange(count, dtype=np.int64), count)
-    following: Ints = np.minimum.accumulate(indexes[::-1])[::-1]
-    return np.append(following, count)
+@dataclass(frozen=True, slots=True)
+class CrossIndex:
+    """Where one side's crosses of a batch are, for the event loop: a mask for whole-range
+    searches, and the sorted indexes with their set, so that "the next cross at or after update
+    i" and "is update i a cross" cost a bisection or a set lookup instead of an array scan."""
+
+    mask: Bools
+    indexes: list[int]
+    members: frozenset[int]
+
+    @classmethod
+    def of(cls, mask: Bools) -> CrossIndex:
+        indexes = np.flatnonzero(mask).tolist()
+        return cls(mask, indexes, frozenset(indexes))
+
+    def next_at(self, start: int) -> int:
+        """The first cross at or after `start`, else the batch's length."""
+        indexes = self.indexes
+        found = bisect_left(indexes, start)
+        return indexes[found] if found < len(indexes) else len(self.mask)
+
+    def count_in(self, start: int, stop: int) -> int:
+        """How many crosses lie in updates start..stop-1."""
+        indexes = self.indexes
+        return bisect_left(indexes, stop) - bisect_left(indexes, start)
+
+    def __contains__(self, index: int) -> bool:
+        return index in self.members

@@ -7,10 +7,10 @@ independent implementation is compared with this one to a relative 1e-9: reorder
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+from functools import lru_cache
+from typing import Literal, NamedTuple
 
-from libs.core.decimals import format_decimal
+from libs.core.decimals import decimals_of, format_decimal
 
 Side = Literal["buy", "sell"]
 PositionSide = Literal["long", "short"]
@@ -34,14 +34,22 @@ def profit_ratio(usdt_profit: float, entry_price: float, size: float) -> float:
 def order_size(margin: float, leverage: float, fill_price: float, min_size: str) -> str:
     """size = floor(margin * leverage / fill price / min_size) * min_size, formatted to min_size's
     decimals; callers use the number in the returned string from then on (SPEC 3.1 rule 6)."""
-    step = float(min_size)
+    step, decimals = size_step(min_size)
     steps = math.floor(margin * leverage / fill_price / step)
-    decimals = len(min_size.split(".", 1)[1]) if "." in min_size else 0
     return format_decimal(steps * step, decimals)
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
+@lru_cache(maxsize=256)
+def size_step(min_size: str) -> tuple[float, int]:
+    """min_size as a number and its decimals, parsed once per symbol rather than per order."""
+    return float(min_size), decimals_of(min_size)
+
+
+# The values below are built for every fill, tens of thousands of times in a year's backtest, so
+# they are NamedTuples: as immutable as a frozen dataclass, and about five times cheaper to build.
+
+
+class Position(NamedTuple):
     side: PositionSide
     entry_price: float
     size: str
@@ -54,11 +62,10 @@ class Position:
 
     def unrealized_pnl(self, price: float) -> float:
         """Gross, no fees, at the symbol's last price (SPEC 3.1 rule 12)."""
-        return gross_pnl(self.side, self.entry_price, price, self.size_value)
+        return gross_pnl(self.side, self.entry_price, price, float(self.size))
 
 
-@dataclass(frozen=True, slots=True)
-class Ledger:
+class Ledger(NamedTuple):
     """What a symbol's fills add up to. `fill_count` numbers the next fill (SPEC 3.1 rule 13)."""
 
     allocation: float
@@ -77,7 +84,8 @@ class Ledger:
     @property
     def available_capital(self) -> float:
         """allocation + realized PnL - locked margin, as SPEC section 3 writes it."""
-        return self.allocation + self.realized_pnl - self.locked_margin
+        position = self.position  # the locked margin, inline: this runs for every order
+        return self.allocation + self.realized_pnl - (0.0 if position is None else position.margin)
 
     def after_fill(
         self,
@@ -87,12 +95,14 @@ class Ledger:
         position: Position | None,
         round_trip: RoundTrip | None,
     ) -> Ledger:
+        # Positional, in field order: allocation, realized_pnl, fill_count, win, lost, last trade
+        # time, position.
         return Ledger(
-            allocation=self.allocation,
-            realized_pnl=self.realized_pnl + usdt_profit,
-            fill_count=self.fill_count + 1,
-            win=self.win + (round_trip == "win"),
-            lost=self.lost + (round_trip == "lost"),
-            last_trade_time_ms=time_ms,
-            position=position,
+            self.allocation,
+            self.realized_pnl + usdt_profit,
+            self.fill_count + 1,
+            self.win + (round_trip == "win"),
+            self.lost + (round_trip == "lost"),
+            time_ms,
+            position,
         )

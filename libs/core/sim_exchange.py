@@ -8,7 +8,7 @@ decides how it ends.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from libs.core.pnl import (
     Ledger,
@@ -20,6 +20,7 @@ from libs.core.pnl import (
     gross_pnl,
     order_size,
     profit_ratio,
+    size_step,
 )
 
 OrderType = Literal["maker", "taker"]
@@ -48,8 +49,7 @@ class SymbolTerms:
         return fill_number * self.symbol_count + self.index + 1
 
 
-@dataclass(frozen=True, slots=True)
-class Order:
+class Order(NamedTuple):
     """An order placed by a cross. `closes` and `opens` are its legs: a flip has both."""
 
     side: Side
@@ -61,9 +61,10 @@ class Order:
     previous_signal: Signal | None
 
 
-@dataclass(frozen=True, slots=True)
-class Fill:
-    """One TRADE of the Status API, with unrounded numbers; `round_trip` is set on closing fills."""
+class Fill(NamedTuple):
+    """One TRADE of the Status API, with unrounded numbers; `round_trip` is set on closing fills.
+
+    A NamedTuple like the ledger's values (libs.core.pnl): one is built per fill."""
 
     order_id: int
     time_ms: int
@@ -118,15 +119,14 @@ def opening_size(ledger: Ledger, price: float, terms: SymbolTerms) -> str:
 
 
 def can_open(ledger: Ledger, price: float, terms: SymbolTerms) -> bool:
-    return float(opening_size(ledger, price, terms)) >= float(terms.min_size)
+    return float(opening_size(ledger, price, terms)) >= size_step(terms.min_size)[0]
 
 
 def _action(terms: SymbolTerms, side: Side, position_side: PositionSide) -> str:
     return f"{terms.strategy_name}_{side}_{position_side}"
 
 
-@dataclass(frozen=True, slots=True)
-class Execution:
+class Execution(NamedTuple):
     """Where and how a fill happens: shared by the legs of one order, and by a liquidation."""
 
     time_ms: int
@@ -151,21 +151,21 @@ class Execution:
         round_trip: RoundTrip | None,
     ) -> Fill:
         """The TRADE: the ledger's next order_id, profit = usdtProfit / (entry * size)."""
-        return Fill(
-            order_id=terms.order_id(ledger.fill_count),
-            time_ms=self.time_ms,
-            execution_time_ms=self.execution_time_ms,
-            slippage_pct=self.slippage_pct,
-            side=side,
-            size=size,
-            fee=fee,
-            price=self.price,
-            order_type=self.order_type,
-            action=action,
-            profit=profit_ratio(usdt_profit, entry_price, float(size)),
-            usdt_profit=usdt_profit,
-            position_side=position_side,
-            round_trip=round_trip,
+        return Fill(  # positional, in field order: this runs for every fill
+            terms.order_id(ledger.fill_count),
+            self.time_ms,
+            self.execution_time_ms,
+            self.slippage_pct,
+            side,
+            size,
+            fee,
+            self.price,
+            self.order_type,
+            action,
+            profit_ratio(usdt_profit, entry_price, float(size)),
+            usdt_profit,
+            position_side,
+            round_trip,
         )
 
 
@@ -212,7 +212,7 @@ def open_position(
     margin = ledger.available_capital * terms.buy_pct / 100
     size_text = order_size(margin, terms.leverage, price, terms.min_size)
     size = float(size_text)
-    if size < float(terms.min_size):
+    if size < size_step(terms.min_size)[0]:
         return None
     opening_fee = fee(size, price, execution.fee_pct)
     usdt_profit = -opening_fee
@@ -247,13 +247,13 @@ def execute(
 ) -> tuple[Ledger, list[Fill]]:
     """Fill an order's legs at one price: the closing leg first, then the opening leg sized from
     the capital after the close (SPEC 3.1 rules 5, 6 and 13)."""
-    execution = Execution(
-        time_ms=time_ms,
-        price=fill_price,
-        fee_pct=terms.maker_fee_pct if order_type == "maker" else terms.taker_fee_pct,
-        order_type=order_type,
-        execution_time_ms=time_ms - order.signal_time_ms,
-        slippage_pct=slippage_of(order.side, fill_price, order.signal_price),
+    execution = Execution(  # time, price, fee_pct, order_type, execution_time, slippage
+        time_ms,
+        fill_price,
+        terms.maker_fee_pct if order_type == "maker" else terms.taker_fee_pct,
+        order_type,
+        time_ms - order.signal_time_ms,
+        slippage_of(order.side, fill_price, order.signal_price),
     )
     fills: list[Fill] = []
     if order.closes and ledger.position is not None:

@@ -7,6 +7,7 @@ same trades. Rule 4 of 3.1 fixes the order of work inside one update, and `on_up
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,13 +18,12 @@ import numpy as np
 from libs.core.bands import Bands, band_conditions, band_width_pct, bollinger_bands, percent_b
 from libs.core.batch import (
     Bools,
+    CrossIndex,
     Floats,
-    Ints,
     UpdateColumns,
     Windows,
     band_flags,
     crosses,
-    next_true,
     windows_of,
 )
 from libs.core.market import Kline, MarketUpdate
@@ -267,24 +267,28 @@ class SymbolStrategy:
         buy, sell = band_flags(
             windows, columns.price, columns.close, params.period, params.nbdev_up, params.nbdev_dn
         )
-        buy_crosses = crosses(buy, self.buy_condition)
-        sell_crosses = crosses(sell, self.sell_condition)
-        next_crosses = (next_true(buy_crosses), next_true(sell_crosses))
+        buy_crosses = CrossIndex.of(crosses(buy, self.buy_condition))
+        sell_crosses = CrossIndex.of(crosses(sell, self.sell_condition))
+        price, time_ms = columns.price, columns.time_ms
+        extremes = (float(price.min()), float(price.max()))
 
+        buy_at, sell_at = buy_crosses.members, sell_crosses.members
         fills: list[Fill] = []
         ordered_at: dict[int, Side] = {}
         index = 0
         while index < count:
-            event = self._next_event(index, columns, buy_crosses, sell_crosses, next_crosses)
-            if event >= count:
-                break
+            order = self.order
+            if order is not None and order.order_type == "taker":
+                event = index  # a taker order fills at the next update (SPEC 3.1 rule 8)
+            else:
+                event = self._next_event(index, columns, buy_crosses, sell_crosses, extremes)
+                if event >= count:
+                    break
             new_fills, ordered = self._trade(
-                int(columns.time_ms[event]),
-                float(columns.price[event]),
-                bool(buy_crosses[event]),
-                bool(sell_crosses[event]),
+                time_ms.item(event), price.item(event), event in buy_at, event in sell_at
             )
-            fills += new_fills
+            if new_fills:
+                fills += new_fills
             if ordered is not None:
                 ordered_at[event] = ordered
             index = event + 1
@@ -302,6 +306,10 @@ class SymbolStrategy:
         """Updates whose kline is older than one already seen; `on_update` raises for these."""
         kline_time = columns.kline_time_ms
         floor = -(2**62) if self.kline is None else self.kline.kline.time_ms
+        if len(kline_time) == 0 or (
+            kline_time[0] >= floor and bool(np.all(kline_time[1:] >= kline_time[:-1]))
+        ):
+            return columns, ()  # in order, as a stream nearly always is
         seen = np.maximum.accumulate(np.concatenate([[floor], kline_time]))[:-1]
         bad = kline_time < seen
         if not bad.any():
@@ -312,23 +320,25 @@ class SymbolStrategy:
         self,
         start: int,
         columns: UpdateColumns,
-        buy_crosses: Bools,
-        sell_crosses: Bools,
-        next_crosses: tuple[Ints, Ints],
+        buy_crosses: CrossIndex,
+        sell_crosses: CrossIndex,
+        extremes: tuple[float, float],
     ) -> int:
-        """The first update at or after `start` where `_trade` can change something."""
+        """The first update at or after `start` where `_trade` can change something, with no
+        taker order open (the loop fills one at the very next update)."""
         order, ledger, terms = self.order, self.ledger, self.terms
-        if order is not None and order.order_type == "taker":
-            return start  # a taker order fills at the next update (SPEC 3.1 rule 8)
         position = ledger.position
         price, time_ms = columns.price, columns.time_ms
         if order is None and position is not None:
             # The common state: a position waits for the cross that closes it (rule 5), unless a
             # liquidation comes first. The loss grows monotonically as the price moves against
-            # the position, so the range's worst price tells whether any update in it liquidates.
+            # the position, so a range's worst price tells whether any update in it liquidates:
+            # first the batch's (one comparison), then, only if that one would, the range's.
             long = position.side == "long"
-            closing = int(next_crosses[1][start] if long else next_crosses[0][start])
-            if closing > start:
+            closing = sell_crosses.next_at(start) if long else buy_crosses.next_at(start)
+            if closing > start and liquidation_due(
+                ledger, extremes[0 if long else 1], terms.isolated
+            ):
                 window = price[start:closing]
                 worst = float(window.min() if long else window.max())
                 if liquidation_due(ledger, worst, terms.isolated):
@@ -352,13 +362,13 @@ class SymbolStrategy:
             elif position is None:  # a cross that may open one, if the size reaches min_size
                 openable = margin_x_leverage / prices / step >= 1.0  # floor(...) >= 1 (rule 6)
                 if mode != "short":
-                    mask |= buy_crosses[start:stop] & openable
+                    mask |= buy_crosses.mask[start:stop] & openable
                 if mode != "long":
-                    mask |= sell_crosses[start:stop] & openable
+                    mask |= sell_crosses.mask[start:stop] & openable
             elif position.side == "long":  # a cross that closes it (rule 5)
-                mask |= sell_crosses[start:stop]
+                mask |= sell_crosses.mask[start:stop]
             else:
-                mask |= buy_crosses[start:stop]
+                mask |= buy_crosses.mask[start:stop]
             if position is not None:
                 mask |= self._liquidation_mask(prices)
             found = np.flatnonzero(mask)
@@ -393,8 +403,8 @@ class SymbolStrategy:
         columns: UpdateColumns,
         windows: Windows,
         starts: Bools,
-        buy_crosses: Bools,
-        sell_crosses: Bools,
+        buy_crosses: CrossIndex,
+        sell_crosses: CrossIndex,
         ordered_at: dict[int, Side],
         every_kline: bool,
     ) -> tuple[AnnotatedKline, ...]:
@@ -402,32 +412,37 @@ class SymbolStrategy:
         (all of them, or only the last), each as its last update left it."""
         count = len(columns)
         current = self.kline
-        segment_starts = np.flatnonzero(starts)
-        if len(segment_starts) == 0 or segment_starts[0] != 0:  # the batch continues `current`
-            segment_starts = np.concatenate([[0], segment_starts])
-        segment_stops = np.concatenate([segment_starts[1:], [count]])
-        buy_counts = np.add.reduceat(buy_crosses.astype(np.int64), segment_starts)
-        sell_counts = np.add.reduceat(sell_crosses.astype(np.int64), segment_starts)
+        if every_kline:
+            segment_starts = np.flatnonzero(starts).tolist()
+            if not segment_starts or segment_starts[0] != 0:  # the batch continues `current`
+                segment_starts.insert(0, 0)
+        else:  # only the last kline: from its start (the batch's last True), or the batch's
+            newest = count - 1 - int(np.argmax(starts[::-1]))
+            segment_starts = [newest if starts[newest] else 0]
+        segment_stops = [*segment_starts[1:], count]
         if current is None:
             self.first_time_ms = int(columns.time_ms[0])
         params = self.params
-        segments = range(len(segment_starts)) if every_kline else [len(segment_starts) - 1]
+        order_indexes = list(ordered_at)  # ascending: events come in order
         klines: list[AnnotatedKline] = []
-        for segment in segments:
-            first, last = int(segment_starts[segment]), int(segment_stops[segment]) - 1
-            continues = segment == 0 and current is not None and not starts[0]
+        for first, stop in zip(segment_starts, segment_stops, strict=True):
+            last = stop - 1
+            continues = first == 0 and current is not None and not starts[0]
             previous = (
                 current.annotation if continues and current is not None else KlineAnnotation()
             )
-            sides = {side for i, side in ordered_at.items() if first <= i <= last}
+            orders = order_indexes[
+                bisect_left(order_indexes, first) : bisect_left(order_indexes, stop)
+            ]
+            sides = {ordered_at[i] for i in orders}
             close = float(columns.close[last])
             bands = None
             if windows.valid[last]:
                 window = windows.closes(last, params.period, close)
                 bands = bollinger_bands(window, params.period, params.nbdev_up, params.nbdev_dn)
             annotation = KlineAnnotation(
-                buy_cross_count=previous.buy_cross_count + int(buy_counts[segment]),
-                sell_cross_count=previous.sell_cross_count + int(sell_counts[segment]),
+                buy_cross_count=previous.buy_cross_count + buy_crosses.count_in(first, stop),
+                sell_cross_count=previous.sell_cross_count + sell_crosses.count_in(first, stop),
                 buy_ordered=previous.buy_ordered or "buy" in sides,
                 sell_ordered=previous.sell_ordered or "sell" in sides,
                 bands=bands,

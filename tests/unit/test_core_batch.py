@@ -7,12 +7,16 @@ walks built to hit every branch: flat windows, gaps, ties, maker timeouts, liqui
 
 from __future__ import annotations
 
+import math
 import random
 from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from libs.core import batch
+from libs.core.bands import band_conditions, bollinger_bands
 from libs.core.market import Kline, MarketUpdate
 from libs.core.pnl import Ledger
 from libs.core.sim_exchange import Fill, OrderType, SymbolTerms
@@ -171,3 +175,87 @@ def test_a_batch_skips_updates_of_an_older_kline_as_one_update_at_a_time_refuses
     assert step.rejected == (100,)
     assert list(step.fills) == expected[0]
     assert batched.to_state() == reference.to_state()
+
+
+def flat_and_near_flat_klines(seed: int, count: int) -> list[MarketUpdate]:
+    """Klines whose closes stay equal for long stretches (zero-width windows) or differ from
+    each other by one ulp (windows narrower than the approximate bands can decide), with prices
+    at, just off and far from the flat value."""
+    rng = random.Random(seed)
+    price, time_ms, updates = 7.25, 1_700_000_000_000, []
+    for _ in range(count):
+        time_ms += MINUTE_MS
+        roll = rng.random()
+        if roll < 0.6:
+            pass  # the same close again
+        elif roll < 0.8:
+            price = math.nextafter(price, rng.choice((0.0, math.inf)))  # one ulp off
+        elif roll < 0.9:
+            price = round(price * (1 + rng.gauss(0, 0.01)), 2)
+        else:
+            price = 7.25
+        kline = Kline(time_ms, price, price, price, price, 1.0)
+        updates.append(MarketUpdate(time_ms + MINUTE_MS - 1, price, kline))
+    return updates
+
+
+def reference_flags(updates: list[MarketUpdate], period: int) -> tuple[list[bool], list[bool]]:
+    """(buy, sell) of every update by TA-Lib on its own window, as the one-update path sees it."""
+    buy, sell, closed = [], [], []
+    for number, update in enumerate(updates):
+        if number and update.kline.time_ms != updates[number - 1].kline.time_ms:
+            closed.append(updates[number - 1].kline.close)
+        bands = bollinger_bands([*closed, update.kline.close], period, 2.0, 2.0)
+        below, above = band_conditions(update.price, bands)
+        buy.append(below)
+        sell.append(above)
+    return buy, sell
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 64, batch.BLOCK_ROWS])
+@pytest.mark.parametrize("source", ["flat", "random-klines", "random-trades"])
+def test_band_flags_equal_talib_on_every_window_in_blocks_of_any_size(
+    source: str, block_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batch, "BLOCK_ROWS", block_rows)
+    if source == "flat":
+        updates = flat_and_near_flat_klines(seed=block_rows, count=1500)
+    elif source == "random-klines":
+        updates = random_klines(seed=block_rows, count=1500, start_price=3.0)
+    else:
+        updates = random_trades(seed=block_rows, count=1500)
+    columns = batch.UpdateColumns.of(updates)
+    windows, _ = batch.windows_of([], None, columns, 20)
+    buy, sell = batch.band_flags(windows, columns.price, columns.close, 20, 2.0, 2.0)
+    expected_buy, expected_sell = reference_flags(updates, 20)
+    assert buy.tolist() == expected_buy
+    assert sell.tolist() == expected_sell
+    if source == "flat":
+        assert any(expected_buy) and any(expected_sell)  # near-flat windows do cross
+
+
+@pytest.mark.parametrize("options", [{}, {"order_type": "taker", "leverage": 60}])
+def test_batches_trade_exactly_like_one_update_at_a_time_with_bands_in_small_blocks(
+    options: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batch, "BLOCK_ROWS", 37)
+    updates = [*flat_and_near_flat_klines(seed=5, count=800)]
+    updates += random_klines(seed=6, count=1500, start_price=7.0)[40:]  # later klines only
+    reference = strategy(**options)  # type: ignore[arg-type]
+    expected_fills, expected_klines = one_by_one(reference, updates)
+    assert expected_fills
+    batched = strategy(**options)  # type: ignore[arg-type]
+    fills, klines = in_batches(batched, updates, [500, 3, 1000])
+    assert fills == expected_fills
+    assert klines == expected_klines
+    assert batched.to_state() == reference.to_state()
+
+
+def test_a_cross_index_finds_the_next_cross_counts_them_and_knows_its_members() -> None:
+    mask = np.array([False, True, False, False, True, True, False])
+    index = batch.CrossIndex.of(mask)
+    assert [index.next_at(start) for start in range(8)] == [1, 1, 4, 4, 4, 5, 7, 7]
+    assert index.count_in(0, 7) == 3 and index.count_in(2, 5) == 1 and index.count_in(6, 7) == 0
+    assert [i in index for i in range(7)] == mask.tolist()
+    empty = batch.CrossIndex.of(np.zeros(3, dtype=np.bool_))
+    assert empty.next_at(0) == 3 and empty.count_in(0, 3) == 0

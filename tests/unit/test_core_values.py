@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import random
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import talib
 
 from libs.core.bands import bollinger_bands
-from libs.core.decimals import decimals_of, format_decimal
+from libs.core.decimals import decimals_of, format_decimal, format_decimal_exact
 from libs.core.periods import kline_close_time, kline_period_ms, period_id
 from libs.core.pnl import Ledger, Position, order_size
 from libs.core.portfolio import status_figures, symbol_figures
@@ -38,6 +39,24 @@ def test_decimals_are_plain_correctly_rounded_with_ties_to_even() -> None:
     assert format_decimal(1e-7, 8) == "0.00000010"  # never an exponent
     assert format_decimal(0.10757000000000001, 5) == "0.10757"
     assert decimals_of("0.00001") == 5 and decimals_of("1") == 0
+
+
+def test_fast_decimal_formatting_equals_the_exact_decimal_quantization() -> None:
+    """`format_decimal` formats with Python's float formatting where it can; it must give what
+    quantizing the double's exact value with ties to even gives, digit for digit."""
+    rng = random.Random(13)
+    values = [0.0, -0.0, 0.5, 1.5, 2.5, -2.5, 0.125, 0.375, 1e-7, 5e-324, 999999999999999.9]
+    values += [k / 2**n for k in range(-40, 41) for n in range(1, 12)]  # exact ties at many places
+    values += [rng.uniform(-1e6, 1e6) for _ in range(3000)]
+    values += [10 ** rng.uniform(-12, 14.9) for _ in range(3000)]
+    values += [round(rng.uniform(0, 100), rng.randint(0, 8)) for _ in range(3000)]
+    for value in values:
+        for decimals in (0, 1, 2, 5, 8, 13):
+            assert format_decimal(value, decimals) == format_decimal_exact(value, decimals), (
+                value,
+                decimals,
+            )
+    assert format_decimal(1e20, 2) == format_decimal_exact(1e20, 2) == "100000000000000000000.00"
 
 
 def test_order_size_floors_to_whole_min_size_steps() -> None:
