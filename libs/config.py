@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from functools import cached_property
@@ -178,6 +179,11 @@ class Settings(_Model):
     gateway_drain_s: float = Field(10.0, gt=0)
     gateway_allowed_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
+    worker_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+    )
+    lease_ttl_s: float = Field(10.0, ge=1.0)
 
 
 _ENV_FIELDS: dict[str, str] = {
@@ -200,6 +206,8 @@ _ENV_FIELDS: dict[str, str] = {
     "GATEWAY_DRAIN_S": "gateway_drain_s",
     "GATEWAY_ALLOWED_ORIGINS": "gateway_allowed_origins",
     "LOG_LEVEL": "log_level",
+    "WORKER_ID": "worker_id",
+    "LEASE_TTL_S": "lease_ttl_s",
 }
 _LIST_FIELDS = {"gateway_trusted_proxies", "gateway_allowed_origins"}
 

@@ -82,6 +82,29 @@ def accounting_state(bot: str) -> str:
     return f"{PREFIX}:{{{bot}}}:accounting"
 
 
+def lease(bot: str, partition: str) -> str:
+    """String `<worker id>:<fencing token>` with a TTL: who owns a partition (`strategy:<product
+    id>` or `accounting`) now. In the bot's slot, so a commit can WATCH it atomically."""
+    return f"{PREFIX}:{{{bot}}}:lease:{partition}"
+
+
+def fence(bot: str, partition: str) -> str:
+    """Counter: the partition's last fencing token, incremented by every acquisition."""
+    return f"{PREFIX}:{{{bot}}}:fence:{partition}"
+
+
+def commits(bot: str) -> str:
+    """Stream (capped): one entry per fenced commit, fields `partition`, `owner`, `token`, so
+    an operator (and the failover tests) can see who wrote what, in commit order."""
+    return f"{PREFIX}:{{{bot}}}:commits"
+
+
+def members(service: str) -> str:
+    """Sorted set: live replicas of `strategy` or `accounting`, scored by the Redis-time (ms)
+    their membership expires, renewed with their leases."""
+    return f"{PREFIX}:members:{service}"
+
+
 def bot_keys_pattern(bot: str) -> str:
     """SCAN pattern matching every key of one bot (for `bandwagon reset`)."""
     return f"{PREFIX}:{{{bot}}}:*"

@@ -59,9 +59,11 @@ async def run_worker(
     default_health_port: int,
     load: Callable[[], Awaitable[None]],
     step: Callable[[], Awaitable[object]],
+    leave: Callable[[], Awaitable[None]] | None = None,
 ) -> int:
     """Serve `/healthz`, `/readyz`, `/metrics`, run batches until SIGTERM/SIGINT, then let the
-    current batch commit and exit 0 (SPEC 4.1 rule 4)."""
+    current batch commit, `leave` (give up partitions, so survivors need not wait out their
+    leases) and exit 0 (SPEC 4.1 rule 4)."""
     health = Health(service)
     health.set_check(MEMBERSHIP, False)
     port = default_health_port if settings.health_port is None else settings.health_port
@@ -80,6 +82,11 @@ async def run_worker(
     pinger = asyncio.create_task(ping_redis_forever(redis.ping, health))
     try:
         await serve_until_stopped(stop, health, load, step)
+        if leave is not None:
+            try:
+                await leave()
+            except (RedisError, OSError) as error:
+                log.warning("could not release partitions, they move when leases expire: %s", error)
     finally:
         pinger.cancel()
         await side_port.stop()

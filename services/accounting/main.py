@@ -10,9 +10,11 @@ from redis.asyncio import Redis
 
 from libs.bot_state import ensure_state, publish_api_keys
 from libs.config import BotsFile, load_bots, load_settings, read_api_keys
+from libs.ops.leases import LeaseKeeper
 from libs.ops.logs import setup_logging
 from libs.ops.timezone import local_time_zone_offset_min
 from libs.ops.worker_shell import run_worker
+from libs.partitions import accounting_partitions
 from services.accounting.worker import AccountingWorker
 
 log = logging.getLogger("bandwagon.accounting")
@@ -35,7 +37,10 @@ async def amain(args: argparse.Namespace) -> int:
     bots = load_bots(settings.config_path)
     read_api_keys(bots)  # a missing or malformed key is a config error at start (exit 78)
     redis = Redis.from_url(settings.redis_url, decode_responses=True)
-    worker = AccountingWorker(redis, bots.bots, batch_size=args.batch_size)
+    keeper = LeaseKeeper.for_service(
+        redis, "accounting", settings, accounting_partitions(bots.bots)
+    )
+    worker = AccountingWorker(redis, bots.bots, keeper, batch_size=args.batch_size)
     return await run_worker(
         service="accounting",
         settings=settings,
@@ -43,6 +48,7 @@ async def amain(args: argparse.Namespace) -> int:
         default_health_port=DEFAULT_HEALTH_PORT,
         load=lambda: prepare(redis, bots, worker),
         step=worker.run_once,
+        leave=keeper.leave,
     )
 
 

@@ -193,6 +193,8 @@ def service_specs(
             env.update(GATEWAY_HOST=ports.gateway_host, GATEWAY_PORT=str(ports.gateway_port))
         else:
             env["HEALTH_PORT"] = str(ports.health[name])
+            # a stable id: a restarted worker takes its own leases back at once, not after 10 s
+            env.setdefault("WORKER_ID", f"run-{name}")
         args = list(ingest_args) if name == "ingest" else []
         specs.append(ChildSpec(name, [sys.executable, "-m", "services.cli", name, *args], env))
     return specs

@@ -8,8 +8,10 @@ import asyncio
 from redis.asyncio import Redis
 
 from libs.config import load_bots, load_settings
+from libs.ops.leases import LeaseKeeper
 from libs.ops.logs import setup_logging
 from libs.ops.worker_shell import run_worker
+from libs.partitions import strategy_partitions
 from services.strategy.worker import StrategyWorker
 
 DEFAULT_HEALTH_PORT = 9102
@@ -20,7 +22,10 @@ async def amain(args: argparse.Namespace) -> int:
     setup_logging("strategy", settings.log_level)
     bots = load_bots(settings.config_path)
     redis = Redis.from_url(settings.redis_url, decode_responses=True)
-    worker = StrategyWorker(redis, bots.enabled_bots, batch_size=args.batch_size)
+    keeper = LeaseKeeper.for_service(
+        redis, "strategy", settings, strategy_partitions(bots.enabled_bots)
+    )
+    worker = StrategyWorker(redis, bots.enabled_bots, keeper, batch_size=args.batch_size)
     return await run_worker(
         service="strategy",
         settings=settings,
@@ -28,6 +33,7 @@ async def amain(args: argparse.Namespace) -> int:
         default_health_port=DEFAULT_HEALTH_PORT,
         load=worker.load,
         step=lambda: worker.run_once(block_ms=500),
+        leave=keeper.leave,
     )
 
 

@@ -4,10 +4,15 @@ Each (bot, symbol) is a partition with its own checkpoint (the last market entry
 stored in the bot's slot beside its state, so a batch's events and the checkpoint that produced
 them land together or not at all (SPEC 4.1 rule 12). After any failed commit the in-memory state
 is thrown away and reloaded from Redis: Redis, not memory, is the truth.
+
+Replicas share the partitions through leases (`libs.ops.leases`): a replica works only on the
+partitions it holds, and every commit is fenced by their tokens, so a replica that lost one
+while paused writes nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -22,7 +27,8 @@ from libs.bot_state import check_frozen_config
 from libs.config import BotConfig
 from libs.core.market import MarketUpdate
 from libs.core.strategy import AnnotatedKline, SymbolStrategy
-from libs.ops.health import PARTITIONS_OWNED
+from libs.ops.leases import LeaseKeeper, LeaseLost
+from libs.partitions import PartitionId
 from libs.trading import new_symbol_strategy, strategy_params, symbol_terms
 from libs.wire.convert import kline_wire, trade_wire
 from libs.wire.market import decode_update
@@ -54,6 +60,10 @@ class Partition:
     def product_id(self) -> str:
         return self.bot.symbols[self.index].product_id
 
+    @property
+    def id(self) -> PartitionId:
+        return PartitionId(self.bot.id, f"strategy:{self.product_id}")
+
 
 @dataclass
 class BatchOutput:
@@ -64,13 +74,21 @@ class BatchOutput:
     last_entry_id: str = ""
 
 
-async def load_partitions(redis: Redis, bots: list[BotConfig]) -> list[Partition]:
+async def load_partitions(
+    redis: Redis, bots: list[BotConfig], owned: set[PartitionId] | None = None
+) -> list[Partition]:
+    """The partitions of `bots` (those in `owned`, when given) as of their last commit."""
     partitions: list[Partition] = []
     for bot in bots:
         frozen = await redis.hget(keys.meta(bot.id), "config")
         if frozen is not None:
             check_frozen_config(bot, frozen)
         for index, symbol in enumerate(bot.symbols):
+            if (
+                owned is not None
+                and PartitionId(bot.id, f"strategy:{symbol.product_id}") not in owned
+            ):
+                continue
             saved = await redis.hgetall(keys.strategy_state(bot.id, symbol.product_id))
             if saved:
                 strategy = SymbolStrategy.from_state(
@@ -81,7 +99,6 @@ async def load_partitions(redis: Redis, bots: list[BotConfig]) -> list[Partition
                 strategy, checkpoint = new_symbol_strategy(bot, index), FIRST_ENTRY
             stream = keys.market_stream(bot.exchange, symbol.product_id, bot.kline_size)
             partitions.append(Partition(bot, index, stream, strategy, checkpoint))
-    PARTITIONS_OWNED.set(len(partitions))
     return partitions
 
 
@@ -144,17 +161,32 @@ def event_of(partition: Partition, output: BatchOutput) -> dict[str, Any]:
 
 
 class StrategyWorker:
-    def __init__(self, redis: Redis, bots: list[BotConfig], batch_size: int = 1000) -> None:
+    def __init__(
+        self, redis: Redis, bots: list[BotConfig], keeper: LeaseKeeper, batch_size: int = 1000
+    ) -> None:
         self.redis = redis
         self.bots = bots
+        self.keeper = keeper
         self.batch_size = batch_size
         self.partitions: list[Partition] = []
 
     async def load(self) -> None:
-        self.partitions = await load_partitions(self.redis, self.bots)
+        """After a start or any Redis error: renew the leases, then every owned partition as
+        of its last commit (memory may be ahead of it)."""
+        owned = await self.keeper.beat()
+        self.partitions = await load_partitions(self.redis, self.bots, owned)
+
+    async def rebalance(self) -> None:
+        """Keep what is still owned, load what was acquired, drop what was lost or given up."""
+        owned = await self.keeper.beat()
+        kept = [p for p in self.partitions if p.id in owned]
+        new = owned - {p.id for p in kept}
+        self.partitions = kept + (await load_partitions(self.redis, self.bots, new) if new else [])
 
     async def run_once(self, block_ms: int) -> int:
         """Read one batch from every stream, apply it, commit per bot. Returns entries read."""
+        if self.keeper.due():
+            await self.rebalance()
         by_stream: dict[str, list[Partition]] = defaultdict(list)
         for partition in self.partitions:
             by_stream[partition.stream].append(partition)
@@ -163,6 +195,7 @@ class StrategyWorker:
             for stream, members in by_stream.items()
         }
         if not read_from:
+            await asyncio.sleep(block_ms / 1000)  # owning nothing: wait for the next beat
             return 0
         reply = cast(
             StreamReply,
@@ -182,22 +215,28 @@ class StrategyWorker:
         return read
 
     async def _commit(self, touched: list[tuple[Partition, BatchOutput]]) -> None:
-        """One MULTI per bot: its events and its partitions' states and checkpoints."""
+        """One fenced MULTI per bot: its events and its partitions' states and checkpoints. A
+        bot whose lease moved commits nothing and its partitions are dropped from memory."""
         by_bot: dict[str, list[tuple[Partition, BatchOutput]]] = defaultdict(list)
         for partition, output in touched:
             by_bot[partition.bot.id].append((partition, output))
         for bot_id, items in by_bot.items():
-            async with self.redis.pipeline(transaction=True) as tx:
-                for partition, output in items:
-                    if output.klines or output.trades:
-                        tx.xadd(
-                            keys.events(bot_id), {"data": orjson.dumps(event_of(partition, output))}
+            ids = [partition.id for partition, _ in items]
+            try:
+                async with self.redis.pipeline(transaction=True) as tx:
+                    await self.keeper.guard(tx, ids)
+                    for partition, output in items:
+                        if output.klines or output.trades:
+                            event = orjson.dumps(event_of(partition, output))
+                            tx.xadd(keys.events(bot_id), {"data": event})
+                        tx.hset(
+                            keys.strategy_state(bot_id, partition.product_id),
+                            mapping={
+                                "state": orjson.dumps(partition.strategy.to_state()),
+                                "checkpoint": partition.checkpoint,
+                            },
                         )
-                    tx.hset(
-                        keys.strategy_state(bot_id, partition.product_id),
-                        mapping={
-                            "state": orjson.dumps(partition.strategy.to_state()),
-                            "checkpoint": partition.checkpoint,
-                        },
-                    )
-                await tx.execute()
+                    await self.keeper.commit(tx, ids)
+            except LeaseLost as lost:
+                log.warning("commit fenced off: %s", lost, extra={"bot": bot_id})
+                self.partitions = [p for p in self.partitions if p.id not in lost.partitions]

@@ -93,7 +93,7 @@ class Deployment:
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "services.cli", name, *args],
-                env=self.env(**port_env, **env),
+                env=self.env(**{"WORKER_ID": label, **port_env, **env}),
                 cwd=REPO,
                 stdout=log,
                 stderr=subprocess.STDOUT,

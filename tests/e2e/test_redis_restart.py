@@ -117,7 +117,8 @@ class Client:
     state: dict[str, Any] = field(default_factory=dict)
     awaiting_reply: bool = False
     applied: dict[int, str] = field(default_factory=dict)  # seq -> the exact text applied
-    applied_at_s: list[float] = field(default_factory=list)  # monotonic time of each
+    applied_at_s: list[float] = field(default_factory=list)  # monotonic time of each, and of
+    # each re-init: when the client's state moved
     gaps: list[tuple[int, int]] = field(default_factory=list)  # (last seq, seq seen) re-inits
     replies: list[str] = field(default_factory=list)  # actions of init replies after the first
     ignored: list[int] = field(default_factory=list)
@@ -149,6 +150,7 @@ class Client:
             self.awaiting_reply = False
             if self.applied or self.gaps:
                 self.replies.append(action)
+                self.applied_at_s.append(time.monotonic())
         elif message["epoch"] != self.epoch or message["seq"] > self.seq + 1:
             self.gaps.append((self.seq, message["seq"]))
             await self.init(resume=True)
@@ -234,6 +236,7 @@ class Run:
     fault_at_s: float
     back_at_s: float
     seq_before_fault: int
+    epoch_before_fault: str
     log: StreamEntries  # the refresh log
     sources: list[str]  # `src` of every market stream entry, in stream order
 
@@ -271,7 +274,7 @@ async def run_with_fault(
         try:
             await asyncio.sleep(max(0.0, replay_started_s + FAULT_AFTER_S - time.monotonic()))
             assert client.closed is None and client.seq > 1, "refreshes flow before the fault"
-            seq_before_fault = client.seq
+            seq_before_fault, epoch_before_fault = client.seq, client.epoch
             fault_at_s = time.monotonic()
             await fault(server)
             back_at_s = time.monotonic()
@@ -290,7 +293,17 @@ async def run_with_fault(
         stream = keys.market_stream(bot.exchange, PRODUCT_ID, bot.kline_size)
         market = cast(StreamEntries, await redis.xrange(stream))
     sources = [fields["src"] for _, fields in market]
-    return Run(client, probes, snapshot, fault_at_s, back_at_s, seq_before_fault, log, sources)
+    return Run(
+        client,
+        probes,
+        snapshot,
+        fault_at_s,
+        back_at_s,
+        seq_before_fault,
+        epoch_before_fault,
+        log,
+        sources,
+    )
 
 
 async def wait_all_ready(probes: Probes, since_s: float, deployment: Deployment) -> None:
@@ -453,7 +466,7 @@ def check_services_rode_it_out(run: Run, deployment: Deployment) -> None:
         assert run.probes.ready_since(name, run.back_at_s), f"{name} not ready after the outage"
     client = run.client
     assert client.closed is None and client.errors == [], (client.closed, client.errors)
-    assert any(at_s > run.back_at_s for at_s in client.applied_at_s), "refreshes resume after it"
+    assert any(at_s > run.back_at_s for at_s in client.applied_at_s), "updates resume after it"
 
 
 def check_client_saw_every_refresh(run: Run) -> None:
@@ -508,15 +521,6 @@ async def test_a_redis_process_crash_mid_replay_loses_nothing_acknowledged(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "accounting republishes the lost seqs with new contents under the same epoch; the "
-        "gateway drops them as already sent, so a client never re-inits and its fold differs "
-        "from the init at the same seq (SPEC 2.1 rules 5, 8 and 12). (Ingest's part, skipping "
-        "the rows Redis lost, is fixed: its writer resumes after the stream's real last entry.)"
-    ),
-)
 async def test_a_redis_host_crash_losing_the_last_second_is_recomputed_from_checkpoints(
     deployment: Deployment, own_redis: RedisServer, tmp_path: Path
 ) -> None:
@@ -525,22 +529,25 @@ async def test_a_redis_host_crash_losing_the_last_second_is_recomputed_from_chec
         deployment, own_redis, speed, crash_losing_the_last_second, exact=False
     )
     check_services_rode_it_out(run, deployment)
-    # Refreshes of the lost second are published again under the same seqs and epoch (SPEC 2.1
-    # rule 5 renews the epoch only when the state is created again), recomputed from the
-    # checkpoints that survived, with other contents (other batch boundaries). So the log cannot be
-    # checked against what the client saw before the crash, and the client is not awaited by
-    # `settle`. What SPEC promises is checked: the log is whole and consecutive in one epoch, no
-    # row is skipped or doubled (issue 5 point 1), no trade is lost or doubled, the final state is
-    # exactly the backtest's (SPEC 4.1 rule 12), and, since refreshes were really lost, the client
-    # ends where a fresh `init` would put it (rule 12), by re-initing (rule 8) or otherwise.
-    applied = list(run.client.applied)
-    assert applied == sorted(set(applied)), "in order, each once"
+    # Refreshes clients saw in the lost second no longer exist, and recomputing them from the
+    # checkpoints that survived gives other contents (other batch boundaries). So the state counts
+    # as lost (SPEC 2.1 rule 5): accounting notices Redis holds an older seq than it committed and
+    # starts a new epoch, whose refresh 1 is the state Redis kept; the old epoch's log goes. What
+    # SPEC promises is checked: the log is whole and consecutive in the new epoch, no row is
+    # skipped or doubled (issue 5 point 1), no trade is lost or doubled, the final state is exactly
+    # the backtest's (SPEC 4.1 rule 12), and the client saw the new epoch, re-inited with a full
+    # `init` (its `since` is of an epoch that no longer exists) and ends where a fresh `init`
+    # would put it (rules 8 and 12).
+    assert run.snapshot.epoch != run.epoch_before_fault, "a new epoch after the loss"
+    assert run.client.replies and set(run.client.replies) == {"init"}, run.client.replies
     check_refresh_log(run)
     check_every_row_written_once(run)
     check_final_state_is_the_backtest(
         run.snapshot, reference(deployment.config_path, tmp_path / "backtest.json")
     )
     check_client_converges(run)
+    accounting_log = deployment.services["accounting"].log()
+    assert "state lost" in accounting_log and run.snapshot.epoch in accounting_log
 
 
 def check_client_converges(run: Run) -> None:

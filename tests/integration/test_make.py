@@ -29,7 +29,9 @@ def test_make_help_lists_every_target_and_is_the_default() -> None:
     shown = make()
     assert shown == make("help")
     listed = [line.split()[0] for line in shown.splitlines()[1:]]
-    assert listed == ["help", "install", "run", "watch", "test", "lint", "fmt", "bench", "clean"]
+    assert listed == (
+        ["help", "install", "run", "watch", "test", "lint", "k8s-check", "fmt", "bench", "clean"]
+    )
 
 
 def test_make_run_passes_args_to_bandwagon_run() -> None:
@@ -39,18 +41,30 @@ def test_make_run_passes_args_to_bandwagon_run() -> None:
     )
 
 
-def test_make_test_lints_first_then_runs_every_test_level() -> None:
+def test_make_test_lints_then_checks_deploy_and_k8s_then_runs_every_test_level() -> None:
     commands = [
         " ".join(line.split())
         for line in make("-n", "test").splitlines()
         if not line.startswith((".venv/bin/python -m pip", "touch"))
     ]
-    assert commands == [
+    assert commands[:3] == [
         ".venv/bin/ruff check .",
         ".venv/bin/ruff format --check .",
         ".venv/bin/mypy",
-        ".venv/bin/pytest -q --durations=10 tests/unit tests/integration tests/e2e",
     ]
+    assert commands[-1] == (
+        ".venv/bin/pytest -q --durations=10 tests/unit tests/integration tests/e2e"
+    )
+    checks = "\n".join(commands[3:-1])
+    for step in (
+        ".venv/bin/kubectl kustomize k8s/overlays/dev",
+        ".venv/bin/kubectl kustomize k8s/overlays/prod",
+        ".venv/bin/kubernetes-validate --strict",
+        ".venv/bin/hadolint deploy/Dockerfile",
+        ".venv/bin/docker-compose -f deploy/docker-compose.yml config --quiet",
+        ".venv-checkov/bin/checkov --skip-download",
+    ):
+        assert step in checks, step
 
 
 def test_the_venv_is_reinstalled_only_when_pyproject_changes() -> None:

@@ -16,6 +16,8 @@ from libs import keys
 from libs.bot_state import ensure_state
 from libs.config import BotConfig
 from libs.core.market import Kline, MarketUpdate
+from libs.ops.leases import LeaseKeeper
+from libs.partitions import accounting_partitions, strategy_partitions
 from libs.store import read_snapshot
 from libs.trading import new_symbol_strategy
 from libs.wire.convert import trade_wire
@@ -80,11 +82,19 @@ async def run_pipeline(
             pipe.xadd(stream, encode_update(update, f"test:{line}"))  # type: ignore[arg-type]
         await pipe.execute()
     await ensure_state(redis, bot, 0)
-    strategy = StrategyWorker(redis, [bot], batch_size=strategy_batch)
+    strategy_keeper = LeaseKeeper(
+        redis, service="strategy", worker_id="s1", partitions=strategy_partitions([bot])
+    )
+    strategy = StrategyWorker(redis, [bot], strategy_keeper, batch_size=strategy_batch)
     await strategy.load()
     while await strategy.run_once(block_ms=10):
         pass
-    accounting = AccountingWorker(redis, [bot], clock=SteppedClock(), batch_size=7)
+    accounting_keeper = LeaseKeeper(
+        redis, service="accounting", worker_id="a1", partitions=accounting_partitions([bot])
+    )
+    accounting = AccountingWorker(
+        redis, [bot], accounting_keeper, clock=SteppedClock(), batch_size=7
+    )
     await accounting.load()
     book = accounting.books[bot.id]
     while True:

@@ -1,0 +1,233 @@
+"""Partition leases with fencing tokens, in Redis (SPEC 4.1 rule 9, 5.1 rule 12).
+
+Each replica of a partitioned worker joins its service's membership, computes from the live
+members which partitions it should own (`libs.partitions`), and holds a lease on each: a key
+`<worker id>:<token>` with a 10 s TTL, renewed every 3 s. The token comes from a per-partition
+counter incremented by every acquisition, so each ownership has its own number.
+
+Leases alone cannot stop a paused owner (a long GC, SIGSTOP, a VM freeze) from waking up after
+its lease moved and committing stale state. So every commit is fenced: it WATCHes the leases of
+the partitions it writes and checks they still hold this owner's tokens before MULTI; if a lease
+moved in between, EXEC fails and nothing is written (`LeaseLost`). A dead owner's partitions
+move when its membership and lease expire: within 10 s plus a 3 s renewal, under the 15 s of
+4.1 rule 9.
+
+A worker id that finds its own id on a lease with another token is a new incarnation of a
+restarted replica (same pod name): it takes the lease over with a new token at once, which also
+fences out the old incarnation should it still be running.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import WatchError
+
+from libs import keys
+from libs.config import Settings
+from libs.ops.health import PARTITIONS_OWNED
+from libs.partitions import PartitionId, assigned_to
+
+log = logging.getLogger(__name__)
+
+LEASE_TTL_MS = 10_000  # SPEC 5.1 rule 12: a lease of 10 s, renewed every 3 s
+RENEW_SHARE = 0.3
+COMMITS_KEPT = 10_000  # approximate length of each bot's commit record
+
+# KEYS: members. ARGV: worker id, ttl ms. Redis time, not the replicas' clocks, ages members out.
+_JOIN = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+
+# KEYS: lease, fence. ARGV: worker id, token held (0: none), ttl ms.
+# Renews a lease still holding `id:token`; takes a free one, or one of an earlier incarnation of
+# the same worker id, with a new token. Returns the token now held, 0 when another worker has it
+# or when a lease this worker held has expired (someone may have owned it in between: the state
+# must be reloaded under a new token).
+_ACQUIRE = """
+local current = redis.call('GET', KEYS[1])
+local held = tonumber(ARGV[2])
+if held > 0 then
+  if current == ARGV[1] .. ':' .. ARGV[2] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    return held
+  end
+  return 0
+end
+if current then
+  local owner = string.match(current, '^(.*):%d+$')
+  if owner ~= ARGV[1] then return 0 end
+end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token, 'PX', ARGV[3])
+return token
+"""
+
+# KEYS: lease. ARGV: `id:token`. Deletes the lease only if it is still this owner's.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class LeaseLost(Exception):
+    """A commit's partitions are no longer all this worker's: nothing was written; drop them."""
+
+    def __init__(self, partitions: Iterable[PartitionId]) -> None:
+        self.partitions = sorted(set(partitions))
+        super().__init__("lease lost: " + ", ".join(str(p) for p in self.partitions))
+
+
+class LeaseKeeper:
+    """One replica's membership and leases. Driven by its worker between batches (`beat` when
+    `due`), never concurrently with a commit, so its own renewals never abort its own WATCH."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        service: str,
+        worker_id: str,
+        partitions: Sequence[PartitionId],
+        ttl_ms: int = LEASE_TTL_MS,
+        renew_every_s: float = LEASE_TTL_MS / 1000 * RENEW_SHARE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.redis = redis
+        self.service = service
+        self.worker_id = worker_id
+        self.partitions = list(partitions)
+        self.ttl_ms = ttl_ms
+        self.renew_every_s = renew_every_s
+        self.clock = clock
+        self.tokens: dict[PartitionId, int] = {}
+        self.members: list[str] = []
+        self._last_beat_s: float | None = None
+        self._join = redis.register_script(_JOIN)
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._release = redis.register_script(_RELEASE)
+
+    @classmethod
+    def for_service(
+        cls, redis: Redis, service: str, settings: Settings, partitions: Sequence[PartitionId]
+    ) -> LeaseKeeper:
+        """The keeper of a service replica: `WORKER_ID`, `LEASE_TTL_S` from its settings."""
+        return cls(
+            redis,
+            service=service,
+            worker_id=settings.worker_id,
+            partitions=partitions,
+            ttl_ms=int(settings.lease_ttl_s * 1000),
+            renew_every_s=settings.lease_ttl_s * RENEW_SHARE,
+        )
+
+    def due(self) -> bool:
+        return self._last_beat_s is None or self.clock() - self._last_beat_s >= self.renew_every_s
+
+    def lease_value(self, partition: PartitionId) -> str:
+        return f"{self.worker_id}:{self.tokens[partition]}"
+
+    async def beat(self) -> set[PartitionId]:
+        """Renew membership and leases; release what another member should now own; acquire
+        what this one should. Returns the partitions owned now."""
+        started_s = self.clock()
+        members = await self._join(
+            keys=[keys.members(self.service)], args=[self.worker_id, self.ttl_ms]
+        )
+        self.members = [str(member) for member in members]
+        wanted = assigned_to(self.worker_id, self.partitions, self.members)
+        for partition in sorted(set(self.tokens) - wanted):
+            await self._give_up(partition)
+        candidates = sorted(wanted | set(self.tokens))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for partition in candidates:
+                await self._acquire(
+                    keys=[
+                        keys.lease(partition.bot, partition.name),
+                        keys.fence(partition.bot, partition.name),
+                    ],
+                    args=[self.worker_id, self.tokens.get(partition, 0), self.ttl_ms],
+                    client=pipe,
+                )
+            tokens = await pipe.execute()
+        for partition, token in zip(candidates, tokens, strict=True):
+            held = self.tokens.get(partition)
+            if int(token) > 0:
+                if held is None:
+                    log.info("partition acquired", extra=self._context(partition, int(token)))
+                self.tokens[partition] = int(token)
+            elif held is not None:
+                log.warning("lease lost", extra=self._context(partition, held))
+                del self.tokens[partition]
+        self._last_beat_s = started_s
+        PARTITIONS_OWNED.set(len(self.tokens))
+        return set(self.tokens)
+
+    async def guard(self, tx: Pipeline, partitions: Iterable[PartitionId]) -> None:
+        """Start a fenced commit on `tx`: WATCH the leases of `partitions` and check they hold
+        this owner's tokens, then MULTI. The caller adds its commands and calls `commit`."""
+        partitions = sorted(set(partitions))
+        lost = [p for p in partitions if p not in self.tokens]
+        if lost:
+            raise LeaseLost(lost)
+        lease_keys = [keys.lease(p.bot, p.name) for p in partitions]
+        await tx.watch(*lease_keys)
+        values = await tx.mget(lease_keys)
+        lost = [
+            p for p, value in zip(partitions, values, strict=True) if value != self.lease_value(p)
+        ]
+        if lost:  # the caller's `async with` resets the pipeline, which UNWATCHes
+            self.forget(lost)
+            raise LeaseLost(lost)
+        tx.multi()  # type: ignore[no-untyped-call]
+        for partition in partitions:
+            tx.xadd(
+                keys.commits(partition.bot),
+                {
+                    "partition": partition.name,
+                    "owner": self.worker_id,
+                    "token": self.tokens[partition],
+                },
+                maxlen=COMMITS_KEPT,
+                approximate=True,
+            )
+
+    async def commit(self, tx: Pipeline, partitions: Iterable[PartitionId]) -> None:
+        """EXEC a transaction `guard` opened; a lease that moved since turns it into `LeaseLost`."""
+        try:
+            await tx.execute()
+        except WatchError:
+            partitions = list(partitions)
+            self.forget(partitions)
+            raise LeaseLost(partitions) from None
+
+    def forget(self, partitions: Iterable[PartitionId]) -> None:
+        """Stop believing we own these; the next `beat` may acquire them again, with new tokens."""
+        for partition in partitions:
+            self.tokens.pop(partition, None)
+        self._last_beat_s = None
+        PARTITIONS_OWNED.set(len(self.tokens))
+
+    async def leave(self) -> None:
+        """On shutdown: release every lease and leave membership, so survivors take the
+        partitions over at their next beat instead of after the TTL."""
+        for partition in sorted(self.tokens):
+            await self._give_up(partition)
+        await self.redis.zrem(keys.members(self.service), self.worker_id)
+        PARTITIONS_OWNED.set(0)
+
+    async def _give_up(self, partition: PartitionId) -> None:
+        value = self.lease_value(partition)
+        await self._release(keys=[keys.lease(partition.bot, partition.name)], args=[value])
+        log.info("partition released", extra=self._context(partition, self.tokens.pop(partition)))
+
+    def _context(self, partition: PartitionId, token: int) -> dict[str, object]:
+        return {"partition": str(partition), "owner": self.worker_id, "token": token}

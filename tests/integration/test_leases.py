@@ -1,0 +1,132 @@
+"""Partition leases and fenced commits on a real redis-server (SPEC 4.1 rule 9, 5.1 rule 12)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+
+from libs import keys
+from libs.ops.leases import LeaseKeeper, LeaseLost
+from libs.partitions import PartitionId
+
+PARTITIONS = [PartitionId(f"bot-{i}", "accounting") for i in range(6)]
+
+
+def keeper(redis: Redis, worker_id: str, ttl_ms: int = 10_000) -> LeaseKeeper:
+    return LeaseKeeper(
+        redis, service="accounting", worker_id=worker_id, partitions=PARTITIONS, ttl_ms=ttl_ms
+    )
+
+
+async def fenced_write(keeper: LeaseKeeper, partition: PartitionId, value: str) -> None:
+    async with keeper.redis.pipeline(transaction=True) as tx:
+        await keeper.guard(tx, [partition])
+        tx.set(f"bw:{{{partition.bot}}}:probe", value)
+        await keeper.commit(tx, [partition])
+
+
+async def test_two_replicas_split_the_partitions_and_each_lease_names_its_owner(
+    redis: Redis,
+) -> None:
+    first, second = keeper(redis, "one"), keeper(redis, "two")
+    await first.beat()  # alone: takes everything
+    assert set(first.tokens) == set(PARTITIONS)
+    await second.beat()  # joins: its share is still held by `one`
+    assert second.tokens == {}
+    await first.beat()  # `one` sees `two` and gives its share up
+    await second.beat()
+    assert set(first.tokens).isdisjoint(second.tokens)
+    assert set(first.tokens) | set(second.tokens) == set(PARTITIONS)
+    assert first.tokens and second.tokens
+    for holder in (first, second):
+        for partition, token in holder.tokens.items():
+            lease = await redis.get(keys.lease(partition.bot, partition.name))
+            assert lease == f"{holder.worker_id}:{token}"
+            assert 0 < await redis.pttl(keys.lease(partition.bot, partition.name)) <= 10_000
+
+
+async def test_a_dead_owners_partitions_move_once_its_lease_and_membership_expire(
+    redis: Redis,
+) -> None:
+    dead, survivor = keeper(redis, "dead", ttl_ms=1000), keeper(redis, "survivor", ttl_ms=1000)
+    await dead.beat()
+    await survivor.beat()
+    await dead.beat()
+    await survivor.beat()
+    moved = set(dead.tokens)
+    assert moved
+    await survivor.beat()
+    assert set(survivor.tokens).isdisjoint(moved), "no taking over a live lease"
+    for _ in range(5):  # `dead` stops beating: its membership and leases run out
+        await asyncio.sleep(0.3)
+        await survivor.beat()
+    assert set(survivor.tokens) == set(PARTITIONS)
+    for partition in moved:
+        assert survivor.tokens[partition] == dead.tokens[partition] + 1, "a new fencing token"
+
+
+async def test_a_paused_owner_that_wakes_after_its_lease_moved_commits_nothing(
+    redis: Redis,
+) -> None:
+    paused, other = keeper(redis, "paused", ttl_ms=500), keeper(redis, "other", ttl_ms=500)
+    await paused.beat()
+    partition = PARTITIONS[0]
+    await fenced_write(paused, partition, "before the pause")
+    await asyncio.sleep(0.6)  # paused past its lease
+    await other.beat()
+    assert partition in other.tokens
+    with pytest.raises(LeaseLost):
+        await fenced_write(paused, partition, "stale")
+    assert partition not in paused.tokens, "it forgets the partition"
+    await fenced_write(other, partition, "the new owner's")
+    assert await redis.get(f"bw:{{{partition.bot}}}:probe") == "the new owner's"
+    tokens = [fields["owner"] async for fields in commits(redis, partition.bot)]
+    assert tokens == ["paused", "other"], "one writer per token, in order"
+
+
+async def commits(redis: Redis, bot: str):  # type: ignore[no-untyped-def]
+    for _, fields in await redis.xrange(keys.commits(bot)):
+        yield fields
+
+
+async def test_a_lease_that_moves_between_guard_and_exec_aborts_the_transaction(
+    redis: Redis,
+) -> None:
+    owner = keeper(redis, "owner")
+    await owner.beat()
+    partition = PARTITIONS[0]
+    async with redis.pipeline(transaction=True) as tx:
+        await owner.guard(tx, [partition])
+        tx.set(f"bw:{{{partition.bot}}}:probe", "late")
+        await redis.set(keys.lease(partition.bot, partition.name), "thief:99")  # lease moves
+        with pytest.raises(LeaseLost):
+            await owner.commit(tx, [partition])
+    assert await redis.get(f"bw:{{{partition.bot}}}:probe") is None
+
+
+async def test_a_restarted_replica_with_the_same_id_takes_its_leases_over_with_new_tokens(
+    redis: Redis,
+) -> None:
+    before = keeper(redis, "strategy-0")
+    await before.beat()
+    after = keeper(redis, "strategy-0")  # same pod name, new process
+    await after.beat()
+    assert set(after.tokens) == set(PARTITIONS)
+    assert all(after.tokens[p] == before.tokens[p] + 1 for p in PARTITIONS)
+    with pytest.raises(LeaseLost):
+        await fenced_write(before, PARTITIONS[0], "the old incarnation")
+
+
+async def test_leave_releases_everything_so_a_survivor_takes_over_at_once(redis: Redis) -> None:
+    leaving, staying = keeper(redis, "leaving"), keeper(redis, "staying")
+    await leaving.beat()
+    await staying.beat()
+    await leaving.beat()
+    await staying.beat()
+    assert leaving.tokens
+    await leaving.leave()
+    assert await redis.zrange(keys.members("accounting"), 0, -1) == ["staying"]
+    await staying.beat()
+    assert set(staying.tokens) == set(PARTITIONS)
