@@ -130,7 +130,13 @@ class LeaseKeeper:
         )
 
     def due(self) -> bool:
-        return self._last_beat_s is None or self.clock() - self._last_beat_s >= self.renew_every_s
+        return self.seconds_until_due() <= 0
+
+    def seconds_until_due(self) -> float:
+        """How long a worker may block on a read before it must beat again."""
+        if self._last_beat_s is None:
+            return 0.0
+        return self._last_beat_s + self.renew_every_s - self.clock()
 
     def lease_value(self, partition: PartitionId) -> str:
         return f"{self.worker_id}:{self.tokens[partition]}"

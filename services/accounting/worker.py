@@ -163,6 +163,7 @@ class AccountingWorker:
     async def run_once(self, max_block_ms: int = 1000) -> None:
         if self.keeper.due():
             await self.rebalance()
+        max_block_ms = max(1, min(max_block_ms, int(self.keeper.seconds_until_due() * 1000)))
         if not self.books:
             await asyncio.sleep(max_block_ms / 1000)  # owning nothing: wait for the next beat
             return

@@ -194,6 +194,7 @@ class StrategyWorker:
             stream: min((p.checkpoint for p in members), key=entry_key)
             for stream, members in by_stream.items()
         }
+        block_ms = max(1, min(block_ms, int(self.keeper.seconds_until_due() * 1000)))
         if not read_from:
             await asyncio.sleep(block_ms / 1000)  # owning nothing: wait for the next beat
             return 0
