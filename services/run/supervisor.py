@@ -384,6 +384,14 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="S",
         help="from SIGTERM to SIGKILL on shutdown; default 10",
     )
+    parser.add_argument(
+        "--appendfsync",
+        choices=("everysec", "always"),
+        default="everysec",
+        help="the demo Redis's AOF durability: everysec (default) may lose the last second of "
+        "writes on a host crash, which the services recompute under a new epoch; always loses "
+        "none, at a cost per write (docs/reliability.md)",
+    )
     ingest = parser.add_argument_group("market data, passed to `bandwagon ingest`")
     ingest.add_argument("--source", metavar="NAME", help="synthetic (default) or replay")
     ingest.add_argument(
@@ -427,7 +435,9 @@ def main(argv: list[str]) -> int:
         print(f"bandwagon run: --fresh: deleted {redis_dir}")
     resumed = demo.has_redis_data(redis_dir)
     # Absolute: redis-server changes into --dir before it opens --logfile.
-    redis = RedisServer(data_dir=redis_dir.resolve(), port=free_port())
+    redis = RedisServer(
+        data_dir=redis_dir.resolve(), port=free_port(), appendfsync=args.appendfsync
+    )
 
     base_env = dict(os.environ)
     base_env.update(REDIS_URL=redis.url, BOT_API_KEY=key.value, PYTHONUNBUFFERED="1")
