@@ -360,3 +360,33 @@ async def test_ingest_killed_20_times_during_a_paced_replay_resumes_exactly(
     deployment.start(victim.name, *victim.args)
     kills = await kill_repeatedly(deployment, redis, victim, SEED)
     await check_resumed_exactly(deployment, redis, tmp_path, kills)
+
+
+@pytest.mark.parametrize("name", ["strategy", "accounting"])
+async def test_a_worker_stopped_with_sigterm_commits_gives_its_partitions_up_and_exits_0(
+    deployment: Deployment, redis: Redis, tmp_path: Path, name: str
+) -> None:
+    """Graceful shutdown (SPEC 4.1 rule 4, issue 5 point 7): SIGTERM mid-replay, five times; each
+    time the worker commits its batch, releases its leases and leaves membership (so a survivor
+    need not wait them out), and exits 0; the pipeline still ends exactly as the backtest."""
+    deployment.start("accounting")
+    deployment.start("strategy")
+    deployment.wait_ready("accounting", "strategy")
+    deployment.start("ingest", "--source=replay", *REPLAYS, "--speed=9000")
+    rng = random.Random(f"sigterm:{name}:{SEED}")
+    for _ in range(5):
+        await asyncio.sleep(rng.uniform(0.5, 1.5))
+        service = deployment.services[name]
+        assert service.process.poll() is None, f"{name} exited:\n{service.log()}"
+        assert service.stop() == 0, service.log()
+        assert await redis.zrange(keys.members(name), 0, -1) == [], "left membership"
+        leases = [key async for key in redis.scan_iter(match=keys.lease(BOT, f"{name}*"))]
+        assert leases == [], f"leases kept after a clean stop: {leases}"
+        deployment.start(name)
+        deployment.wait_ready(name)
+    snapshot = await settled_snapshot(redis)
+    files = [f"{flag}={pid}={path}" for pid, (flag, path) in FILES.items()]
+    backtest = backtest_json(deployment.config_path, BOT, files, tmp_path / "backtest.json")
+    check_equals_backtest(snapshot, backtest)
+    await check_refresh_log(redis, snapshot)
+    check_no_errors_logged(deployment)
