@@ -10,12 +10,16 @@ observed so drain (4.1 rule 4) knows when every close handshake is over. Everyth
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Protocol, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
 SCOPE_EXTENSION = "bandwagon.transport"
+CLOSE_INVALID_UTF8 = 1007  # SPEC 2.1 rules 2 and 4
+
+log = logging.getLogger("bandwagon.gateway.wsprotocol")
 
 
 class TransportControl(Protocol):
@@ -43,6 +47,21 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     @property
     def lost(self) -> asyncio.Event:
         return self._lost
+
+    def send_receive_event_to_app(self) -> None:
+        """Invalid UTF-8 in a text message closes 1007 as uvicorn does, without its ERROR line
+        and traceback: bad input from a client is not a server error, and any client could
+        otherwise write tracebacks into the logs at will (SPEC section 5)."""
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            try:
+                b"".join(self.frames).decode()
+            except UnicodeDecodeError:
+                self.frames = []
+                log.debug("invalid UTF-8 from a client: closing %d", CLOSE_INVALID_UTF8)
+                self.conn.send_close(CLOSE_INVALID_UTF8)
+                self.handle_parser_exception()
+                return
+        super().send_receive_event_to_app()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
