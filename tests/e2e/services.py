@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
+from redis.asyncio import Redis
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from libs import keys
 from libs.redis_server import free_port
 
 REPO = Path(__file__).parents[2]
@@ -134,3 +143,200 @@ def backtest_json(config: Path, bot: str, files: list[str], out: Path) -> dict[s
     assert done.returncode == 0, done.stderr
     document: dict[str, Any] = orjson.loads(out.read_bytes())
     return document
+
+
+# -- gateway process figures and a well-behaved client, for the hostile-input, isolation,
+# -- many-gateway and soak tests ------------------------------------------------------------------
+
+
+def ws_url_of(service: Service) -> str:
+    """The websocket URL of a gateway process (its health URL is on the same port)."""
+    return service.health_url.replace("http://", "ws://", 1) + "/ws"
+
+
+def process_fds(pid: int) -> int:
+    """Open file descriptors of a process."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def process_rss_kib(pid: int) -> int:
+    """Resident set size of a process, KiB (VmRSS of /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def process_sockets_on_port(pid: int, port: int) -> int:
+    """TCP sockets of the process whose local port is `port`, the listener excluded: its open
+    websocket (and HTTP) connections, whatever their state."""
+    inodes: set[str] = set()
+    for table in ("tcp", "tcp6"):
+        path = Path(f"/proc/{pid}/net/{table}")
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] != "0A":  # 0A: LISTEN
+                inodes.add(fields[9])
+    owned = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            owned += 1
+    return owned
+
+
+def scrape_metrics(service: Service) -> str:
+    with urllib.request.urlopen(f"{service.health_url}/metrics", timeout=5) as response:
+        text: str = response.read().decode()
+    return text
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The sample `name{labels}` of a Prometheus text exposition, 0 when absent."""
+    for line in text.splitlines():
+        if not line.startswith(name) or line.startswith("#"):
+            continue
+        sample, _, value = line.rpartition(" ")
+        sample_name, _, label_text = sample.partition("{")
+        found = dict(re.findall(r'(\w+)="([^"]*)"', label_text))
+        if sample_name == name and found == labels:
+            return float(value)
+    return 0.0
+
+
+def log_texts(log_dir: Path) -> dict[str, str]:
+    """Every service log of a deployment, by file name."""
+    return {path.name: path.read_text(errors="replace") for path in sorted(log_dir.glob("*.log"))}
+
+
+@dataclass
+class Watcher:
+    """A well-behaved websocket client written from SPEC 2.1 rules 4, 7, 8 and 15: `init`, then
+    every refresh; a gap or a lost connection makes it send `init` again with `since` and
+    `epoch` (on the next URL of `urls` after a close). It records what it saw, to be checked."""
+
+    urls: list[str]
+    api_key: str
+    keep_texts: bool = False
+    backoff_s: float = 0.2
+    epoch: str | None = None
+    first_seq: int | None = None
+    last_seq: int = 0
+    received: list[int] = field(default_factory=list)  # refresh seqs applied, in order
+    digests: dict[int, int] = field(default_factory=dict)  # seq -> crc32 of its exact text
+    texts: dict[int, str] = field(default_factory=dict)  # seq -> text, when keep_texts
+    full_inits: list[int] = field(default_factory=list)  # seq of each full `init`
+    resumes: list[int] = field(default_factory=list)  # seq of each `resume`
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # (expected, got)
+    stale: int = 0  # refreshes with seq <= last, ignored (rule 8)
+    errors: list[str] = field(default_factory=list)
+    closes: list[tuple[int, str]] = field(default_factory=list)  # closes seen, 1006: no frame
+    connects: int = 0
+    url_index: int = 0
+
+    @property
+    def url(self) -> str:
+        return self.urls[self.url_index % len(self.urls)]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set; reconnect with a short backoff after any close."""
+        while not stop.is_set():
+            try:
+                async with ws_connect(
+                    self.url, max_size=2**26, open_timeout=5, close_timeout=2
+                ) as ws:
+                    self.connects += 1
+                    await self._session(ws, stop)
+                    if stop.is_set():
+                        return
+            except ConnectionClosed as closed:
+                rcvd = closed.rcvd
+                self.closes.append((1006, "") if rcvd is None else (rcvd.code, rcvd.reason))
+            except (OSError, InvalidHandshake, TimeoutError):
+                self.closes.append((1006, "connect failed"))
+            self.url_index += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.backoff_s)
+
+    async def _session(self, ws: ClientConnection, stop: asyncio.Event) -> None:
+        await self._send_init(ws)
+        awaiting_reply = True
+        while not stop.is_set():
+            try:
+                text = await asyncio.wait_for(ws.recv(), 0.5)
+            except TimeoutError:
+                continue
+            assert isinstance(text, str), "the server sends text frames only"
+            message = orjson.loads(text)
+            action = message["action"]
+            if action == "init":
+                if self.first_seq is None:
+                    self.first_seq = message["seq"]
+                self.epoch, self.last_seq = message["epoch"], message["seq"]
+                self.full_inits.append(message["seq"])
+                awaiting_reply = False
+            elif action == "resume":
+                assert (message["seq"], message["epoch"]) == (self.last_seq, self.epoch), message
+                self.resumes.append(message["seq"])
+                awaiting_reply = False
+            elif action == "error":
+                self.errors.append(message["code"])
+            elif action == "refresh" and not awaiting_reply:
+                seq = message["seq"]
+                if message["epoch"] == self.epoch and seq == self.last_seq + 1:
+                    self.last_seq = seq
+                    self.received.append(seq)
+                    self.digests[seq] = zlib.crc32(text.encode())
+                    if self.keep_texts:
+                        self.texts[seq] = text
+                elif message["epoch"] == self.epoch and seq <= self.last_seq:
+                    self.stale += 1
+                else:  # a gap or a new epoch: init again, discard until the reply (rule 8)
+                    self.gaps.append((self.last_seq + 1, seq))
+                    await self._send_init(ws)
+                    awaiting_reply = True
+
+    async def _send_init(self, ws: ClientConnection) -> None:
+        request: dict[str, object] = {"action": "init", "apiKey": self.api_key}
+        if self.epoch is not None:
+            request.update(since=self.last_seq, epoch=self.epoch)
+        await ws.send(orjson.dumps(request).decode())
+
+    async def reach(self, seq: int, timeout_s: float) -> None:
+        """Wait until this client has applied refresh `seq` (or a later init)."""
+        deadline = time.monotonic() + timeout_s
+        while self.last_seq < seq:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"client stuck at seq {self.last_seq}, wanted {seq}: {self}")
+            await asyncio.sleep(0.05)
+
+    def missing(self, final_seq: int) -> list[int]:
+        """Seqs after the first init up to `final_seq` neither received nor covered by a later
+        full `init` (whose snapshot includes every seq up to its own)."""
+        assert self.first_seq is not None, "never initialized"
+        covered = max(self.full_inits)
+        seen = set(self.received)
+        wanted = range(max(self.first_seq, covered) + 1, final_seq + 1)
+        return [seq for seq in wanted if seq not in seen]
+
+    def report(self) -> str:
+        return (
+            f"seqs {self.first_seq}..{self.last_seq} ({len(self.received)} refreshes), "
+            f"inits {self.full_inits[:5]}, resumes {self.resumes[:5]}, gaps {self.gaps[:5]}, "
+            f"closes {self.closes[:5]}, errors {self.errors[:5]}, connects {self.connects}"
+        )
+
+    def __repr__(self) -> str:  # the dataclass's would print every seq and text
+        return f"Watcher({self.report()})"
+
+
+async def bot_seq(redis: Redis, bot: str) -> int:
+    """The bot's last published refresh seq (meta `seq`), 0 before its state exists."""
+    seq = await redis.hget(keys.meta(bot), "seq")
+    return int(seq) if seq is not None else 0
