@@ -166,6 +166,18 @@ async def publish_api_keys(redis: Redis, api_keys: Mapping[str, SecretStr]) -> N
         await tx.execute()
 
 
+async def live_owners(redis: Redis, bot_id: str) -> list[str]:
+    """`<partition>: <owner>` for each unexpired lease on the bot: workers that would go on
+    writing it from memory after a reset."""
+    owners: list[str] = []
+    prefix = keys.lease(bot_id, "")
+    async for key in redis.scan_iter(match=keys.lease(bot_id, "*"), count=500):
+        value: str | None = await redis.get(key)
+        if value is not None:
+            owners.append(f"{str(key).removeprefix(prefix)}: {value.rpartition(':')[0]}")
+    return sorted(owners)
+
+
 async def reset_bot(redis: Redis, bot_id: str) -> int:
     """Delete every key of one bot (its `{bot}` slot) and its key hashes; nothing else. Market
     streams are shared and stay. Returns the number of keys deleted."""

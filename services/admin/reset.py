@@ -1,7 +1,8 @@
 """`bandwagon reset --bot ID`: start one bot over, explicitly (SPEC 2.1 rule 5, 4.1 rule 6).
 
 Deletes the bot's state (status, trades, klines, refresh log, checkpoints, frozen config) and
-nothing else. Stop the bot's strategy and accounting workers first; on their next start the bot is
+nothing else. Stop the bot's strategy and accounting workers first (it refuses while they hold
+leases on the bot, unless --force): they keep the bot in memory. On their next start the bot is
 created anew with a new epoch, and clients re-init.
 """
 
@@ -14,27 +15,43 @@ import sys
 
 from redis.asyncio import Redis
 
-from libs.bot_state import reset_bot
+from libs.bot_state import live_owners, reset_bot
 from libs.config import BOT_ID_PATTERN, load_settings
 from libs.errors import ConfigError
 
 
+async def _owners(redis_url: str, bot_id: str) -> list[str]:
+    async with Redis.from_url(redis_url, decode_responses=True) as redis:
+        return await live_owners(redis, bot_id)
+
+
 async def _reset(redis_url: str, bot_id: str) -> int:
-    redis = Redis.from_url(redis_url, decode_responses=True)
-    try:
+    async with Redis.from_url(redis_url, decode_responses=True) as redis:
         return await reset_bot(redis, bot_id)
-    finally:
-        await redis.aclose()
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bandwagon reset", description=__doc__)
     parser.add_argument("--bot", required=True, help="the bot id to start over")
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="reset even while workers hold the bot's partitions (they keep its state in memory "
+        "and would write it back; stop them first)",
+    )
     args = parser.parse_args(argv)
     if not re.fullmatch(BOT_ID_PATTERN, args.bot):
         raise ConfigError("--bot", args.bot, f"must match {BOT_ID_PATTERN}")
     settings = load_settings()
+    owners = asyncio.run(_owners(settings.redis_url, args.bot))
+    if owners and not args.force:
+        print(
+            f"bot {args.bot} is being worked on ({'; '.join(owners)}): stop its strategy and "
+            "accounting workers first, or pass --force; nothing deleted",
+            file=sys.stderr,
+        )
+        return 2
     if not args.yes:
         if not sys.stdin.isatty():
             print("refusing to reset without --yes when not on a terminal", file=sys.stderr)

@@ -1,11 +1,17 @@
+import asyncio
+
 import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from libs import keys
-from libs.bot_state import ensure_state, publish_api_keys, reset_bot
+from libs.bot_state import ensure_state, live_owners, publish_api_keys, reset_bot
 from libs.config import BotConfig, api_key_hash
 from libs.errors import ConfigError
+from libs.ops.leases import LeaseKeeper
+from libs.partitions import accounting_partitions
+from libs.redis_server import RedisServer
+from services.admin.reset import main as reset_main
 
 
 def bot(bot_id: str) -> BotConfig:
@@ -42,3 +48,28 @@ async def test_a_changed_trading_config_is_a_config_error_naming_the_fields(redi
     assert "refresh_interval_ms" not in str(error.value)  # may change freely (SPEC 4.1 rule 6)
     relaxed = bot("one").model_copy(update={"kline_history": 100, "enabled": False})
     assert await ensure_state(redis, relaxed, 0) is False
+
+
+async def test_reset_refuses_while_a_worker_holds_the_bot_unless_forced(
+    redis: Redis, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await ensure_state(redis, bot("one"), 0)
+    keeper = LeaseKeeper(
+        redis,
+        service="accounting",
+        worker_id="acc-7",
+        partitions=accounting_partitions([bot("one")]),
+    )
+    await keeper.beat()
+    assert await live_owners(redis, "one") == ["accounting: acc-7"]
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    assert await asyncio.to_thread(reset_main, ["--bot", "one", "--yes"]) == 2
+    assert await redis.exists(keys.meta("one")) == 1, "nothing deleted"
+    await keeper.leave()
+    assert await live_owners(redis, "one") == []
+    assert await asyncio.to_thread(reset_main, ["--bot", "one", "--yes"]) == 0
+    assert await redis.exists(keys.meta("one")) == 0
+    await ensure_state(redis, bot("one"), 0)
+    await keeper.beat()
+    assert await asyncio.to_thread(reset_main, ["--bot", "one", "--yes", "--force"]) == 0
+    assert await redis.keys("bw:{one}:*") == []
