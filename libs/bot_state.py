@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from pydantic import SecretStr
@@ -172,7 +172,7 @@ async def live_owners(redis: Redis, bot_id: str) -> list[str]:
     owners: list[str] = []
     prefix = keys.lease(bot_id, "")
     async for key in redis.scan_iter(match=keys.lease(bot_id, "*"), count=500):
-        value: str | None = await redis.get(key)
+        value = cast(str | None, await redis.get(key))  # decode_responses=True
         if value is not None:
             owners.append(f"{str(key).removeprefix(prefix)}: {value.rpartition(':')[0]}")
     return sorted(owners)
