@@ -8,6 +8,7 @@ decides how it ends.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal, NamedTuple
 
 from libs.core.pnl import (
@@ -123,7 +124,13 @@ def can_open(ledger: Ledger, price: float, terms: SymbolTerms) -> bool:
 
 
 def _action(terms: SymbolTerms, side: Side, position_side: PositionSide) -> str:
-    return f"{terms.strategy_name}_{side}_{position_side}"
+    return _action_text(terms.strategy_name, side, position_side)
+
+
+@lru_cache(maxsize=256)
+def _action_text(strategy_name: str, side: Side, position_side: PositionSide) -> str:
+    """TRADE.action, built once per strategy and side rather than per fill."""
+    return f"{strategy_name}_{side}_{position_side}"
 
 
 class Execution(NamedTuple):
@@ -176,7 +183,7 @@ def close_position(
     position = ledger.position
     assert position is not None, "close_position needs an open position"
     side: Side = "sell" if position.side == "long" else "buy"
-    size = position.size_value
+    size = float(position.size)
     closing_fee = fee(size, execution.price, execution.fee_pct)
     gross = gross_pnl(position.side, position.entry_price, execution.price, size)
     usdt_profit = gross - closing_fee

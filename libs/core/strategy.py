@@ -160,7 +160,10 @@ class SymbolStrategy:
         """SPEC 3.1 rule 4, given the update's crosses: settle the open order, then liquidate,
         then let a cross place an order. Returns the fills and the side of a placed order."""
         fills = self._settle_open_order(time_ms, price)
-        fills += self._liquidate_if_margin_gone(time_ms, price)
+        if self.ledger.position is not None and liquidation_due(
+            self.ledger, price, self.terms.isolated
+        ):
+            fills.append(self._liquidate(time_ms, price))
         ordered: Side | None = None
         if buy_cross and self._place_order("buy", time_ms, price):
             ordered = "buy"
@@ -207,14 +210,14 @@ class SymbolStrategy:
             self.signal = order.previous_signal  # SPEC 3.1 rule 14: ended without a fill
         return fills
 
-    def _liquidate_if_margin_gone(self, time_ms: int, price: float) -> list[Fill]:
+    def _liquidate(self, time_ms: int, price: float) -> Fill:
+        """The open position's margin is gone (rule 10): close it, cancel any open order."""
         position = self.ledger.position
-        if position is None or not liquidation_due(self.ledger, price, self.terms.isolated):
-            return []
+        assert position is not None
         self.ledger, fill = liquidate(self.ledger, time_ms=time_ms, price=price, terms=self.terms)
         self.order = None
         self.signal = "sold" if position.side == "long" else "bought"
-        return [fill]
+        return fill
 
     def _place_order(self, side: Side, time_ms: int, price: float) -> bool:
         """SPEC 3.1 rule 5: close the opposite position in every mode, open where mode allows."""
