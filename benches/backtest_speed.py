@@ -35,8 +35,7 @@ from benches.data import (
     Ints,
     cache_dir,
     klines_csv,
-    prices_of,
-    read_updates,
+    read_columns,
 )
 from benches.strategies import (
     FillMark,
@@ -54,7 +53,6 @@ from benches.timing import machine_line, median_of, package_version, run_process
 from libs.backtest import BATCH_UPDATES, run_backtest
 from libs.config import BotConfig
 from libs.core.batch import UpdateColumns
-from libs.core.market import MarketUpdate
 from libs.core.sim_exchange import Fill
 from libs.trading import new_symbol_strategy
 from services.backtest.inputs import apply_overrides, choose_bot
@@ -189,14 +187,13 @@ def measure(
     cache = cache_dir()
     say(f"data: {rows} 1-minute klines, seed {seed}")
     data_file = klines_csv(rows, seed)
-    updates = read_updates(data_file)
-    time_ms, price = prices_of(updates)
+    columns = read_columns(data_file)
+    time_ms, price = columns.time_ms, columns.price
     bot = bench_bot()
     rules = Rules.of(bot)
     measured: list[Row] = []
 
     say(f"{CORE}: SymbolStrategy.on_batch, median of {repeats.core}")
-    columns = UpdateColumns.of(updates)
     core = median_of(lambda: run_core(bot, columns), repeats.core)
     reference = bandwagon_marks(core.result, time_ms)
     liquidations = sum(fill.action.startswith("liquidation_") for fill in core.result)
@@ -213,11 +210,11 @@ def measure(
     )
 
     say(f"{RUN_BACKTEST}: median of {repeats.run_backtest}")
-    whole = median_of(lambda: _run_backtest(bot, updates), repeats.run_backtest)
+    whole = median_of(lambda: _run_backtest(bot, columns), repeats.run_backtest)
     measured.append(
         Row(
             RUN_BACKTEST,
-            "`libs.backtest.run_backtest` on the parsed updates: columns, core, kline series",
+            "`libs.backtest.run_backtest` on the file's updates as columns: core, kline series",
             whole.median,
             repeats.run_backtest,
             len(whole.result),
@@ -274,7 +271,7 @@ def measure(
     measured += _vectorbt_rows(cache, time_ms, price, rules, repeats, reference, say)
     return Figures(
         rows=tuple(measured),
-        update_count=len(updates),
+        update_count=len(columns),
         data_file=data_file,
         command=" ".join(["bandwagon", *argv[1:]]).replace(str(ROOT) + os.sep, ""),
         machine=machine_line(PEER_PACKAGES),
@@ -282,8 +279,8 @@ def measure(
     )
 
 
-def _run_backtest(bot: BotConfig, updates: list[MarketUpdate]) -> list[Fill]:
-    result = run_backtest(bot, {SYMBOL: updates}, time_zone_offset_min=0, with_bands=False)
+def _run_backtest(bot: BotConfig, columns: UpdateColumns) -> list[Fill]:
+    result = run_backtest(bot, {SYMBOL: columns}, time_zone_offset_min=0, with_bands=False)
     return result.symbols[0].fills
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from libs.core.batch import UpdateColumns
 from libs.core.market import MarketUpdate
-from libs.market_files import read_market_file
+from libs.market_files import read_market_columns, read_market_file
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -117,6 +118,15 @@ def read_updates(path: Path) -> list[MarketUpdate]:
     if rejected:
         raise ValueError(f"{path}: rows rejected at lines {rejected[:5]}")
     return updates
+
+
+def read_columns(path: Path) -> UpdateColumns:
+    """The same updates as columns, read as `bandwagon backtest` reads them."""
+    rejected: list[int] = []
+    columns = read_market_columns(path, MINUTE_MS, lambda r: rejected.append(r.line))
+    if rejected:
+        raise ValueError(f"{path}: rows rejected at lines {rejected[:5]}")
+    return columns
 
 
 def prices_of(updates: list[MarketUpdate]) -> tuple[Ints, Floats]:

@@ -12,8 +12,8 @@ interleave (SPEC 3.1 rule 13), so each symbol is run to its end before the next 
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from libs.config import BotConfig
 from libs.core.bands import Bands
-from libs.core.batch import UpdateColumns
+from libs.core.batch import Ints, UpdateColumns
 from libs.core.market import MarketUpdate
 from libs.core.portfolio import StatusFigures, status_figures, symbol_figures
 from libs.core.sim_exchange import Fill
@@ -85,7 +85,7 @@ class BacktestResult:
 
 def run_symbol(
     run: SymbolRun,
-    updates: Iterable[MarketUpdate],
+    updates: Iterable[MarketUpdate] | UpdateColumns,
     progress: Progress | None,
     *,
     with_bands: bool = True,
@@ -95,7 +95,7 @@ def run_symbol(
 
     `with_bands` False skips the exact TA-Lib bands of every kline, which only plots need.
     """
-    columns = UpdateColumns.of(list(updates))
+    columns = updates if isinstance(updates, UpdateColumns) else UpdateColumns.of(list(updates))
     count = len(columns)
     if count == 0:
         return
@@ -145,7 +145,11 @@ def _record_series(
     )
     series.time_ms.extend(kline_time[last].tolist())
     series.close.extend(close.tolist())
-    for time_ms in kline_time[last].tolist():
+    if not bands:  # a run without a plot: no bands to look up, kline by kline
+        series.middle.extend([None] * len(last))
+        series.upper.extend([None] * len(last))
+        series.lower.extend([None] * len(last))
+    for time_ms in kline_time[last].tolist() if bands else ():
         row = bands.get(time_ms)
         series.middle.append(None if row is None else row.middle)
         series.upper.append(None if row is None else row.upper)
@@ -156,7 +160,7 @@ def _record_series(
 
 def run_backtest(
     bot: BotConfig,
-    updates: Mapping[str, Iterable[MarketUpdate]],
+    updates: Mapping[str, Iterable[MarketUpdate] | UpdateColumns],
     *,
     time_zone_offset_min: int,
     progress: Progress | None = None,
@@ -284,6 +288,21 @@ class BacktestStats:
 
 def max_drawdown(equity: Iterable[float]) -> Drawdown:
     """Peak-to-trough over the curve in its order; 0 for a curve that never falls."""
+    values = np.fromiter(equity, dtype=np.float64)
+    if not np.isfinite(values).all():
+        return _max_drawdown_stepwise(values.tolist())
+    if len(values) == 0:
+        return Drawdown(0.0, 0.0)
+    # For finite values this is the step-by-step definition below, for the whole curve at once.
+    peak = np.maximum.accumulate(values)
+    fall = peak - values
+    rising = peak > 0
+    worst_pct = float((fall[rising] / peak[rising] * 100).max()) if rising.any() else 0.0
+    return Drawdown(max(0.0, float(fall.max())), max(0.0, worst_pct))
+
+
+def _max_drawdown_stepwise(equity: Iterable[float]) -> Drawdown:
+    """The definition, step by step: what a curve with a nan or an infinity gets."""
     peak: float | None = None
     worst_absolute = worst_pct = 0.0
     for value in equity:
@@ -340,36 +359,40 @@ def buy_and_hold_pct(first_price: float, last_price: float) -> float:
 
 def equity_curve(result: BacktestResult) -> tuple[list[int], list[float]]:
     """The bot's equity (startCapital + realized + unrealized) at each kline close, all symbols
-    merged by kline time, each symbol at its latest kline so far; sums run in config order as in
-    STATUS (SPEC 3.1 rule 16), so the last value equals STATUS.totalCapital exactly."""
-    runs = result.symbols
-    realized = [0.0] * len(runs)
-    unrealized = [0.0] * len(runs)
-    rows = heapq.merge(*(_rows(index, run.series) for index, run in enumerate(runs)))
-    times: list[int] = []
-    equity: list[float] = []
-    for time_ms, index, row in rows:
-        series = runs[index].series
-        realized[index] = series.realized_pnl[row]
-        unrealized[index] = series.unrealized_pnl[row]
-        realized_sum = unrealized_sum = 0.0
-        for value in realized:
-            realized_sum += value
-        for value in unrealized:
-            unrealized_sum += value
-        total = result.bot.start_capital + realized_sum + unrealized_sum
-        if times and times[-1] == time_ms:
-            equity[-1] = total  # one point per kline time, with every symbol at that time
-        else:
-            times.append(time_ms)
-            equity.append(total)
-    return times, equity
+    merged by kline time, each symbol at its latest kline so far (0 before its first); sums run
+    in config order as in STATUS (SPEC 3.1 rule 16), so the last value equals
+    STATUS.totalCapital exactly. Element by element, the additions are those of one sum per
+    kline time, in the same order: whole arrays only change how many are done at once."""
+    series = [run.series for run in result.symbols]
+    own_times = [np.asarray(one.time_ms, dtype=np.int64) for one in series]
+    if not any(len(times) for times in own_times):
+        return [], []
+    times = _merged_times([times for times in own_times if len(times)])
+    realized_sum = np.zeros(len(times), dtype=np.float64)
+    unrealized_sum = np.zeros(len(times), dtype=np.float64)
+    for one, own in zip(series, own_times, strict=True):
+        if len(own) == 0:
+            realized_sum += 0.0
+            unrealized_sum += 0.0
+            continue
+        row = np.searchsorted(own, times, side="right") - 1  # the latest row at or before
+        started = row >= 0
+        row = np.maximum(row, 0)
+        realized_sum += np.where(started, np.asarray(one.realized_pnl, dtype=np.float64)[row], 0.0)
+        unrealized_sum += np.where(
+            started, np.asarray(one.unrealized_pnl, dtype=np.float64)[row], 0.0
+        )
+    equity = result.bot.start_capital + realized_sum + unrealized_sum
+    return times.tolist(), equity.tolist()
 
 
-def _rows(index: int, series: KlineSeries) -> Iterator[tuple[int, int, int]]:
-    """(kline time, symbol index, row) of one symbol, for merging symbols by time."""
-    for row, time_ms in enumerate(series.time_ms):
-        yield time_ms, index, row
+def _merged_times(own_times: Sequence[Ints]) -> Ints:
+    """Every kline time of the symbols (each ascending), ascending, once."""
+    if len(own_times) == 1:
+        return own_times[0]
+    merged = np.sort(np.concatenate(own_times), kind="stable")
+    distinct: Ints = merged[np.append(True, merged[1:] != merged[:-1])]
+    return distinct
 
 
 def symbol_stats(run: SymbolRun) -> SymbolStats:
@@ -429,7 +452,7 @@ def backtest_stats(result: BacktestResult) -> BacktestStats:
         unrealized_pnl=status.unrealized_pnl,
         total_pnl=status.realized_pnl + status.unrealized_pnl,
         fees_paid=fees_paid,
-        max_drawdown=max_drawdown([status.start_capital, *equity]),
+        max_drawdown=max_drawdown(itertools.chain([status.start_capital], equity)),
         exposure_pct=exposure_pct(intervals, first_ms, last_ms),
         first_time_ms=first_ms,
         last_time_ms=last_ms,

@@ -5,6 +5,9 @@ both feed the strategy exactly the same updates (SPEC section 1, determinism). T
 is told by its header; columns are found by name, so their order and extra columns do not matter.
 Parsing, validation and aggregation are the pure core's (`libs.core.market`); this module only
 reads lines.
+
+`read_market_columns` gives the same updates as columns, for the backtest: a clean klines file is
+read by numpy in one pass and checked column by column; anything else goes row by row as above.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from libs.core.batch import Bools, Floats, UpdateColumns
 from libs.core.market import (
     MISSING_FIELD,
     KlineRowReader,
@@ -129,3 +135,103 @@ def read_market_file(
                         on_reject(Reject(reader.line_num, error.field, error.value, error.reason))
                     continue
                 yield reader.line_num, update
+
+
+# --- the same updates as columns ------------------------------------------------------------------
+
+# Bytes a clean klines body may hold: plain and exponent-notation numbers, commas, newlines. In
+# this alphabet numpy's parser and Python's `float` (both `PyOS_string_to_double`, correctly
+# rounded) accept the same fields and give the same doubles: no spaces, underscores, quotes,
+# carriage returns, `nan` or `inf` spellings, which the two may treat differently.
+_CLEAN_BYTES = b"0123456789.+-eE,\n"
+_EMPTY_FIELDS = (b",,", b",\n", b"\n,", b"\n\n")  # and a body starting with a separator
+_EXACT_INTEGERS = 2.0**53  # below this a double holds every integer a time text can spell
+
+
+def read_market_columns(
+    path: Path,
+    period_ms: int,
+    on_reject: Callable[[Reject], None] | None = None,
+) -> UpdateColumns:
+    """Every accepted update of the file, in order, as columns: exactly `read_market_file`'s.
+
+    A klines file of plain numbers whose every row passes SPEC 5.1 rule 11 is parsed by numpy in
+    one pass and checked by whole-column tests (ten times faster than row by row). Any other
+    file, or one with a row those tests refuse, is read by `read_market_file`, so its rejects and
+    their messages are exactly that reader's.
+    """
+    kind, columns = _open_csv(path)
+    if kind is FileKind.KLINES:
+        clean = clean_klines_columns(path, columns, period_ms)
+        if clean is not None:
+            return clean
+    return UpdateColumns.of([update for _, update in read_market_file(path, period_ms, on_reject)])
+
+
+def clean_klines_columns(
+    path: Path, columns: Sequence[int], period_ms: int
+) -> UpdateColumns | None:
+    """The updates of a klines file with every row clean and valid; None if any is not (the row
+    reader then decides, row by row). `columns`: where time, open, high, low, close, volume are."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    header_end = data.find(b"\n")
+    if header_end < 0 or b'"' in data[:header_end]:
+        return None  # no row, or a header the csv module may read across lines
+    body = data[header_end + 1 :]
+    if not body or body.translate(None, _CLEAN_BYTES):
+        return None  # no row, or a byte outside the clean alphabet
+    if body[:1] in (b",", b"\n") or any(empty in body for empty in _EMPTY_FIELDS):
+        return None  # an empty field or a blank line: the row reader's to judge
+    try:
+        table = np.loadtxt(
+            path, delimiter=",", comments=None, skiprows=1, dtype=np.float64, ndmin=2
+        )
+    except ValueError:
+        return None
+    if table.shape[1] <= max(columns):
+        return None
+    time, open_, high, low, close, volume = (np.ascontiguousarray(table[:, c]) for c in columns)
+    if not _valid_klines(time, open_, high, low, close, volume, period_ms):
+        return None
+    open_time_ms = time.astype(np.int64)
+    return UpdateColumns(
+        time_ms=open_time_ms + (period_ms - 1),  # kline_close_time, SPEC 3.1 rule 1
+        price=close.copy(),
+        kline_time_ms=open_time_ms,
+        open=open_,
+        high=high,
+        low=low,
+        close=close,
+        volume=volume,
+    )
+
+
+def _valid_klines(
+    time: Floats,
+    open_: Floats,
+    high: Floats,
+    low: Floats,
+    close: Floats,
+    volume: Floats,
+    period_ms: int,
+) -> bool:
+    """Whether every row passes what `parse_kline_row` and `KlineRowReader.accept` check: an
+    integer time (as `parse_time_ms` reads one), positive finite prices, a finite volume >= 0,
+    low <= min(open, close) <= max(open, close) <= high, times increasing, on the period."""
+    whole: Bools = np.isfinite(time) & (np.abs(time) < _EXACT_INTEGERS) & (time == np.floor(time))
+    if not whole.all():
+        return False
+    for prices in (open_, high, low, close):
+        if not (np.isfinite(prices) & (prices > 0)).all():
+            return False
+    if not (np.isfinite(volume) & (volume >= 0)).all():
+        return False
+    if not ((low <= np.minimum(open_, close)) & (high >= np.maximum(open_, close))).all():
+        return False
+    open_time_ms = time.astype(np.int64)
+    return bool((open_time_ms[1:] > open_time_ms[:-1]).all()) and bool(
+        (open_time_ms % period_ms == 0).all()
+    )

@@ -15,12 +15,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from libs.config import DEFAULT_CONFIG_PATH, BotConfig, load_bots
-from libs.core.market import MarketUpdate
+from libs.core.batch import Bools, Ints, UpdateColumns
 from libs.errors import ConfigError
-from libs.market_files import FileKind, Reject, file_kind, read_market_file
+from libs.market_files import FileKind, Reject, file_kind, read_market_columns
 
 _PRODUCT_PREFIX = re.compile(r"^([A-Z0-9]{1,20}-[A-Z0-9]{1,20})=(.+)$")
 
@@ -63,6 +64,15 @@ class TimeRange:
         return (self.from_ms is None or time_ms >= self.from_ms) and (
             self.to_ms is None or time_ms < self.to_ms
         )
+
+    def holds_all(self, time_ms: Ints) -> Bools:
+        """`holds` of each event time."""
+        inside: Bools = np.ones(len(time_ms), dtype=np.bool_)
+        if self.from_ms is not None:
+            inside &= time_ms >= self.from_ms
+        if self.to_ms is not None:
+            inside &= time_ms < self.to_ms
+        return inside
 
 
 # --- the bot -------------------------------------------------------------------------------------
@@ -207,17 +217,17 @@ def report_rejects(path: Path) -> Callable[[Reject], None]:
 @lru_cache(maxsize=4)
 def load_updates(
     files: tuple[MarketFile, ...], period_ms: int, time_range: TimeRange, quiet: bool = False
-) -> Mapping[str, tuple[MarketUpdate, ...]]:
-    """Every accepted update of each file within the range, by product. Cached (so treat it as
-    read-only): a sweep's worker process reads the files once for all its runs."""
-    updates: dict[str, tuple[MarketUpdate, ...]] = {}
+) -> Mapping[str, UpdateColumns]:
+    """Every accepted update of each file within the range, by product, as columns (what the
+    core's batch path takes). Cached (so treat it as read-only): a sweep's worker process reads
+    the files once for all its runs."""
+    updates: dict[str, UpdateColumns] = {}
     for market_file in files:
         on_reject = None if quiet else report_rejects(market_file.path)
-        updates[market_file.product_id] = tuple(
-            update
-            for _, update in read_market_file(market_file.path, period_ms, on_reject)
-            if time_range.holds(update.time_ms)
-        )
+        columns = read_market_columns(market_file.path, period_ms, on_reject)
+        if time_range != TimeRange():
+            columns = columns.take(time_range.holds_all(columns.time_ms))
+        updates[market_file.product_id] = columns
     return updates
 
 

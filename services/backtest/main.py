@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import orjson
@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from libs.backtest import BacktestResult, backtest_document, backtest_stats, run_backtest
 from libs.config import BotConfig
-from libs.core.market import MarketUpdate
+from libs.core.batch import UpdateColumns
 from libs.errors import ConfigError
 from libs.ops.timezone import local_time_zone_offset_min
 from services.backtest.inputs import (
@@ -98,7 +98,7 @@ def time_range(args: argparse.Namespace) -> TimeRange:
 
 
 def run_with_progress(
-    bot: BotConfig, updates: Mapping[str, Sequence[MarketUpdate]], show: bool, with_bands: bool
+    bot: BotConfig, updates: Mapping[str, UpdateColumns], show: bool, with_bands: bool
 ) -> BacktestResult:
     """`with_bands`: the exact bands of every kline, which only the plot draws."""
     offset = local_time_zone_offset_min()

@@ -7,10 +7,14 @@ from pathlib import Path
 import pytest
 
 from libs.config import DEFAULT_CONFIG_PATH, load_bots
+from libs.core.batch import UpdateColumns
 from libs.errors import ConfigError
+from libs.market_files import read_market_file
 from services.backtest.inputs import (
+    TimeRange,
     apply_overrides,
     choose_bot,
+    load_updates,
     parse_market_file,
     parse_time_ms,
 )
@@ -101,3 +105,20 @@ def test_a_sweep_grid_is_every_combination_in_order() -> None:
     for bad in (["period"], ["colour=red"], ["period="], ["period=1", "period=2"]):
         with pytest.raises(ConfigError, match="--sweep"):
             parse_grid(bad)
+
+
+@pytest.mark.parametrize("name", ["klines-1m-3000.csv", "trades-2000.csv"])
+def test_the_updates_in_a_time_range_are_the_rows_of_that_range(name: str) -> None:
+    path = DATA / name
+    bot = choose_bot(None, None, "ALT-BTC")
+    option = "--klines" if name.startswith("klines") else "--trades"
+    files = (parse_market_file(option, f"ALT-BTC={path}", bot, None),)
+    rows = [update for _, update in read_market_file(path, bot.period_ms)]
+    span = TimeRange(rows[100].time_ms, rows[900].time_ms)
+    columns = load_updates(files, bot.period_ms, span, quiet=True)["ALT-BTC"]
+    expected = UpdateColumns.of([update for update in rows if span.holds(update.time_ms)])
+    assert len(columns) == len(expected) > 0
+    for name_ in ("time_ms", "price", "kline_time_ms", "open", "high", "low", "close", "volume"):
+        assert getattr(columns, name_).tobytes() == getattr(expected, name_).tobytes()
+    whole = load_updates(files, bot.period_ms, TimeRange(), quiet=True)["ALT-BTC"]
+    assert len(whole) == len(rows)

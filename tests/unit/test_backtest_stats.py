@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import random
 from typing import Any
 
 from libs.backtest import (
     BacktestResult,
     SymbolRun,
+    _max_drawdown_stepwise,
     backtest_stats,
     buy_and_hold_pct,
     equity_curve,
@@ -140,3 +143,20 @@ def test_a_run_without_data_reports_zeros_not_errors() -> None:
 def test_the_reported_drawdown_is_that_of_the_equity_curve_from_the_start_capital() -> None:
     stats = backtest_stats(hand_made_result())
     assert (stats.max_drawdown.absolute, stats.max_drawdown.pct) == (4.0, 4.0)  # 100 -> 96
+
+
+def test_the_drawdown_of_a_whole_curve_is_the_step_by_step_one() -> None:
+    rng = random.Random(4)
+    curves = [[rng.choice([-3.0, 0.0, -0.0, 1.0, 2.5, rng.uniform(-5, 5)]) for _ in range(40)]]
+    curves += [[100.0 + rng.gauss(0, 3) for _ in range(500)] for _ in range(20)]
+    curves += [[1.0, math.nan, 0.5, 2.0, 1.0], [math.inf, 1.0], [-1.0, -2.0, 3.0, 1.5]]
+    for curve in curves:
+        assert max_drawdown(curve) == _max_drawdown_stepwise(curve)
+
+
+def test_the_equity_curve_of_symbols_that_share_no_kline_time_merges_them_all() -> None:
+    result = hand_made_result()
+    result.symbols[1].series.time_ms[:] = [30_000, 90_000]  # between A's
+    times, equity = equity_curve(result)
+    assert times == [0, 30_000, 60_000, 90_000, 120_000]
+    assert equity == [100.0, 95.0, 96.0, 98.0, 101.0]
