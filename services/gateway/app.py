@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from libs.ops.health import health_routes
 from services.gateway.connection import ASGIReceive, ASGISend, Connection
+from services.gateway.dashboard.routes import dashboard_routes
 from services.gateway.limits import client_address
 from services.gateway.protocol import CLOSE_GOING_AWAY, REASON_GOING_AWAY
 from services.gateway.service import Gateway
@@ -68,6 +69,7 @@ async def websocket_endpoint(
 def build_app(gateway: Gateway) -> ASGIApp:
     api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     health_routes(api, gateway.health)
+    dashboard_routes(api)  # GET /: the web dashboard's static files
 
     async def app(scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
         if scope["type"] == "websocket" and scope["path"] == WS_PATH:

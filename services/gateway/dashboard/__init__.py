@@ -1,0 +1,1 @@
+"""The web dashboard `GET /` serves: static files and their pinned chart library."""

@@ -1,0 +1,410 @@
+"""The web dashboard (`GET /` of the gateway) in a real headless Chromium, on the four services
+replaying real data: the page speaks only the public protocol, shows what an `init` at the same
+seq holds, shows a fill within 2 s of its refresh, refuses a wrong key, and survives a gateway
+killed and restarted without missing a seq. Plus the serving and the pinned-vendor checks, which
+need no browser.
+
+The browser is the system Chromium (Debian's `chromium`), driven by Playwright through its
+`executable_path`; without one, the browser test is skipped. `CHROMIUM_PATH` names another.
+Screenshots land in the test's tmp dir and in `artifacts/` (`BANDWAGON_ARTIFACTS` overrides).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import io
+import os
+import shutil
+import tarfile
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import websockets
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from libs.redis_server import RedisServer
+from services.gateway.dashboard import vendor
+from services.gateway.dashboard.routes import dashboard_routes
+from tests.e2e.services import REPO, Deployment, bot_seq
+
+DATA = Path(__file__).parents[1] / "data"
+API_KEY = "dashboard-e2e-key-0123456789"
+PRODUCT = "ALT-BTC"
+SPEED = 1200  # 20 minutes of data a second: a fill every second or two, the longest gap ~12 s
+
+BOTS_YAML = """
+bots:
+  - id: dash
+    exchange: binance
+    start_capital: 1.0
+    refresh_interval_ms: 1000
+    kline_history: 300
+    trade_history: 500
+    strategy: {order_type: maker, order_timeout_ms: 120000, mode: both}
+    symbols:
+      - {product_id: ALT-BTC, min_size: "0.01", price_decimals: 8, leverage: 3, isolated: true}
+"""
+
+# STATUS fields the page shows, by the data-field of its element (raw value in data-value).
+STATUS_FIELDS = [
+    "currentCapital",
+    "totalCapital",
+    "startCapital",
+    "usdtProfit",
+    "profit",
+    "dynamicUsdtProfit",
+    "dynamicProfit",
+    "winLostRate",
+    "tradeNum",
+    "startTime",
+    "status",
+]
+SYMBOL_FIELDS = ["price", "signal", "assetCaptial", "usdtProfit", "dynamicUsdtProfit", "leverage"]
+
+
+def chromium_path() -> str | None:
+    for candidate in (os.environ.get("CHROMIUM_PATH"), "chromium", "chromium-browser"):
+        if candidate and (found := shutil.which(candidate)):
+            return found
+    return None
+
+
+def artifacts_dir() -> Path:
+    directory = Path(os.environ.get("BANDWAGON_ARTIFACTS") or REPO / "artifacts")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+# -- no browser: what the gateway serves, and the pinned vendor files ------------------------------
+
+
+def _tarball(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def _integrity(data: bytes) -> str:
+    return "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+
+
+def test_vendor_files_are_taken_only_from_a_tarball_of_the_pinned_digest(tmp_path: Path) -> None:
+    data = _tarball({"package/dist/lib.mjs": b"export const x = 1;\n", "package/LICENSE": b"L"})
+    lock = vendor.Lock(
+        "lib", "1.0.0", "https://registry.npmjs.org/lib/-/lib-1.0.0.tgz", _integrity(data),
+        {"package/dist/lib.mjs": "lib.mjs", "package/LICENSE": "LICENSE"},
+    )  # fmt: skip
+    with pytest.raises(vendor.VendorError, match="integrity mismatch"):
+        vendor.verify(data + b"x", lock.integrity)
+    with pytest.raises(vendor.VendorError, match="only sha512"):
+        vendor.verify(data, "sha1-" + lock.integrity[7:])
+    assert not vendor.is_installed(lock, tmp_path)
+    vendor.verify(data, lock.integrity)
+    vendor.extract(lock, data, tmp_path)
+    assert (tmp_path / "lib.mjs").read_bytes() == b"export const x = 1;\n"
+    assert vendor.is_installed(lock, tmp_path)
+    (tmp_path / "LICENSE").unlink()
+    assert not vendor.is_installed(lock, tmp_path)
+    assert vendor.tarball_url(lock, {"NPM_CONFIG_REGISTRY": "https://mirror.example/npm/"}) == (
+        "https://mirror.example/npm/lib/-/lib-1.0.0.tgz"
+    )
+
+
+def test_the_committed_lock_pins_a_sha512_tarball_of_the_npm_registry() -> None:
+    lock = vendor.read_lock()
+    assert lock.name == "lightweight-charts"
+    assert lock.tarball.startswith(f"{vendor.NPM_REGISTRY}/lightweight-charts/-/")
+    assert lock.tarball.endswith(f"-{lock.version}.tgz")
+    assert lock.integrity.startswith("sha512-")
+    assert len(base64.b64decode(lock.integrity[7:])) == 64
+    assert "lightweight-charts.standalone.production.mjs" in lock.files.values()
+    tracked = vendor.VENDOR_DIR / ".gitignore"
+    assert tracked.read_text().splitlines()[1:] == ["*", "!.gitignore"]
+
+
+async def test_the_page_is_served_with_its_files_and_without_the_chart_library(
+    tmp_path: Path,
+) -> None:
+    api = FastAPI()
+    dashboard_routes(api, vendor_dir=tmp_path)  # an empty vendor dir: never fetched
+    transport = httpx.ASGITransport(app=api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        page = await client.get("/")
+        assert page.status_code == 200
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert '<script type="module" src="dashboard/js/main.js">' in page.text
+        script = await client.get("/dashboard/js/main.js")
+        assert script.status_code == 200
+        assert script.headers["content-type"].startswith("text/javascript")
+        assert (await client.get("/dashboard/dashboard.css")).status_code == 200
+        library = await client.get("/dashboard/vendor/lightweight-charts.standalone.production.mjs")
+        assert library.status_code == 404
+        for path in ("/dashboard/../routes.py", "/dashboard/%2e%2e/vendor.py", "/dashboard/x.py"):
+            assert (await client.get(path)).status_code == 404, path
+    # no file of the page writes data through innerHTML
+    for script_path in (vendor.HERE / "static" / "js").glob("*.js"):
+        text = script_path.read_text()
+        assert not any(sink in text for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML"))
+
+
+# -- the browser test ------------------------------------------------------------------------------
+
+
+@dataclass
+class Follower:
+    """A websocket client beside the page: the arrival time and new trades of each refresh."""
+
+    url: str
+    seq: int = 0
+    arrivals: dict[int, float] = field(default_factory=dict)  # seq -> time.monotonic()
+    new_trades: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    filled: asyncio.Event = field(default_factory=asyncio.Event)  # set at each refresh with fills
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with websockets.connect(self.url, max_size=2**26) as ws:
+            await ws.send(orjson.dumps({"action": "init", "apiKey": API_KEY}).decode())
+            init = orjson.loads(await ws.recv())
+            self.seq = init["seq"]
+            while not stop.is_set():
+                try:
+                    text = await asyncio.wait_for(ws.recv(), 0.2)
+                except TimeoutError:
+                    continue
+                arrived = time.monotonic()
+                message = orjson.loads(text)
+                assert message["action"] == "refresh" and message["seq"] == self.seq + 1
+                self.seq = message["seq"]
+                self.arrivals[self.seq] = arrived
+                trades = [t for s in message["data"]["symbols"] for t in s["trades"]]
+                if trades:
+                    self.new_trades[self.seq] = trades
+                    self.filled.set()
+
+
+async def fetch_init(url: str) -> dict[str, Any]:
+    async with websockets.connect(url, max_size=2**26) as ws:
+        await ws.send(orjson.dumps({"action": "init", "apiKey": API_KEY}).decode())
+        message: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert message["action"] == "init", message
+    return message
+
+
+PAGE_SNAPSHOT = """() => {
+  const values = (root) => {
+    const out = {};
+    for (const dd of root.querySelectorAll('dd[data-field], span[data-field]')) {
+      out[dd.dataset.field] = {value: JSON.parse(dd.dataset.value ?? 'null'), text: dd.textContent};
+    }
+    return out;
+  };
+  const symbols = {};
+  for (const card of document.querySelectorAll('#symbols [data-product]')) {
+    symbols[card.dataset.product] = values(card);
+  }
+  return {
+    seq: Number(document.body.dataset.seq),
+    status: values(document.querySelector('#status')),
+    symbols,
+    rows: document.querySelectorAll('#trades tbody tr').length,
+    firstRow: document.querySelector('#trades tbody tr')?.dataset.orderId ?? null,
+  };
+}"""
+
+CANVAS_INK = """() => {
+  let ink = 0;
+  for (const canvas of document.querySelectorAll('.chart canvas')) {
+    if (!canvas.width || !canvas.height) continue;
+    const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) ink += 1;
+  }
+  return ink;
+}"""
+
+SHOWS_FILL = """([product, orderId]) => {
+  const row = document.querySelector(`#trades tbody tr[data-order-id="${orderId}"]`);
+  const chart = window.bandwagonDashboard.view.cards.get(product).chart;
+  const marker = chart.markers.markers().some((m) => m.id === String(orderId));
+  return Boolean(row) && marker;
+}"""
+
+CLIENT_RECORD = """() => {
+  const c = window.bandwagonDashboard.client;
+  return {applied: [...c.appliedSeqs], inits: [...c.fullInits], resumes: [...c.resumes],
+          seq: c.state.seq};
+}"""
+
+
+async def wait_for_state(page: Any, state: str, timeout_s: float) -> None:
+    await page.wait_for_selector(f'#connection[data-state="{state}"]', timeout=timeout_s * 1000)
+
+
+async def same_seq_snapshot(page: Any, url: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The page's figures and an init fetched at the same seq (retried across refreshes)."""
+    for _ in range(50):
+        before = await page.evaluate(PAGE_SNAPSHOT)
+        init = await fetch_init(url)
+        after = await page.evaluate(PAGE_SNAPSHOT)
+        if before["seq"] == init["seq"] == after["seq"]:
+            return before, init
+        await asyncio.sleep(0.1)
+    raise AssertionError("the page and a fresh init never agreed on a seq")
+
+
+@pytest.fixture
+async def deployment(
+    redis_server: RedisServer, redis: Redis, tmp_path: Path
+) -> AsyncIterator[Deployment]:
+    config = tmp_path / "bots.yaml"
+    config.write_text(textwrap.dedent(BOTS_YAML))
+    deployment = Deployment(redis_server.url, config, tmp_path, API_KEY)
+    yield deployment
+    codes = deployment.stop_all()
+    assert all(code == 0 for code in codes.values()), codes
+
+
+@pytest.mark.timeout(240)
+async def test_the_dashboard_follows_the_bot_live_in_a_real_browser(
+    deployment: Deployment, redis: Redis, tmp_path: Path
+) -> None:
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium, or set CHROMIUM_PATH)")
+    if not vendor.is_installed(vendor.read_lock()):
+        pytest.fail("the chart library is missing: python -m services.gateway.dashboard.vendor")
+    from playwright.async_api import async_playwright
+
+    deployment.start("accounting")
+    deployment.start("gateway")
+    deployment.start("strategy")
+    replay = f"--replay={PRODUCT}={DATA / 'klines-1m-3000.csv'}"
+    deployment.start("ingest", "--source=replay", replay, f"--speed={SPEED}")
+    deployment.wait_ready("accounting", "gateway", "strategy", "ingest")
+    base = f"http://127.0.0.1:{deployment.gateway_port}/"
+    stop = asyncio.Event()
+    follower = Follower(deployment.ws_url)
+    following = asyncio.create_task(follower.run(stop))
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=executable, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+            problems: list[str] = []
+
+            def console(message: Any) -> None:  # a dropped websocket is expected, not a problem
+                if message.type == "error" and "WebSocket" not in message.text:
+                    problems.append(message.text)
+
+            page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+            page.on("console", console)
+
+            # the key typed into the form; the chart drawn
+            await page.goto(base)
+            await page.fill("#api-key", API_KEY)
+            await page.click("#key-form button[type=submit]")
+            await wait_for_state(page, "live", 15)
+            assert await page.evaluate("window.bandwagonDashboard.chartsAvailable") is True
+            await page.wait_for_function("document.body.dataset.seq > 0", timeout=5000)
+            await page.wait_for_function(f"({CANVAS_INK})() >= 500", timeout=20_000)
+
+            # a fill during the test: a table row and a marker within 2 s of its refresh
+            seen = follower.seq
+            follower.filled.clear()
+            await asyncio.wait_for(follower.filled.wait(), 40)
+            fill_seq = min(seq for seq in follower.new_trades if seq > seen)
+            trade = follower.new_trades[fill_seq][-1]
+            while not await page.evaluate(SHOWS_FILL, [PRODUCT, trade["order_id"]]):
+                late = time.monotonic() - follower.arrivals[fill_seq]
+                assert late < 2.0, f"fill {trade['order_id']} not on the page {late:.2f} s after"
+                await asyncio.sleep(0.02)
+
+            # the figures are those of an init at the same seq, formatted to 8 decimals
+            shown, init = await same_seq_snapshot(page, deployment.ws_url)
+            status = init["status"]
+            for name in STATUS_FIELDS:
+                assert shown["status"][name]["value"] == status[name], name
+            assert shown["status"]["winLost"]["value"] == [status["win"], status["lost"]]
+            assert shown["status"]["totalCapital"]["text"] == f"{status['totalCapital']:.8f}"
+            assert shown["status"]["tradeNum"]["text"] == str(status["tradeNum"])
+            (symbol,) = init["symbols"]
+            for name in SYMBOL_FIELDS:
+                assert shown["symbols"][PRODUCT][name]["value"] == symbol[name], name
+            assert shown["symbols"][PRODUCT]["price"]["text"] == f"{symbol['price']:.8f} BTC"
+            assert shown["rows"] == len(symbol["trades"]) > 0
+            assert shown["firstRow"] == str(symbol["trades"][-1]["order_id"]), "newest first"
+            await page.screenshot(path=tmp_path / "dashboard.png", full_page=True)
+            shutil.copy(tmp_path / "dashboard.png", artifacts_dir() / "dashboard.png")
+
+            # sortable: oldest first on a second click of "time"
+            await page.click('#trades th button[data-sort="time"]')
+            first = await page.get_attribute("#trades tbody tr", "data-order-id")
+            assert first == str(min(t["order_id"] for t in symbol["trades"]))
+            await page.click('#trades th button[data-sort="time"]')
+
+            # a phone-width screen: nothing wider than the viewport
+            await page.set_viewport_size({"width": 390, "height": 844})
+            await page.wait_for_timeout(300)
+            width = await page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"the page is {width} px wide on a 390 px screen"
+            await page.screenshot(path=tmp_path / "dashboard-phone.png")
+            shutil.copy(tmp_path / "dashboard-phone.png", artifacts_dir() / "dashboard-phone.png")
+            await page.set_viewport_size({"width": 1280, "height": 1000})
+
+            # the gateway killed: "reconnecting"; restarted: resumed without a missed seq
+            stop.set()
+            await following
+            gateway = deployment.services["gateway"]
+            gateway.process.kill()
+            gateway.process.wait()
+            await wait_for_state(page, "reconnecting", 5)
+            await asyncio.sleep(1.5)  # refreshes go on being published meanwhile
+            deployment.start("gateway")
+            deployment.wait_ready("gateway")
+            await wait_for_state(page, "live", 45)
+            target = await bot_seq(redis, "dash")
+            await page.wait_for_function(f"document.body.dataset.seq >= {target}", timeout=10_000)
+            record = await page.evaluate(CLIENT_RECORD)
+            assert len(record["inits"]) == 1 and record["resumes"], record["resumes"]
+            applied = record["applied"]
+            expected = list(range(record["inits"][0] + 1, record["seq"] + 1))
+            assert applied == expected, "every seq after the init, once, in order"
+
+            # a wrong key: an error, no data
+            wrong = await browser.new_page()
+            await wrong.goto(base + "#key=not-the-right-key-0123456789")
+            await wait_for_state(wrong, "unauthorized", 10)
+            assert await wrong.is_visible("#key-error")
+            assert "unauthorized" in (await wrong.text_content("#key-error") or "")
+            assert await wrong.is_hidden("#bot")
+            assert "#key=" not in wrong.url, "the key leaves the address bar"
+
+            # no chart library: the page says so and still shows the bot
+            bare = await browser.new_page()
+            await bare.route("**/vendor/*.mjs", lambda route: route.fulfill(status=404))
+            await bare.goto(base + f"#key={API_KEY}")
+            await wait_for_state(bare, "live", 15)
+            assert await bare.is_visible("#charts-unavailable")
+            assert await bare.is_visible("#status")
+            assert problems == [], problems
+        finally:
+            stop.set()
+            await browser.close()
+    if not following.done():
+        await following
