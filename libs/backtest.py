@@ -1,7 +1,8 @@
 """The backtest: the live strategy core run over history, and what its run adds up to.
 
 No IO, no clock, no Redis. Each symbol gets the very `SymbolStrategy` the strategy worker builds
-(`libs.trading.new_symbol_strategy`), fed one update at a time in file order, so a backtest makes
+(`libs.trading.new_symbol_strategy`), fed its updates in file order through the batch path the
+worker runs (`on_batch`, proven equal to one update at a time), so a backtest makes
 the trades the live pipeline makes on the same updates (SPEC section 1, determinism; the parity
 tests in `tests/e2e/test_backtest_parity.py` prove it field by field). SYMBOL and STATUS come from
 the functions accounting uses (`libs.core.portfolio`, `libs.wire.convert`): one formula each.
