@@ -23,6 +23,7 @@ from typing import Literal, Protocol
 from libs.config import API_KEY_PATTERN
 from libs.errors import ConfigError
 from libs.redis_server import RedisServer
+from services.gateway.dashboard import vendor
 from services.run.supervisor import ChildSpec
 
 WORKER_HEALTH_PORTS = {"ingest": 9101, "strategy": 9102, "accounting": 9103}  # SPEC 4.1 rule 3
@@ -55,6 +56,11 @@ class Ports:
     def ws_url(self) -> str:
         host = f"[{self.client_host}]" if ":" in self.client_host else self.client_host
         return f"ws://{host}:{self.gateway_port}/ws"
+
+    @property
+    def dashboard_url(self) -> str:
+        host = f"[{self.client_host}]" if ":" in self.client_host else self.client_host
+        return f"http://{host}:{self.gateway_port}/"
 
     def readiness_urls(self) -> dict[str, str]:
         host = f"[{self.client_host}]" if ":" in self.client_host else self.client_host
@@ -255,6 +261,13 @@ def _readyz_ok(opener: urllib.request.OpenerDirector, url: str) -> bool:
         return False
 
 
+def _charts_installed() -> bool:
+    try:
+        return vendor.is_installed(vendor.read_lock())
+    except (OSError, ValueError, KeyError, vendor.VendorError):
+        return False
+
+
 def banner(
     ports: Ports, key: ApiKey, log_dir: Path, not_ready: Sequence[str], after_s: float
 ) -> str:
@@ -281,10 +294,20 @@ def banner(
         key_arg = f'"$(cat {shlex.quote(_shown(key.path))})"'
     urls = ports.readiness_urls()
     health = f"\n{'':13}".join(f"{name:<11} {urls[name]}" for name in SERVICES)
+    if key.origin == "generated":  # the key is on screen this once anyway: a link that signs in
+        dashboard = f"{ports.dashboard_url}#key={key.value}"
+    else:
+        dashboard = f"{ports.dashboard_url}  (enter the apiKey, or open it with #key=<apiKey>)"
+    if not _charts_installed():
+        dashboard += (
+            f"\n{'':13}(no charts: the chart library is missing; "
+            "python -m services.gateway.dashboard.vendor fetches it)"
+        )
     return "\n".join(
         [
             "",
             f"  {head}",
+            f"  dashboard  {dashboard}",
             f"  websocket  {ports.ws_url}",
             f"  apiKey     {key_line}",
             f"  readiness  {health}",

@@ -64,7 +64,9 @@ export class StatusClient {
     }
     this.socket = socket;
     socket.addEventListener("open", () => this.sendInit());
-    socket.addEventListener("message", (event) => this.receive(event.data));
+    socket.addEventListener("message", (event) => {
+      if (socket === this.socket && !this.stopped) this.receive(event.data);
+    });
     socket.addEventListener("close", (event) => this.closed(socket, event));
   }
 
