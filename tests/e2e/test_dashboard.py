@@ -36,6 +36,7 @@ from libs.redis_server import RedisServer
 from services.gateway.dashboard import vendor
 from services.gateway.dashboard.routes import dashboard_routes
 from tests.e2e.services import REPO, Deployment, bot_seq
+from tests.integration.gateway_harness import client, expect_error, running_gateway, send_json
 
 DATA = Path(__file__).parents[1] / "data"
 API_KEY = "dashboard-e2e-key-0123456789"
@@ -161,6 +162,21 @@ async def test_the_page_is_served_with_its_files_and_without_the_chart_library(
     for script_path in (vendor.HERE / "static" / "js").glob("*.js"):
         text = script_path.read_text()
         assert not any(sink in text for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML"))
+
+
+async def test_a_real_gateway_serves_the_page_beside_its_websocket_and_health(
+    redis_server: RedisServer, redis: Redis
+) -> None:
+    async with running_gateway(redis_server.url) as gateway:
+        async with httpx.AsyncClient(base_url=gateway.http) as http:
+            page = await http.get("/")
+            assert page.status_code == 200 and "<title>Bandwagon</title>" in page.text
+            assert (await http.get("/dashboard/js/connection.js")).status_code == 200
+            assert (await http.get("/healthz")).text == "ok"
+            assert (await http.get("/nothing-here")).status_code == 404
+        async with client(gateway.url) as ws:  # /ws is still the Status API
+            await send_json(ws, {"action": "init", "apiKey": "not-a-configured-key-at-all"})
+            await expect_error(ws, "unauthorized")
 
 
 # -- the browser test ------------------------------------------------------------------------------
