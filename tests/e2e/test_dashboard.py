@@ -39,7 +39,7 @@ from tests.e2e.services import REPO, Deployment, bot_seq
 from tests.integration.gateway_harness import client, expect_error, running_gateway, send_json
 
 DATA = Path(__file__).parents[1] / "data"
-API_KEY = "dashboard-e2e-key-0123456789"
+API_KEY = "dashboard+e2e/key=0123456789"  # "+", "/", "=": the #key= fragment keeps them
 PRODUCT = "ALT-BTC"
 SPEED = 1200  # 20 minutes of data a second: a fill every second or two, the longest gap ~12 s
 

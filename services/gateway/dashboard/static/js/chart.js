@@ -56,8 +56,11 @@ function bandPoint(kline, name) {
   return typeof value === "number" ? { time: seconds(kline.time), value } : { time: seconds(kline.time) };
 }
 
-function localTime(time) {
-  return new Date(time * 1000).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+/** Axis labels in the viewer's time zone: a date where the day changes, else the time. */
+function tickLabel(time, tickMarkType) {
+  const date = new Date(time * 1000);
+  if (tickMarkType < 3) return date.toLocaleDateString(undefined, { month: "short", day: "numeric" });
+  return date.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
 }
 
 export class SymbolChart {
@@ -73,7 +76,7 @@ export class SymbolChart {
         borderColor: "#30363d",
         timeVisible: true,
         secondsVisible: false,
-        tickMarkFormatter: (time) => localTime(time),
+        tickMarkFormatter: tickLabel,
       },
       localization: { timeFormatter: (time) => new Date(time * 1000).toLocaleString() },
     });
@@ -99,6 +102,9 @@ export class SymbolChart {
     this.markers = lib.createSeriesMarkers(this.candles, []);
     this.lastTime = null;
     this.firstTime = null;
+    this.bars = 0;
+    this.trades = null;
+    this.size = "1m";
     this.setDecimals(decimals);
   }
 
@@ -116,6 +122,8 @@ export class SymbolChart {
     for (const [name, series] of this.bands) series.setData(klines.map((k) => bandPoint(k, name)));
     this.firstTime = klines.length ? seconds(klines[0].time) : null;
     this.lastTime = klines.length ? seconds(klines[klines.length - 1].time) : null;
+    this.bars = klines.length;
+    if (this.trades) this.setTrades(this.trades, this.size); // markers only on bars still here
   }
 
   /** Changed klines of a refresh (ascending): the forming candle moves, a new one starts. */
@@ -127,13 +135,18 @@ export class SymbolChart {
     for (const kline of changed) {
       this.candles.update(candle(kline));
       for (const [name, series] of this.bands) series.update(bandPoint(kline, name));
+      if (this.lastTime === null || seconds(kline.time) > this.lastTime) this.bars += 1;
       this.lastTime = seconds(kline.time);
       if (this.firstTime === null) this.firstTime = this.lastTime;
     }
+    // The state keeps the newest klines only; so does the chart, now and then.
+    if (this.bars > 2 * Math.max(allKlines.length, 100)) this.setKlines(allKlines);
   }
 
   /** One marker per fill on a candle still on the chart. */
   setTrades(trades, size) {
+    this.trades = trades;
+    this.size = size;
     const period = periodMs(size);
     const shown = trades
       .map((trade) => fillMarker(trade, period))

@@ -34,8 +34,9 @@ async function loadChartLibrary() {
 
 /** The key from `#key=...` (then removed from the address bar), else this tab's stored key. */
 function initialKey() {
-  const fragment = new URLSearchParams(location.hash.slice(1));
-  const key = fragment.get("key");
+  // Not URLSearchParams: it would read a "+" of the key as a space.
+  const match = /(?:^|&)key=([^&]*)/.exec(location.hash.slice(1));
+  const key = match ? decodeKey(match[1]) : null;
   if (key) {
     history.replaceState(null, "", location.pathname + location.search);
     return key;
@@ -44,6 +45,14 @@ function initialKey() {
     return sessionStorage.getItem(KEY_STORAGE);
   } catch {
     return null;
+  }
+}
+
+function decodeKey(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text; // a stray "%": take it as typed
   }
 }
 
