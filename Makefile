@@ -30,16 +30,25 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --disable-pip-version-check --quiet -e '.[dev]'
 	@touch $@
 
-install: $(STAMP) ## create .venv and install Bandwagon with its dev tools
+# The dashboard's chart library, pinned in services/gateway/dashboard/vendor.lock.json: the npm
+# tarball, sha512-checked and unpacked into a git-ignored directory by a standard-library module
+# (no node). Fetched again only when the lock changes.
+DASHBOARD_VENDOR := services/gateway/dashboard/vendor/.integrity
+
+$(DASHBOARD_VENDOR): services/gateway/dashboard/vendor.lock.json | $(BIN)/python
+	$(BIN)/python -m services.gateway.dashboard.vendor
+	@touch $@
+
+install: $(STAMP) $(DASHBOARD_VENDOR) ## create .venv and install Bandwagon with its dev tools
 	@echo "installed in $(VENV) ($$($(BIN)/python -V))"
 
-run: $(STAMP) ## the demo: Redis + the four services (ARGS="--fresh", "--replay FILE --speed max", "--help")
+run: $(STAMP) $(DASHBOARD_VENDOR) ## the demo: Redis + the four services (ARGS="--fresh", "--replay FILE --speed max", "--help")
 	$(BIN)/bandwagon run $(ARGS)
 
 watch: $(STAMP) ## print the demo bot's refreshes (ARGS="--count 5", "--url ... --key ...")
 	$(BIN)/bandwagon watch $(ARGS)
 
-test: lint k8s-check ## lint, check deploy/ and k8s/, then every test (PYTEST_ARGS="-k name -x" to narrow)
+test: lint k8s-check $(DASHBOARD_VENDOR) ## lint, check deploy/ and k8s/, then every test (PYTEST_ARGS="-k name -x" to narrow)
 	$(BIN)/pytest -q --durations=10 $(PYTEST_ARGS) tests/unit tests/integration tests/e2e
 
 lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict

@@ -156,10 +156,14 @@ def test_the_gateway_drains_before_kubernetes_kills_it(overlay: str) -> None:
     assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"] == (
         "3600"
     )
-    (path,) = ingress["spec"]["rules"][0]["http"]["paths"]
-    assert path["path"] == "/ws", "only the websocket is public: not /metrics"
-    service = find(objects, "Service", path["backend"]["service"]["name"])
-    assert selects({"matchLabels": service["spec"]["selector"]}, pod_labels(deployment))
+    paths = ingress["spec"]["rules"][0]["http"]["paths"]
+    public = {(path["path"], path["pathType"]) for path in paths}
+    assert public == {("/ws", "Exact"), ("/", "Exact"), ("/dashboard/", "Prefix")}, (
+        "the websocket and the dashboard are public: not /metrics, /healthz, /readyz"
+    )
+    for path in paths:
+        service = find(objects, "Service", path["backend"]["service"]["name"])
+        assert selects({"matchLabels": service["spec"]["selector"]}, pod_labels(deployment))
 
 
 def pod_labels(workload: Obj) -> dict[str, str]:
