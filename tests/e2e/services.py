@@ -340,3 +340,21 @@ async def bot_seq(redis: Redis, bot: str) -> int:
     """The bot's last published refresh seq (meta `seq`), 0 before its state exists."""
     seq = await redis.hget(keys.meta(bot), "seq")
     return int(seq) if seq is not None else 0
+
+
+def process_sockets_to_port(pid: int, port: int) -> int:
+    """TCP sockets of the process connected to a remote `port` (e.g. its Redis connections)."""
+    inodes: set[str] = set()
+    for table in ("tcp", "tcp6"):
+        path = Path(f"/proc/{pid}/net/{table}")
+        if path.exists():
+            for line in path.read_text().splitlines()[1:]:
+                fields = line.split()
+                if int(fields[2].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    owned = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1] in inodes:
+                owned += 1
+    return owned
