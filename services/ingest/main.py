@@ -3,11 +3,18 @@ enabled bot watches (SPEC section 1, 4.1 rules 8 and 12). Wiring only: sources, 
 live in `sources.py` and `writer.py`, parsing and aggregation in `libs.core.market`.
 
 Options (a flag wins over its variable):
-  --source synthetic|replay   BANDWAGON_SOURCE  (default synthetic; replay when files are given)
+  --source synthetic|replay|ccxt  BANDWAGON_SOURCE  (default synthetic; replay when files are given;
+                              ccxt: live exchange data, docs/live-data.md)
   --replay [PRODUCT_ID=]FILE  BANDWAGON_REPLAY  (comma-separated; repeatable flag)
   --speed X|max               BANDWAGON_SPEED   (event time per wall time; default 60; max or 0)
   --seed N                    BANDWAGON_SEED    (synthetic random walk; default 1)
   --batch-size N              (entries per XADD transaction; default 500)
+  --stale-periods N           BANDWAGON_STALE_PERIODS  (ccxt: no word from the exchange for N kline
+                              periods = stale, /readyz 503; default 3)
+  --no-websocket              BANDWAGON_CCXT_WEBSOCKET=0  (ccxt: poll REST even where CCXT has
+                              websockets)
+                              BANDWAGON_CCXT_URLS  (ccxt: JSON {exchange: {endpoint: url}} merged
+                              into the client's API URLs: a proxy or a local stand-in)
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import re
 import signal
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from redis.asyncio import Redis
@@ -33,6 +40,8 @@ from libs.errors import ConfigError
 from libs.market_files import Reject, file_kind
 from libs.ops.health import Health, SidePort, ping_redis_forever
 from libs.ops.logs import setup_logging
+from services.ingest.ccxt_markets import URLS_VARIABLE, parse_urls
+from services.ingest.ccxt_source import CcxtIngest, CcxtSettings, Stopped
 from services.ingest.sources import ReplaySource, Source, SyntheticSource
 from services.ingest.writer import (
     SEPARATOR,
@@ -46,7 +55,7 @@ from services.ingest.writer import (
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("synthetic", "replay")
+SOURCES = ("synthetic", "replay", "ccxt")
 DEFAULT_SPEED = 60.0
 DEFAULT_HEALTH_PORT = 9101
 DEFAULT_BATCH_SIZE = 500
@@ -60,6 +69,7 @@ class Options:
     speed: float  # 0 = as fast as possible
     seed: int
     batch_size: int
+    ccxt: CcxtSettings = field(default_factory=CcxtSettings)
 
 
 def _parse_speed(text: str, path: str) -> float:
@@ -88,6 +98,8 @@ def parse_options(argv: list[str], environ: Mapping[str, str]) -> Options:
     parser.add_argument("--speed", metavar="X|max")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--stale-periods", metavar="N")
+    parser.add_argument("--no-websocket", action="store_true")
     args = parser.parse_args(argv)
 
     replay_texts: list[str] = args.replay or [
@@ -119,7 +131,28 @@ def parse_options(argv: list[str], environ: Mapping[str, str]) -> Options:
             ) from None
     if args.batch_size < 1:
         raise ConfigError("--batch-size", args.batch_size, "must be >= 1")
-    return Options(source, replays, speed, seed, args.batch_size)
+    return Options(source, replays, speed, seed, args.batch_size, _ccxt_settings(args, environ))
+
+
+def _ccxt_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> CcxtSettings:
+    stale_text, stale_path = args.stale_periods, "--stale-periods"
+    if stale_text is None:
+        stale_text, stale_path = (
+            environ.get("BANDWAGON_STALE_PERIODS") or "3",
+            "BANDWAGON_STALE_PERIODS",
+        )
+    try:
+        stale_periods = float(stale_text)
+    except ValueError:
+        stale_periods = math.nan
+    if not math.isfinite(stale_periods) or stale_periods <= 0:
+        raise ConfigError(stale_path, stale_text, "must be a number of periods > 0")
+    websocket_text = environ.get("BANDWAGON_CCXT_WEBSOCKET", "1").strip().lower()
+    if websocket_text not in ("0", "1", "false", "true", "no", "yes", ""):
+        raise ConfigError("BANDWAGON_CCXT_WEBSOCKET", websocket_text, "must be 1 or 0")
+    websocket = not args.no_websocket and websocket_text not in ("0", "false", "no")
+    urls = parse_urls(environ.get(URLS_VARIABLE, ""))
+    return CcxtSettings(stale_periods=stale_periods, websocket=websocket, urls=urls)
 
 
 def watched_streams(bots: BotsFile) -> list[StreamSpec]:
@@ -136,7 +169,10 @@ def watched_streams(bots: BotsFile) -> list[StreamSpec]:
 def build_sources(
     streams: list[StreamSpec], options: Options, start_time_ms: int
 ) -> list[tuple[StreamSpec, Source]]:
-    """A source per stream; replay files are opened here, so a wrong one stops the start."""
+    """A source per stream; replay files are opened here, so a wrong one stops the start. The
+    ccxt source is not built here: it is asynchronous (`CcxtIngest`)."""
+    if options.source == "ccxt":
+        return []
     if options.source == "synthetic":
         return [
             (
@@ -208,7 +244,8 @@ async def serve(settings: Settings, bots: BotsFile, options: Options) -> int:
     streams = watched_streams(bots)
     plans = build_sources(streams, options, start_time_ms=int(time.time() * 1000))
     health = Health("ingest")
-    health.set_check("source", True)  # files were opened by build_sources; synthetic is always open
+    # Files were opened by build_sources, synthetic is always open; ccxt once markets are loaded.
+    health.set_check("source", options.source != "ccxt")
     wanted_port = DEFAULT_HEALTH_PORT if settings.health_port is None else settings.health_port
     side_port = SidePort(health, settings.health_host, wanted_port)
     port = await side_port.start()
@@ -225,14 +262,28 @@ async def serve(settings: Settings, bots: BotsFile, options: Options) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     pinger = asyncio.create_task(ping_redis_forever(redis.ping, health))
+    live: CcxtIngest | None = None
+    if options.source == "ccxt":
+        live = CcxtIngest(bots, streams, options.ccxt, health)
+        try:
+            await live.open(stop)  # an unknown symbol: ConfigError, exit 78
+        except BaseException as error:
+            pinger.cancel()
+            await side_port.stop()
+            await redis.aclose()
+            if isinstance(error, Stopped):  # SIGTERM while the exchange was unreachable
+                return 0
+            raise
     log.info(
         "ingesting %s into %d streams",
         options.source,
-        len(plans),
+        len(plans) if live is None else len(streams),
         extra={"source": options.source},
     )
     streams_task = asyncio.create_task(
         run_streams(redis, plans, bots.market_stream_len, options, stop)
+        if live is None
+        else live.run(redis, bots.market_stream_len, options.batch_size, stop)
     )
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({streams_task, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -45,7 +45,7 @@ def test_replay_files_imply_the_replay_source_and_speed_0_means_max() -> None:
         (["--speed", "-1"], {}, "--speed: -1: must be a number"),
         ([], {"BANDWAGON_SPEED": "nan"}, "BANDWAGON_SPEED: nan"),
         (["--source", "replay"], {}, "needs at least one file"),
-        ([], {"BANDWAGON_SOURCE": "ccxt"}, "BANDWAGON_SOURCE: ccxt: must be one of"),
+        ([], {"BANDWAGON_SOURCE": "kafka"}, "BANDWAGON_SOURCE: kafka: must be one of"),
         (["--speed", "max"], {}, "synthetic source never ends"),
         ([], {"BANDWAGON_SEED": "x"}, "BANDWAGON_SEED: x: not an integer"),
     ],
