@@ -31,6 +31,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from libs.redis_server import RedisServer
+from services.gateway.server import REDIS_MAX_CONNECTIONS
 from tests.e2e.services import (
     REPO,
     Deployment,
@@ -42,7 +43,9 @@ from tests.e2e.services import (
     process_fds,
     process_rss_kib,
     process_sockets_on_port,
+    process_sockets_to_port,
     scrape_metrics,
+    steady_tasks,
 )
 
 BOT = "hostile"
@@ -477,7 +480,9 @@ async def cycle(url: str, port: int, count: int, seed: int) -> list[int]:
     return kinds
 
 
-async def settled(gateway: Service, port: int, timeout_s: float = 30.0) -> dict[str, float]:
+async def settled(
+    gateway: Service, port: int, redis_port: int, timeout_s: float = 30.0
+) -> dict[str, float]:
     """Wait until the gateway holds no client connection but the watcher's, then read its
     figures."""
     pid = gateway.process.pid
@@ -492,10 +497,12 @@ async def settled(gateway: Service, port: int, timeout_s: float = 30.0) -> dict[
         await asyncio.sleep(0.2)
     await asyncio.sleep(1.5)  # timers of the last connections (auth timeouts) have fired
     metrics = scrape_metrics(gateway)
+    redis_sockets = process_sockets_to_port(pid, redis_port)
     return {
-        "fds": process_fds(pid),
+        "fds": process_fds(pid) - redis_sockets,  # the Redis pool may grow, up to its bound
+        "redis_sockets": redis_sockets,
         "rss_kib": process_rss_kib(pid),
-        "tasks": metric_value(metrics, "bandwagon_gateway_asyncio_tasks"),
+        "tasks": steady_tasks(gateway),
         "connections": metric_value(metrics, "bandwagon_ws_connections"),
         "sockets": process_sockets_on_port(pid, port),
     }
@@ -515,12 +522,13 @@ async def test_thousands_of_connections_come_and_go_without_a_leak(
     await watcher.reach(5, timeout_s=30)
 
     await cycle(url, port, WARMUP_CYCLES, seed=1)  # the Redis pool and caches grow to size
-    baseline = await settled(gateway, port)
+    redis_port = int(deployment.redis_url.rsplit(":", 1)[1].split("/")[0])
+    baseline = await settled(gateway, port, redis_port)
     inits_before = metric_value(scrape_metrics(gateway), "bandwagon_ws_inits_total", mode="full")
     started_s = time.monotonic()
     kinds = await cycle(url, port, CYCLES, seed=2)
     cycling_s = time.monotonic() - started_s
-    after = await settled(gateway, port)
+    after = await settled(gateway, port, redis_port)
     inits = metric_value(scrape_metrics(gateway), "bandwagon_ws_inits_total", mode="full")
     assert inits - inits_before >= sum(kinds.count(kind) for kind in (0, 2, 3))
 
@@ -531,6 +539,7 @@ async def test_thousands_of_connections_come_and_go_without_a_leak(
     figures = f"baseline {baseline}, after {after}, {CYCLES} cycles in {cycling_s:.1f} s"
     print(figures)  # the figures docs/reliability.md quotes
     assert after["fds"] == baseline["fds"], figures
+    assert after["redis_sockets"] <= REDIS_MAX_CONNECTIONS + 1, figures  # the pool + pub/sub
     assert after["tasks"] == baseline["tasks"], figures
     assert after["connections"] == baseline["connections"] == 1, figures  # the watcher
     assert after["rss_kib"] - baseline["rss_kib"] <= RSS_BOUND_KIB, figures

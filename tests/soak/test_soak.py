@@ -46,6 +46,7 @@ from tests.e2e.services import (
     process_sockets_on_port,
     process_sockets_to_port,
     scrape_metrics,
+    steady_tasks,
 )
 
 MINUTES = float(os.environ.get("SOAK_MINUTES", "30"))
@@ -204,7 +205,9 @@ async def settle(gateway: Service, port: int, redis_port: int, started_s: float)
             break
         await asyncio.sleep(0.1)
     await asyncio.sleep(1.0)
-    return sample(gateway, port, redis_port, started_s)
+    figures = sample(gateway, port, redis_port, started_s)
+    figures.tasks = steady_tasks(gateway)
+    return figures
 
 
 async def test_soak(deployment: Deployment, redis: Redis) -> None:
