@@ -17,6 +17,7 @@ COMMANDS = {
     "watch": ("services.run.watch", "a websocket client printing a bot's refreshes"),
     "reset": ("services.admin.reset", "delete one bot's state to start it over"),
     "backtest": ("services.backtest.main", "the live trading core over a klines/trades file"),
+    "download": ("services.download.main", "exchange klines history -> a klines CSV (CCXT)"),
 }
 
 

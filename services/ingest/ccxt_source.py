@@ -128,6 +128,20 @@ def _time(value: object) -> int:
     return value
 
 
+def parse_candle(row: Sequence[Any]) -> Kline:
+    """A CCXT OHLCV row `[time, open, high, low, close, volume]`; CCXT gives None for a value
+    it could not parse, which is rejected here as not a number."""
+    values = list(row) + [None] * (6 - len(row))
+    return Kline(
+        time_ms=_time(values[0]),
+        open=_number("open", values[1]),
+        high=_number("high", values[2]),
+        low=_number("low", values[3]),
+        close=_number("close", values[4]),
+        volume=_number("volume", values[5]),
+    )
+
+
 @dataclass(slots=True)
 class Batch:
     """What one exchange response adds: items to write in order, and rejected rows to report
@@ -256,16 +270,8 @@ class FeedState:
     def _kline(self, row: Sequence[Any]) -> Kline:
         """SPEC 5.1 rule 11 for a klines row, plus: after the stream's kline (a kline built from
         trades may be replaced by its whole self, nothing earlier)."""
-        values = list(row) + [None] * (6 - len(row))
-        open_ms = _time(values[0])
-        kline = Kline(
-            time_ms=open_ms,
-            open=_number("open", values[1]),
-            high=_number("high", values[2]),
-            low=_number("low", values[3]),
-            close=_number("close", values[4]),
-            volume=_number("volume", values[5]),
-        )
+        kline = parse_candle(row)
+        open_ms = kline.time_ms
         validate_kline(kline)
         if open_ms % self.period_ms != 0:
             raise BadMarketData("time", open_ms, ROW_TIME_OFF_PERIOD)

@@ -1,0 +1,1 @@
+"""`bandwagon download`: exchange klines history into the CSV that replay and backtest read."""
