@@ -84,6 +84,8 @@ EXCHANGE_ERRORS = Counter(
 )
 FRESH_CHECK = "market data fresh"
 RECENT_TRADE_IDS = 10_000  # ids remembered to drop trades seen twice (REST and websocket overlap)
+TRADES_WINDOW_MS = 3_600_000  # `since`..`until` of one fetch_trades page (Binance's limit; MEXC
+# wants `until` whenever `since` is given)
 SEPARATOR_FREE = str.maketrans({chr(code): "?" for code in range(32)})
 
 T = TypeVar("T")
@@ -295,7 +297,11 @@ class FeedState:
                 if raw_id is None
                 else str(raw_id)
             ).translate(SEPARATOR_FREE)
-            if trade_id in self.recent_ids:
+            # The same trade may come with another id (or none) by REST and by socket: its time,
+            # price and amount identify it too (two distinct trades equal in all three would be
+            # taken for one).
+            fingerprint = f"{time_ms}/{trade.get('price')}/{trade.get('amount')}"
+            if trade_id in self.recent_ids or fingerprint in self.recent_ids:
                 continue
             if type(time_ms) is int and covered_until is not None and time_ms <= covered_until:
                 continue
@@ -313,6 +319,7 @@ class FeedState:
                 batch.rejects.append((line, Reject(0, error.field, error.value, error.reason)))
                 continue
             self._remember(trade_id)
+            self._remember(fingerprint)
             self.last_time_ms, self.kline_ms, self.kline_whole = (
                 update.time_ms,
                 update.kline.time_ms,
@@ -518,17 +525,25 @@ class CcxtFollower:
             await self._fetch_trades()
 
     async def _fetch_trades(self) -> None:
-        """Trades since the last update, page by page until a page adds nothing."""
-        since = self.state.trades_from(self.clock_ms())
+        """Trades since the last update, an hour window at a time, page by page until a page
+        of the window that reaches now adds nothing."""
+        now_ms = self.clock_ms()
+        since = self.state.trades_from(now_ms)
         while True:
-            trades = await self._call(self.exchange.fetch_trades(self.symbol, since=since))
+            until = since + TRADES_WINDOW_MS - 1
+            trades = await self._call(
+                self.exchange.fetch_trades(self.symbol, since=since, params={"until": until})
+            )
             self._contact()
             batch = self.state.accept_trades(trades)
             await self._write(batch)
             times = [t["timestamp"] for t in trades if type(t.get("timestamp")) is int]
-            if not batch.items or not times or max(times) < since:
+            if batch.items and times and max(times) >= since:
+                since = max(times)
+            elif until < now_ms:
+                since = until + 1  # a window without new trades: the next one
+            else:
                 return
-            since = max(times)
 
     async def _watch(self) -> None:
         """Trades from the websocket until an error (raised) or stop. The first batch after a
