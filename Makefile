@@ -106,6 +106,10 @@ $(BENCH_STAMP): pyproject.toml | $(STAMP)
 bench: $(STAMP) $(BENCH_STAMP) ## measure the backtest beside its peers, update docs/benchmarks.md (ARGS="--no-doc")
 	$(BIN)/python -m benches.backtest_speed $(ARGS)
 
+.PHONY: soak
+soak: $(STAMP) ## the soak: 200 clients, synthetic data at 100x (SOAK_MINUTES=30 by default)
+	$(BIN)/pytest -q -s $(PYTEST_ARGS) tests/soak
+
 clean: ## remove .venv, .venv-checkov, caches and .run (the demo's Redis data, logs and key)
 	rm -rf $(VENV) $(CHECKOV_VENV) .run .bench .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -30,7 +30,19 @@ def test_make_help_lists_every_target_and_is_the_default() -> None:
     assert shown == make("help")
     listed = [line.split()[0] for line in shown.splitlines()[1:]]
     assert listed == (
-        ["help", "install", "run", "watch", "test", "lint", "k8s-check", "fmt", "bench", "clean"]
+        [
+            "help",
+            "install",
+            "run",
+            "watch",
+            "test",
+            "lint",
+            "k8s-check",
+            "fmt",
+            "bench",
+            "soak",
+            "clean",
+        ]
     )
 
 
