@@ -1,0 +1,419 @@
+"""Pipeline speed: ingest -> strategy -> accounting as real processes on one private redis-server,
+replaying seeded klines as fast as possible for 1, 10 and 100 symbols (issue 7, point 1).
+
+    python -m benches.pipeline_speed [--quick] [--no-doc]     (`make bench` runs it)
+
+For each size: the bots file (1 bot x 1 symbol, 2 x 5, 10 x 10), one seeded random-walk klines
+CSV per symbol (`benches/data.py`), then accounting and strategy started and ready, then `bandwagon
+ingest --speed max`. Progress is read from Redis alone: market stream entry ids (their ms part is
+the XADD time), the strategy checkpoints, each bot's events stream and accounting checkpoint.
+The latency from a market update's XADD to the PUBLISH of the refresh reflecting it is the
+accounting's histogram `bandwagon_update_to_publish_seconds` (from /metrics, bucket-interpolated).
+Beside it, in the same run and on the same Redis: redis-py pipelined XADD of the very same
+entries (the first hop's ceiling). Every run is bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import cast
+
+from redis.asyncio import Redis
+
+from benches.data import ROOT, SEED, cache_dir, random_walk_klines, write_klines_csv
+from benches.loadgen_stats import (
+    cpu_seconds,
+    histogram_quantile,
+    parse_histogram,
+    ratio,
+    subtract_histograms,
+)
+from benches.timing import machine_line
+from libs import keys
+from libs.redis_server import RedisServer, free_port
+
+DOC_PATH = ROOT / "docs" / "benchmarks.md"
+BEGIN_MARK = "<!-- pipeline-speed:begin (written by python -m benches.pipeline_speed) -->"
+END_MARK = "<!-- pipeline-speed:end -->"
+PACKAGES = ("redis", "hiredis", "orjson", "numpy", "ta-lib")
+HISTOGRAM = "bandwagon_update_to_publish_seconds"
+API_KEY = "bench-pipeline-key-0123456789abcdef"
+LAYOUTS = ((1, 1), (2, 5), (10, 10))  # (bots, symbols per bot): 1, 10 and 100 symbols
+XADD_BATCH = 500
+BOT_YAML = """\
+  - id: {bot}
+    api_key_env: PIPELINE_KEY_{index}
+    exchange: mexc
+    kline_size: 1m
+    start_capital: 1000
+    refresh_interval_ms: 1000
+    strategy: {{name: BollingerBands, period: 20, nbdev_up: 2, nbdev_dn: 2, mode: both,
+               order_type: maker, buy_pct: 20, order_timeout_ms: 60000, slippage_pct: 0.05}}
+    symbols:
+{symbols}
+"""
+SYMBOL_YAML = (
+    '      - {{product_id: {pid}, min_size: "0.00001", price_decimals: 2, leverage: 10,'
+    " isolated: true}}\n"
+)
+
+
+@dataclass(slots=True)
+class Case:
+    bots: int
+    symbols_per_bot: int
+    rows_per_symbol: int
+    updates: int = 0
+    ingest_s: float = math.nan  # first entry's XADD to the last's
+    strategy_s: float = math.nan  # first entry's XADD to every strategy checkpoint at its end
+    accounting_s: float = math.nan  # ... to every accounting checkpoint at its events' end
+    p50_s: float = math.nan
+    p99_s: float = math.nan
+    refreshes: int = 0
+    xadd_s: float = math.nan  # redis-py pipelined XADD of the same entries
+    cpu: dict[str, float] | None = None  # CPU seconds per process over the run
+
+    @property
+    def symbols(self) -> int:
+        return self.bots * self.symbols_per_bot
+
+    def rate(self, seconds: float) -> float:
+        return self.updates / seconds if seconds and not math.isnan(seconds) else math.nan
+
+
+def product_id(bot: int, symbol: int) -> str:
+    return f"S{bot:02d}{symbol:02d}-USDT"
+
+
+def bots_yaml(case: Case) -> str:
+    parts = ["bots:\n"]
+    for bot in range(case.bots):
+        symbols = "".join(
+            SYMBOL_YAML.format(pid=product_id(bot, s)) for s in range(case.symbols_per_bot)
+        )
+        parts.append(BOT_YAML.format(bot=f"p{bot:02d}", index=bot, symbols=symbols.rstrip()))
+    return "".join(parts)
+
+
+def data_files(case: Case, workdir: Path) -> list[tuple[str, Path]]:
+    files: list[tuple[str, Path]] = []
+    for bot in range(case.bots):
+        for symbol in range(case.symbols_per_bot):
+            pid = product_id(bot, symbol)
+            path = workdir / f"klines-{case.rows_per_symbol}-{pid}.csv"
+            if not path.exists():
+                seed = SEED + 1000 * bot + symbol
+                write_klines_csv(random_walk_klines(case.rows_per_symbol, seed), path)
+            files.append((pid, path))
+    return files
+
+
+class Services:
+    def __init__(self, workdir: Path, redis_url: str, config: Path, case: Case) -> None:
+        self.workdir = workdir
+        self.env = dict(os.environ)
+        self.env.update(
+            REDIS_URL=redis_url,
+            BANDWAGON_CONFIG=str(config),
+            LOG_LEVEL="WARNING",
+            TZ="UTC",
+            **{f"PIPELINE_KEY_{i}": f"{API_KEY}-{i}" for i in range(case.bots)},
+        )
+        self.processes: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+
+    def start(self, name: str, *args: str) -> int:
+        port = free_port()
+        with (self.workdir / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", name, *args],
+                env={**self.env, "HEALTH_PORT": str(port), "WORKER_ID": name},
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.processes[name] = (process, port)
+        return port
+
+    def wait_ready(self, name: str, timeout_s: float = 60) -> None:
+        process, port = self.processes[name]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited {process.returncode}; see {self.workdir}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} not ready in {timeout_s} s")
+
+    def metrics(self, name: str) -> str:
+        _, port = self.processes[name]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text: str = response.read().decode()
+        return text
+
+    def cpu(self) -> dict[str, float]:
+        found: dict[str, float] = {}
+        for name, (process, _) in self.processes.items():
+            if process.poll() is None:
+                found[name] = cpu_seconds(process.pid)
+        return found
+
+    def stop_all(self) -> None:
+        for process, _ in reversed(list(self.processes.values())):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process, _ in self.processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def entry_ms(entry_id: str) -> int:
+    return int(entry_id.split("-", 1)[0])
+
+
+def entry_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def last_id(redis: Redis, key: str) -> str | None:
+    entries = await redis.xrevrange(key, count=1)
+    return str(entries[0][0]) if entries else None
+
+
+async def run_case(case: Case, workdir: Path, timeout_s: float) -> Case:
+    case_dir = workdir / f"{case.bots}x{case.symbols_per_bot}"
+    case_dir.mkdir(parents=True, exist_ok=True)
+    files = data_files(case, workdir)
+    case.updates = case.symbols * case.rows_per_symbol
+    config = case_dir / "bots.yaml"
+    config.write_text(bots_yaml(case))
+    server = RedisServer(case_dir / f"redis-{os.getpid()}-{time.time_ns()}").start()
+    services = Services(case_dir, server.url, config, case)
+    redis = Redis.from_url(server.url, decode_responses=True)
+    bot_ids = [f"p{bot:02d}" for bot in range(case.bots)]
+    streams = {pid: keys.market_stream("mexc", pid, "1m") for pid, _ in files}
+    try:
+        services.start("accounting")
+        services.start("strategy")
+        services.wait_ready("accounting")
+        services.wait_ready("strategy")
+        for _ in range(600):  # accounting creates each bot's state once it owns it
+            if all([await redis.hget(keys.meta(bot), "seq") for bot in bot_ids]):
+                break
+            await asyncio.sleep(0.05)
+        before = parse_histogram(services.metrics("accounting"), HISTOGRAM)
+        cpu0 = services.cpu()
+        replays = [f"--replay={pid}={path}" for pid, path in files]
+        services.start("ingest", "--source=replay", "--speed=max", *replays)
+        deadline = time.monotonic() + timeout_s
+        first_ms: int | None = None
+        ingest_end_ms: int | None = None
+        strategy_end: float | None = None
+        accounting_end: float | None = None
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            now_ms = time.time() * 1000
+            async with redis.pipeline(transaction=False) as pipe:
+                for stream in streams.values():
+                    pipe.xlen(stream)
+                lengths = await pipe.execute()
+            if first_ms is None and any(lengths):
+                firsts = [await redis.xrange(s, count=1) for s in streams.values()]
+                first_ms = min(entry_ms(str(f[0][0])) for f in firsts if f)
+            if ingest_end_ms is None and sum(lengths) >= case.updates:
+                ends = [await last_id(redis, s) for s in streams.values()]
+                ingest_end_ms = max(entry_ms(e) for e in ends if e)
+            if ingest_end_ms is None:
+                continue
+            if strategy_end is None:
+                done = True
+                for bot in range(case.bots):
+                    for symbol in range(case.symbols_per_bot):
+                        pid = product_id(bot, symbol)
+                        mark = await redis.hget(
+                            keys.strategy_state(f"p{bot:02d}", pid), "checkpoint"
+                        )
+                        if mark != await last_id(redis, streams[pid]):
+                            done = False
+                            break
+                    if not done:
+                        break
+                if done:
+                    strategy_end = now_ms
+                continue
+            checkpoints = [
+                await redis.hget(keys.accounting_state(bot), "checkpoint") for bot in bot_ids
+            ]
+            lasts = [await last_id(redis, keys.events(bot)) for bot in bot_ids]
+            if all(
+                mark is not None and end is not None and entry_key(str(mark)) >= entry_key(end)
+                for mark, end in zip(checkpoints, lasts, strict=True)
+            ):
+                accounting_end = now_ms
+                break
+        cpu1 = services.cpu()
+        case.cpu = {name: cpu1.get(name, math.nan) - cpu0.get(name, 0.0) for name in cpu1}
+        case.cpu["redis"] = math.nan
+        if first_ms is not None and ingest_end_ms is not None:
+            case.ingest_s = (ingest_end_ms - first_ms) / 1000
+            if strategy_end is not None:
+                case.strategy_s = (strategy_end - first_ms) / 1000
+            if accounting_end is not None:
+                case.accounting_s = (accounting_end - first_ms) / 1000
+        await asyncio.sleep(1.2)  # the last refresh's publish
+        observed = subtract_histograms(
+            parse_histogram(services.metrics("accounting"), HISTOGRAM), before
+        )
+        case.p50_s = histogram_quantile(observed, 0.5)
+        case.p99_s = histogram_quantile(observed, 0.99)
+        case.refreshes = int(observed[-1][1]) if observed else 0
+        services.stop_all()
+        case.xadd_s = await pipelined_xadd(redis, list(streams.values()))
+    finally:
+        services.stop_all()
+        await redis.aclose()
+        server.stop()
+    return case
+
+
+async def pipelined_xadd(redis: Redis, streams: list[str]) -> float:
+    """redis-py, pipelined (no MULTI), XADD of every entry the run wrote, to fresh streams of the
+    same Redis, `XADD_BATCH` per round trip, streams interleaved as ingest writes them."""
+    entries: list[tuple[str, list[tuple[str, dict[str, str]]]]] = []
+    for stream in streams:
+        read = cast(list[tuple[str, dict[str, str]]], await redis.xrange(stream))
+        entries.append((stream.replace("market", "xadd-ceiling", 1), read))
+    start = time.perf_counter()
+    pending = 0
+    pipe = redis.pipeline(transaction=False)
+    longest = max(len(read) for _, read in entries)
+    for offset in range(0, longest, XADD_BATCH):
+        for target, read in entries:
+            for _, fields in read[offset : offset + XADD_BATCH]:
+                pipe.xadd(target, fields, maxlen=1_000_000, approximate=True)  # type: ignore[arg-type]
+                pending += 1
+                if pending >= XADD_BATCH:
+                    await pipe.execute()
+                    pending = 0
+    if pending:
+        await pipe.execute()
+    return time.perf_counter() - start
+
+
+def fmt_rate(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:,.0f}/s"
+
+
+def ms(seconds: float) -> str:
+    return "n/a" if math.isnan(seconds) else f"{seconds * 1000:,.0f} ms"
+
+
+def render(cases: list[Case], machine: str, date: str, command: str) -> str:
+    lines = [
+        BEGIN_MARK,
+        "",
+        f"Measured {date} on {machine}.",
+        f"Command: `{command}`. Rates are updates / seconds from the first market entry's XADD"
+        " (its entry id) to the moment the stage's checkpoints reached the end of its input.",
+        "",
+        "| symbols (bots x symbols) | updates | ingest (Lua XADD batches) | strategy done |"
+        " accounting done = pipeline | pipelined XADD ceiling | pipeline / ceiling |"
+        " update -> PUBLISH p50 | p99 | refreshes | CPU s: ingest, strategy, accounting |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for case in cases:
+        pipeline = case.rate(case.accounting_s)
+        ceiling = case.rate(case.xadd_s)
+        cpu = case.cpu or {}
+        cpus = ", ".join(
+            f"{cpu.get(n, math.nan):.1f}" for n in ("ingest", "strategy", "accounting")
+        )
+        lines.append(
+            f"| {case.symbols} ({case.bots} x {case.symbols_per_bot}) | {case.updates:,}"
+            f" | {fmt_rate(case.rate(case.ingest_s))} | {fmt_rate(case.rate(case.strategy_s))}"
+            f" | {fmt_rate(pipeline)} | {fmt_rate(ceiling)}"
+            f" | {ratio(pipeline, ceiling):.2f}x | {ms(case.p50_s)} | {ms(case.p99_s)}"
+            f" | {case.refreshes:,} | {cpus} |"
+        )
+    slowest = min((c.rate(c.accounting_s) for c in cases), default=math.nan)
+    lines += [
+        "",
+        "| goal (issue 7) | measured | met |",
+        "| --- | --- | --- |",
+        f"| >= 20,000 market updates/s sustained | slowest size {fmt_rate(slowest)} |"
+        f" {'yes' if slowest >= 20_000 else 'no'} |",
+        "",
+        END_MARK,
+    ]
+    return "\n".join(lines)
+
+
+def write_doc(path: Path, block: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    begin, end = text.find(BEGIN_MARK), text.find(END_MARK)
+    if begin < 0 or end < begin:
+        raise SystemExit(f"{path}: no '{BEGIN_MARK}' ... '{END_MARK}' to write between")
+    path.write_text(text[:begin] + block + text[end + len(END_MARK) :], encoding="utf-8")
+
+
+async def measure(total_updates: int, timeout_s: float) -> list[Case]:
+    workdir = cache_dir() / "pipeline"
+    workdir.mkdir(parents=True, exist_ok=True)
+    cases: list[Case] = []
+    for bots, per_bot in LAYOUTS:
+        case = Case(bots, per_bot, max(100, total_updates // (bots * per_bot)))
+        await run_case(case, workdir, timeout_s)
+        print(
+            f"  {case.symbols:>3} symbols: {case.updates:,} updates;"
+            f" ingest {fmt_rate(case.rate(case.ingest_s))},"
+            f" strategy {fmt_rate(case.rate(case.strategy_s))},"
+            f" pipeline {fmt_rate(case.rate(case.accounting_s))},"
+            f" XADD ceiling {fmt_rate(case.rate(case.xadd_s))};"
+            f" update->publish p50 {ms(case.p50_s)} p99 {ms(case.p99_s)}; cpu {case.cpu}",
+            flush=True,
+        )
+        cases.append(case)
+    return cases
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benches.pipeline_speed", description=__doc__)
+    parser.add_argument("--updates", type=int, default=200_000, help="market updates per size")
+    parser.add_argument("--quick", action="store_true", help="20,000 updates per size")
+    parser.add_argument("--no-doc", action="store_true", help="print only")
+    parser.add_argument("--doc", type=Path, default=DOC_PATH)
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per size at most")
+    args = parser.parse_args(argv)
+    updates = 20_000 if args.quick else args.updates
+    cases = asyncio.run(measure(updates, args.timeout))
+    command = "python -m benches.pipeline_speed" + (" --quick" if args.quick else "")
+    date = datetime.now(UTC).strftime("%Y-%m-%d")
+    block = render(cases, machine_line(PACKAGES), date, command)
+    print(block)
+    if not args.no_doc:
+        write_doc(args.doc, block)
+        print(f"wrote {args.doc.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
