@@ -215,3 +215,33 @@ async def test_replicas_killed_and_paused_at_random_end_as_one_uninterrupted_pro
         commits = [fields for _, fields in await redis.xrange(keys.commits(bot_id))]
         moved += check_single_writer(commits, bot_id)
     assert moved > 0, f"no partition changed owner under {faults}"
+
+
+async def test_a_dead_owners_partitions_are_owned_again_within_15_s_at_the_default_lease(
+    deployment: Deployment, redis: Redis
+) -> None:
+    """SPEC 4.1 rule 9 with 5.1 rule 12's defaults (a lease of 10 s renewed every 3 s): SIGKILL
+    the replica holding a bot's accounting partition; the survivor owns it, with a new token,
+    within 15 s."""
+    for label in ACCOUNTING_REPLICAS:
+        deployment.start("accounting", replica=label, **api_keys())
+    deployment.wait_ready(*ACCOUNTING_REPLICAS)
+    lease_key = keys.lease("fo-a", "accounting")
+    deadline = time.monotonic() + 15
+    while not await redis.get(lease_key):
+        assert time.monotonic() < deadline, "nobody took the partition"
+        await asyncio.sleep(0.1)
+    owner, _, token = str(await redis.get(lease_key)).rpartition(":")
+    deployment.services[owner].process.kill()
+    killed_at = time.monotonic()
+    while True:
+        value = await redis.get(lease_key)
+        if value is not None and not value.startswith(f"{owner}:"):
+            break
+        assert time.monotonic() - killed_at < 15, f"still {value} 15 s after its owner died"
+        await asyncio.sleep(0.1)
+    took_s = time.monotonic() - killed_at
+    survivor, _, new_token = str(value).rpartition(":")
+    assert survivor in ACCOUNTING_REPLICAS and int(new_token) > int(token)
+    assert took_s > 3, "the lease, not a release, moved it: the owner was killed, not stopped"
+    print(f"failover took {took_s:.1f} s")
