@@ -60,6 +60,7 @@ SERVERS = ("gateway", "plain", "fastapi")
 LABELS = {"gateway": "Bandwagon gateway", "plain": "plain websockets", "fastapi": "FastAPI docs"}
 CLIENTS_PER_LOADGEN = 2500
 P99_LIMIT_S = 0.100
+PROFILE_LOAD = (1000, 10.0)  # clients, refreshes/s of the cProfiled gateway run (--profile)
 
 
 @dataclass(frozen=True, slots=True)
@@ -632,10 +633,10 @@ async def measure(args: argparse.Namespace) -> Figures:
                 figures.scale.append(run)
         if args.profile:
             bench.profile = True
-            clients = sizes.clients[-1]
-            run = await steady(bench, "gateway", clients, 1.0, sizes.seconds)
+            clients, rate = PROFILE_LOAD
+            run = await steady(bench, "gateway", clients, rate, sizes.seconds)
             print_run(run)
-            print_profile(workdir / f"gateway-{clients}x1x1-0.prof")
+            print_profile(workdir / f"gateway-{clients}x{rate:g}x1-0.prof")
     finally:
         redis_server.stop()
     return figures
@@ -657,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, default=PLOT_PATH)
     parser.add_argument("--profile", action="store_true", help="also a cProfiled gateway run")
     parser.add_argument(
-        "--only", action="append", choices=("fanout", "saturation", "scale", "init")
+        "--only", action="append", choices=("fanout", "saturation", "scale", "init", "none")
     )
     args = parser.parse_args(argv)
     raise_open_files()

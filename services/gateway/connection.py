@@ -286,9 +286,7 @@ class Connection:
         self.send_started_s = self._loop.time()
         await self._asgi_send({"type": "websocket.send", "text": text})
         self.send_started_s = None
-        metrics.MESSAGES_SENT.inc()
-        if received_s is not None:
-            metrics.PUBLISH_TO_SEND.observe(self._loop.time() - received_s)
+        metrics.SENDS.sent_one(None if received_s is None else self._loop.time() - received_s)
 
     async def _send_close(self, code: int, reason: str) -> None:
         """The close frame is buffered even when the peer is not reading, so a client that later
