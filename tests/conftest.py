@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from libs.redis_server import RedisServer
+from tests.e2e.services import Deployment
 
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -27,3 +29,18 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
     await client.flushall()
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def deployment(
+    request: pytest.FixtureRequest, redis_server: RedisServer, redis: Redis, tmp_path: Path
+) -> AsyncIterator[Deployment]:
+    """The services of one e2e test as processes on the session's emptied redis-server, with the
+    test module's `BOTS_YAML` and `API_KEY`; at the end each must drain and exit 0 on SIGTERM
+    (SPEC 4.1 rule 4). Modules that need another setup define their own `deployment`."""
+    config = tmp_path / "bots.yaml"
+    config.write_text(textwrap.dedent(request.module.BOTS_YAML))
+    deployment = Deployment(redis_server.url, config, tmp_path, request.module.API_KEY)
+    yield deployment
+    codes = deployment.stop_all()
+    assert all(code == 0 for code in codes.values()), codes

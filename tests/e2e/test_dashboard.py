@@ -18,9 +18,7 @@ import io
 import os
 import shutil
 import tarfile
-import textwrap
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,18 +278,6 @@ async def same_seq_snapshot(page: Any, url: str) -> tuple[dict[str, Any], dict[s
             return before, init
         await asyncio.sleep(0.1)
     raise AssertionError("the page and a fresh init never agreed on a seq")
-
-
-@pytest.fixture
-async def deployment(
-    redis_server: RedisServer, redis: Redis, tmp_path: Path
-) -> AsyncIterator[Deployment]:
-    config = tmp_path / "bots.yaml"
-    config.write_text(textwrap.dedent(BOTS_YAML))
-    deployment = Deployment(redis_server.url, config, tmp_path, API_KEY)
-    yield deployment
-    codes = deployment.stop_all()
-    assert all(code == 0 for code in codes.values()), codes
 
 
 @pytest.mark.timeout(240)

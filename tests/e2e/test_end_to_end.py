@@ -5,19 +5,15 @@ status as the fold of the trades the pure core makes on the same data."""
 from __future__ import annotations
 
 import asyncio
-import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import websockets
-from redis.asyncio import Redis
 
 from libs.config import load_bots
 from libs.market_files import read_market_file
-from libs.redis_server import RedisServer
 from libs.store import CAPABILITIES
 from libs.trading import new_symbol_strategy
 from libs.wire.convert import trade_wire
@@ -45,18 +41,6 @@ bots:
 """
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-async def deployment(
-    redis_server: RedisServer, redis: Redis, tmp_path: Path
-) -> AsyncIterator[Deployment]:
-    config = tmp_path / "bots.yaml"
-    config.write_text(textwrap.dedent(BOTS_YAML))
-    deployment = Deployment(redis_server.url, config, tmp_path, API_KEY)
-    yield deployment
-    codes = deployment.stop_all()
-    assert all(code == 0 for code in codes.values()), codes
 
 
 def expected_trades(config: Path) -> dict[str, list[dict[str, Any]]]:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -28,11 +26,11 @@ from websockets.exceptions import ConnectionClosed
 
 from libs import keys
 from libs.config import api_key_hash
-from libs.redis_server import RedisServer
 from tests.e2e.services import REPO, Deployment, bot_seq, log_texts
 
 DATA = REPO / "tests" / "data"
 ALPHA_KEY = "alpha-isolation-key-0123456789"
+API_KEY = ALPHA_KEY  # the deployment's BOT_API_KEY
 BETA_KEY = "beta-isolation-key-9876543210"
 BOTS_YAML = """\
 bots:
@@ -83,18 +81,6 @@ ALPHA = Bot("alpha", ALPHA_KEY, "ALT-BTC", "binance", 1.0)
 BETA = Bot("beta", BETA_KEY, "XRP-ETH", "kraken", 2.5)
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-async def deployment(
-    redis_server: RedisServer, redis: Redis, tmp_path: Path
-) -> AsyncIterator[Deployment]:
-    config = tmp_path / "bots.yaml"
-    config.write_text(BOTS_YAML)
-    deployment = Deployment(redis_server.url, config, tmp_path, ALPHA_KEY)
-    yield deployment
-    codes = deployment.stop_all()
-    assert all(code == 0 for code in codes.values()), codes
 
 
 def client(url: str) -> connect:

@@ -24,7 +24,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -36,7 +36,6 @@ from redis.asyncio import Redis
 from libs import keys
 from libs.core.market import MarketUpdate
 from libs.market_files import read_market_file
-from libs.redis_server import RedisServer
 from libs.store import Snapshot, StateMissing, read_snapshot
 from libs.wire.market import decode_update
 from tests.e2e.services import REPO, Deployment, Service, backtest_json
@@ -73,18 +72,6 @@ bots:
 """
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def deployment(
-    redis_server: RedisServer, redis: Redis, tmp_path: Path
-) -> AsyncIterator[Deployment]:
-    config = tmp_path / "bots.yaml"
-    config.write_text(BOTS_YAML)
-    deployment = Deployment(redis_server.url, config, tmp_path, API_KEY)
-    yield deployment
-    codes = deployment.stop_all()
-    assert all(code == 0 for code in codes.values()), codes
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,13 +12,10 @@ client holds every seq from 2 to the final one, with no second full `init`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
-from libs.redis_server import RedisServer
 from tests.e2e.services import REPO, Deployment, Watcher, bot_seq, log_texts, ws_url_of
 
 BOT = "fleet"
@@ -39,18 +36,6 @@ bots:
 """
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-async def deployment(
-    redis_server: RedisServer, redis: Redis, tmp_path: Path
-) -> AsyncIterator[Deployment]:
-    config = tmp_path / "bots.yaml"
-    config.write_text(BOTS_YAML)
-    deployment = Deployment(redis_server.url, config, tmp_path, API_KEY)
-    yield deployment
-    codes = deployment.stop_all()
-    assert all(code == 0 for code in codes.values()), codes
 
 
 async def test_three_gateways_deliver_the_same_seqs_and_a_killed_one_costs_none(

@@ -22,9 +22,7 @@ import contextlib
 import os
 import random
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import orjson
 import pytest
@@ -32,7 +30,6 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from libs.redis_server import RedisServer
 from services.gateway.server import REDIS_MAX_CONNECTIONS
 from tests.e2e.services import (
     Deployment,
@@ -78,18 +75,6 @@ bots:
 """
 
 pytestmark = pytest.mark.timeout(int(DURATION_S) + 300)
-
-
-@pytest.fixture
-async def deployment(
-    redis_server: RedisServer, redis: Redis, tmp_path: Path
-) -> AsyncIterator[Deployment]:
-    config = tmp_path / "bots.yaml"
-    config.write_text(BOTS_YAML)
-    deployment = Deployment(redis_server.url, config, tmp_path, API_KEY)
-    yield deployment
-    codes = deployment.stop_all()
-    assert all(code == 0 for code in codes.values()), codes
 
 
 @dataclass
