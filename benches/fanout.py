@@ -456,9 +456,23 @@ def render(figures: Figures) -> str:
     ]
     for run in figures.fanout:
         lines.append(run_row(run, reference_of(run, figures.fanout)))
-    lines += ["", "**Saturation** (refresh rate raised until p99 > 100 ms):", "", HEADER]
+    lines += ["", "**Saturation** (the refresh rate raised; every rate is run, since one run's p99"]
+    lines += ["can pass 100 ms by a neighbour's burst on this shared machine):", "", HEADER]
     for run in figures.saturation:
         lines.append(run_row(run, reference_of(run, figures.saturation)))
+    lines.append("")
+    for kind in ("gateway", "plain"):
+        within = [r for r in figures.saturation if r.kind == kind and r.p99_s <= P99_LIMIT_S]
+        best = max(within, key=lambda r: r.deliveries_per_s, default=None)
+        reached = (
+            "none within 100 ms"
+            if best is None
+            else (
+                f"{best.deliveries_per_s:,.0f} deliveries/s ({best.clients:,} clients x"
+                f" {best.rate:g}/s, p99 {ms(best.p99_s)}, {best.server_cpu:.2f} cores)"
+            )
+        )
+        lines.append(f"- {LABELS[kind]}: highest rate with p99 <= 100 ms: {reached}")
     lines += ["", "**Scale** (N gateway processes behind the same Redis, clients split evenly):"]
     lines += ["", HEADER]
     for run in figures.scale:
@@ -621,7 +635,7 @@ async def measure(args: argparse.Namespace) -> Figures:
                     run = await steady(bench, kind, sizes.saturation_clients, rate, seconds)
                     print_run(run)
                     figures.saturation.append(run)
-                    if run.p99_s > P99_LIMIT_S:
+                    if run.p99_s > 3 * P99_LIMIT_S:  # well past it: no need to go higher
                         break
         if "scale" in only:
             for servers in (1, 2, 3):
