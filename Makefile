@@ -103,8 +103,10 @@ $(BENCH_STAMP): pyproject.toml | $(STAMP)
 	@touch $@
 
 .PHONY: bench
-bench: $(STAMP) $(BENCH_STAMP) ## measure the backtest beside its peers, update docs/benchmarks.md (ARGS="--no-doc")
+bench: $(STAMP) $(BENCH_STAMP) ## measure the backtest, the pipeline and the fan-out beside their references, update docs/benchmarks.md (ARGS="--no-doc", "--quick")
 	$(BIN)/python -m benches.backtest_speed $(ARGS)
+	$(BIN)/python -m benches.pipeline_speed $(ARGS)
+	$(BIN)/python -m benches.fanout $(ARGS)
 
 .PHONY: soak
 soak: $(STAMP) ## the soak: 200 clients, synthetic data at 100x (SOAK_MINUTES=30 by default)
