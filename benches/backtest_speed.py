@@ -37,6 +37,7 @@ from benches.data import (
     klines_csv,
     read_columns,
 )
+from benches.doc_section import write_section
 from benches.strategies import (
     FillMark,
     Rules,
@@ -432,15 +433,6 @@ def markdown(figures: Figures) -> str:
     return "\n".join(lines)
 
 
-def write_doc(path: Path, block: str) -> None:
-    """Replace what lies between the section's markers, keeping the rest of the document."""
-    text = path.read_text(encoding="utf-8")
-    begin, end = text.find(BEGIN_MARK), text.find(END_MARK)
-    if begin < 0 or end < begin:
-        raise SystemExit(f"{path}: no '{BEGIN_MARK}' ... '{END_MARK}' to write between")
-    path.write_text(text[:begin] + block + text[end + len(END_MARK) :], encoding="utf-8")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benches.backtest_speed", description=__doc__)
     parser.add_argument("--rows", type=int, default=YEAR_MINUTES, help="klines (default a year)")
@@ -466,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = measure(args.rows, args.seed, repeats, lambda text: console.log(text))
     print_figures(console, figures)
     if not args.no_doc:
-        write_doc(args.doc, markdown(figures))
+        write_section(args.doc, markdown(figures), BEGIN_MARK, END_MARK)
         console.print(f"written: {args.doc}")
     return 0
 

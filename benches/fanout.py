@@ -34,6 +34,7 @@ import orjson
 from redis.asyncio import Redis
 
 from benches.data import ROOT, cache_dir
+from benches.doc_section import write_section
 from benches.fanout_publish import seed_history, trim_history, write_bots_file
 from benches.loadgen_stats import (
     cpu_seconds,
@@ -577,14 +578,6 @@ def plot(figures: Figures, path: Path) -> None:
     plt.close(fig)
 
 
-def write_doc(path: Path, block: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    begin, end = text.find(BEGIN_MARK), text.find(END_MARK)
-    if begin < 0 or end < begin:
-        raise SystemExit(f"{path}: no '{BEGIN_MARK}' ... '{END_MARK}' to write between")
-    path.write_text(text[:begin] + block + text[end + len(END_MARK) :], encoding="utf-8")
-
-
 def print_run(run: Run) -> None:
     print(
         f"  {run.kind:8} x{run.servers} clients {run.clients:>6,} rate {run.rate:>4g}/s"
@@ -684,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_doc:
         if figures.fanout:
             plot(figures, args.plot)
-        write_doc(args.doc, block)
+        write_section(args.doc, block, BEGIN_MARK, END_MARK)
         print(f"wrote {args.doc.relative_to(ROOT)} and {args.plot.relative_to(ROOT)}")
     return 0
 

@@ -32,6 +32,7 @@ from typing import cast
 from redis.asyncio import Redis
 
 from benches.data import ROOT, SEED, cache_dir, random_walk_klines, write_klines_csv
+from benches.doc_section import write_section
 from benches.loadgen_stats import (
     cpu_seconds,
     histogram_quantile,
@@ -367,14 +368,6 @@ def render(cases: list[Case], machine: str, date: str, command: str) -> str:
     return "\n".join(lines)
 
 
-def write_doc(path: Path, block: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    begin, end = text.find(BEGIN_MARK), text.find(END_MARK)
-    if begin < 0 or end < begin:
-        raise SystemExit(f"{path}: no '{BEGIN_MARK}' ... '{END_MARK}' to write between")
-    path.write_text(text[:begin] + block + text[end + len(END_MARK) :], encoding="utf-8")
-
-
 async def measure(total_updates: int, timeout_s: float) -> list[Case]:
     workdir = cache_dir() / "pipeline"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -410,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     block = render(cases, machine_line(PACKAGES), date, command)
     print(block)
     if not args.no_doc:
-        write_doc(args.doc, block)
+        write_section(args.doc, block, BEGIN_MARK, END_MARK)
         print(f"wrote {args.doc.relative_to(ROOT)}")
     return 0
 
