@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import WatchError
 
 from libs import keys
@@ -76,6 +77,15 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+def _is_connection_loss(error: WatchError) -> bool:
+    """redis-py turns a connection lost while WATCHing into a WatchError of its own wording."""
+    return "occurred while watching" in str(error)
+
+
+def _connection_lost(error: WatchError) -> RedisConnectionError:
+    return RedisConnectionError(str(error))
 
 
 class LeaseLost(Exception):
@@ -185,8 +195,11 @@ class LeaseKeeper:
         if lost:
             raise LeaseLost(lost)
         lease_keys = [keys.lease(p.bot, p.name) for p in partitions]
-        await tx.watch(*lease_keys)
-        values = await tx.mget(lease_keys)
+        try:
+            await tx.watch(*lease_keys)
+            values = await tx.mget(lease_keys)
+        except WatchError as error:
+            raise _connection_lost(error) from error
         lost = [
             p for p, value in zip(partitions, values, strict=True) if value != self.lease_value(p)
         ]
@@ -210,7 +223,9 @@ class LeaseKeeper:
         """EXEC a transaction `guard` opened; a lease that moved since turns it into `LeaseLost`."""
         try:
             await tx.execute()
-        except WatchError:
+        except WatchError as error:
+            if _is_connection_loss(error):  # not a moved lease: Redis went away (reload all)
+                raise _connection_lost(error) from error
             partitions = list(partitions)
             self.forget(partitions)
             raise LeaseLost(partitions) from None

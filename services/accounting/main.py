@@ -12,6 +12,7 @@ from libs.bot_state import ensure_state, publish_api_keys
 from libs.config import BotsFile, load_bots, load_settings, read_api_keys
 from libs.ops.leases import LeaseKeeper
 from libs.ops.logs import setup_logging
+from libs.ops.redis_client import worker_redis
 from libs.ops.timezone import local_time_zone_offset_min
 from libs.ops.worker_shell import run_worker
 from libs.partitions import accounting_partitions
@@ -36,7 +37,7 @@ async def amain(args: argparse.Namespace) -> int:
     setup_logging("accounting", settings.log_level)
     bots = load_bots(settings.config_path)
     read_api_keys(bots)  # a missing or malformed key is a config error at start (exit 78)
-    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    redis = worker_redis(settings.redis_url)
     keeper = LeaseKeeper.for_service(
         redis, "accounting", settings, accounting_partitions(bots.bots)
     )

@@ -32,14 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from libs.config import BotsFile, Settings, load_bots, load_settings
 from libs.errors import ConfigError
 from libs.market_files import Reject, file_kind
 from libs.ops.health import Health, SidePort, ping_redis_forever
 from libs.ops.logs import setup_logging
+from libs.ops.redis_client import worker_redis
 from services.ingest.ccxt_markets import URLS_VARIABLE, parse_urls
 from services.ingest.ccxt_source import CcxtIngest, CcxtSettings, Stopped
 from services.ingest.sources import ReplaySource, Source, SyntheticSource
@@ -231,13 +230,7 @@ async def run_streams(
 def redis_client(url: str) -> Redis:
     """No retries inside redis-py: a blindly retried batch could be applied twice. The writer
     retries itself, after reading back what is already in the stream."""
-    return Redis.from_url(
-        url,
-        decode_responses=True,
-        retry=Retry(NoBackoff(), 0),
-        socket_connect_timeout=5,
-        socket_timeout=10,
-    )
+    return worker_redis(url)
 
 
 async def serve(settings: Settings, bots: BotsFile, options: Options) -> int:

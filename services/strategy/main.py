@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from redis.asyncio import Redis
-
 from libs.config import load_bots, load_settings
 from libs.ops.leases import LeaseKeeper
 from libs.ops.logs import setup_logging
+from libs.ops.redis_client import worker_redis
 from libs.ops.worker_shell import run_worker
 from libs.partitions import strategy_partitions
 from services.strategy.worker import StrategyWorker
@@ -21,7 +20,7 @@ async def amain(args: argparse.Namespace) -> int:
     settings = load_settings()
     setup_logging("strategy", settings.log_level)
     bots = load_bots(settings.config_path)
-    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    redis = worker_redis(settings.redis_url)
     keeper = LeaseKeeper.for_service(
         redis, "strategy", settings, strategy_partitions(bots.enabled_bots)
     )

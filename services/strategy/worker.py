@@ -239,5 +239,8 @@ class StrategyWorker:
                         )
                     await self.keeper.commit(tx, ids)
             except LeaseLost as lost:
+                # every partition of the aborted commit is ahead of Redis now, not only the lost
+                # ones: drop them all; the next beat reloads those still owned
                 log.warning("commit fenced off: %s", lost, extra={"bot": bot_id})
-                self.partitions = [p for p in self.partitions if p.id not in lost.partitions]
+                self.partitions = [p for p in self.partitions if p.id not in ids]
+                self.keeper.forget(ids)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import RedisError, WatchError
 
 from libs import keys
 from libs.ops.leases import LeaseKeeper, LeaseLost
+from libs.ops.redis_client import worker_redis
 from libs.partitions import PartitionId
+from libs.redis_server import RedisServer, free_port
 
 PARTITIONS = [PartitionId(f"bot-{i}", "accounting") for i in range(6)]
 
@@ -130,3 +134,38 @@ async def test_leave_releases_everything_so_a_survivor_takes_over_at_once(redis:
     assert await redis.zrange(keys.members("accounting"), 0, -1) == ["staying"]
     await staying.beat()
     assert set(staying.tokens) == set(PARTITIONS)
+
+
+async def test_a_redis_restart_reaches_the_worker_as_an_error_never_a_silent_retry(
+    tmp_path: Path,
+) -> None:
+    """A worker must learn of every outage, however short, and reload from Redis: one that came
+    back may have lost the last second (AOF `everysec`), and memory is ahead of it. redis-py
+    would reconnect and retry silently; the workers' client does not, and a connection lost
+    under WATCH is a Redis error, not a moved lease."""
+    server = RedisServer(tmp_path / "redis", port=free_port()).start()
+    client = worker_redis(server.url)
+    try:
+        owner = keeper(client, "owner")
+        await owner.beat()
+        await fenced_write(owner, PARTITIONS[0], "before")
+        assert server.process is not None
+        server.process.kill()
+        server.process.wait()
+        server.start()
+        with pytest.raises(RedisError) as raised:
+            await fenced_write(owner, PARTITIONS[0], "after a restart")
+        assert not isinstance(raised.value, WatchError), "a lost connection, not a moved lease"
+        assert await client.get(f"bw:{{{PARTITIONS[0].bot}}}:probe") == "before"
+        await client.connection_pool.disconnect()  # the worker reloads on fresh connections
+        await owner.beat()  # and renews its leases on the Redis that came back
+        server.process.kill()
+        server.process.wait()
+        write = asyncio.create_task(fenced_write(owner, PARTITIONS[0], "during an outage"))
+        await asyncio.sleep(1.0)  # Redis is away while the worker commits, then back
+        server.start()
+        with pytest.raises(RedisError):  # not retried behind the worker's back until it is back
+            await write
+    finally:
+        await client.aclose()
+        server.stop()
