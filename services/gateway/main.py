@@ -16,6 +16,7 @@ from services.gateway.server import GatewayServer
 log = logging.getLogger("bandwagon.gateway")
 
 GC_FULL_AFTER_MIDDLE = 1000  # middle-generation collections before a full one (default 10)
+GC_FULL_EVERY_S = 60.0  # ...and a full one on a clock, so churn's garbage cycles stay bounded
 
 
 async def serve(settings: Settings) -> int:
@@ -26,6 +27,7 @@ async def serve(settings: Settings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await server.start()
+    collector = asyncio.create_task(collect_garbage_periodically())
     serving = server.serving
     stopping = asyncio.create_task(stop.wait())
     waiting: list[asyncio.Task[Any]] = [stopping]
@@ -34,9 +36,20 @@ async def serve(settings: Settings) -> int:
     await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     server.health.draining = True  # /readyz 503 at once, before anything else
     stopping.cancel()
+    collector.cancel()
     await server.drain_and_stop()
     log.info("stopped")
     return 0
+
+
+async def collect_garbage_periodically() -> None:
+    """With full collections rare (`_tune_gc`), the reference cycles that connections leave
+    when they close would pile up: the 30-minute soak grew by 170 MiB before one ran. A full
+    collection once a minute bounds that to a minute of churn, and its pause (~0.5 s at 10,000
+    clients) delays at most one refresh a minute, under the p99 of a refresh a second."""
+    while True:
+        await asyncio.sleep(GC_FULL_EVERY_S)
+        gc.collect()
 
 
 def _tune_gc() -> None:
