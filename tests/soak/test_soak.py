@@ -244,7 +244,10 @@ async def test_soak(deployment: Deployment, redis: Redis) -> None:
 
     for watcher in steady:
         assert watcher.first_seq is not None and watcher.full_inits == [watcher.first_seq]
-        assert watcher.received == list(range(watcher.first_seq + 1, final_seq + 1))
+        # every seq once, in order, at least up to the final one read (the bot goes on
+        # publishing until the watchers stop, so one may hold a few more)
+        assert watcher.received[-1] >= final_seq
+        assert watcher.received == list(range(watcher.first_seq + 1, watcher.received[-1] + 1))
         assert (watcher.gaps, watcher.closes, watcher.errors) == ([], [], []), watcher.report()
     assert churn.gaps == [] and churn.errors == [] and churn.cut_by_server == [], summary
     assert churn.sessions >= CHURNING and churn.resumes > 0 and churn.full_inits > 0
