@@ -69,7 +69,7 @@ class Rules:
             buy_pct=strategy.buy_pct,
             leverage=symbol.leverage,
             start_capital=bot.allocation(symbol_index),
-            min_size=float(symbol.min_size),
+            min_size=float(symbol.terms.min_size),
         )
 
 

@@ -177,7 +177,9 @@ def run_backtest(
             raise ValueError(f"bot {bot.id} has no symbol {product_id!r}")
     runs = []
     for index, symbol in enumerate(bot.symbols):
-        run = SymbolRun(symbol.product_id, symbol.price_decimals, new_symbol_strategy(bot, index))
+        run = SymbolRun(
+            symbol.product_id, symbol.terms.price_decimals, new_symbol_strategy(bot, index)
+        )
         run_symbol(run, updates.get(symbol.product_id, ()), progress, with_bands=with_bands)
         runs.append(run)
     return BacktestResult(bot, tuple(runs), time_zone_offset_min)
@@ -213,7 +215,7 @@ def backtest_document(result: BacktestResult) -> dict[str, Any]:
         scalars = symbol_scalars(
             product_id=config.product_id,
             exchange=bot.exchange,
-            min_size=config.min_size,
+            min_size=config.terms.min_size,
             leverage=config.leverage,
             isolated=config.isolated,
             figures=symbol_figures(run.strategy.ledger, run.strategy.price),

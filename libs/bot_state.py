@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import orjson
 from pydantic import SecretStr
@@ -17,7 +17,8 @@ from libs import keys
 from libs.config import BotConfig, api_key_hash
 from libs.core.pnl import Ledger
 from libs.core.portfolio import status_figures, symbol_figures
-from libs.errors import ConfigError
+from libs.errors import ConfigError, MarketTermsPending
+from libs.market_terms import frozen_terms, missing_terms, read_supplied_terms
 from libs.store import Display, encode_fields
 from libs.wire.convert import status_wire, symbol_scalars, with_lists
 
@@ -67,7 +68,7 @@ def initial_scalars(bot: BotConfig) -> list[dict[str, Any]]:
         symbol_scalars(
             product_id=symbol.product_id,
             exchange=bot.exchange,
-            min_size=symbol.min_size,
+            min_size=symbol.terms.min_size,
             leverage=symbol.leverage,
             isolated=symbol.isolated,
             figures=symbol_figures(Ledger(allocation=bot.allocation(index)), 0.0),
@@ -103,9 +104,26 @@ def first_refresh(epoch: str, symbols: list[dict[str, Any]], status: dict[str, A
     )
 
 
-async def ensure_state(redis: Redis, bot: BotConfig, time_zone_offset_min: int) -> bool:
-    """Create the bot's state unless it exists, else check the frozen config. Returns True when it
-    created it. WATCH makes two accounting replicas starting at once create it only once."""
+class StateReady(NamedTuple):
+    bot: BotConfig
+    """The bot as its state froze it: market terms the bots file leaves out filled in."""
+    created: bool
+    """This call created the state."""
+
+
+def thawed(bot: BotConfig, frozen_json: str | bytes) -> BotConfig:
+    """The configured bot with the market terms it left to the source taken from its frozen
+    config, checked against it: what the workers trade with (SPEC 4.1 rule 6)."""
+    resolved = bot.with_market_terms(frozen_terms(frozen_json))
+    check_frozen_config(resolved, frozen_json)
+    return resolved
+
+
+async def ensure_state(redis: Redis, bot: BotConfig, time_zone_offset_min: int) -> StateReady:
+    """Create the bot's state unless it exists, else check the frozen config. WATCH makes two
+    accounting replicas starting at once create it only once. Market terms the bots file
+    leaves out are taken from the source's report (`libs.market_terms`) and frozen with the
+    state; MarketTermsPending while the source has not reported them."""
     meta_key = keys.meta(bot.id)
     display = display_of(bot)
     while True:
@@ -114,9 +132,13 @@ async def ensure_state(redis: Redis, bot: BotConfig, time_zone_offset_min: int) 
                 await tx.watch(meta_key)
                 frozen = await tx.hget(meta_key, "config")
                 if frozen is not None:
-                    check_frozen_config(bot, frozen)
+                    resolved = thawed(bot, frozen)
                     await redis.hset(meta_key, "display", display.to_json())
-                    return False
+                    return StateReady(resolved, created=False)
+                if not bot.has_market_terms:
+                    bot = bot.with_market_terms(await read_supplied_terms(redis, bot))
+                    if not bot.has_market_terms:
+                        raise MarketTermsPending(bot.id, missing_terms(bot))
                 epoch = secrets.token_hex(8)
                 symbols = initial_scalars(bot)
                 status = initial_status(bot, time_zone_offset_min)
@@ -145,7 +167,7 @@ async def ensure_state(redis: Redis, bot: BotConfig, time_zone_offset_min: int) 
                 tx.xadd(keys.refresh_log(bot.id), {"msg": text}, id="1-0")
                 tx.publish(keys.refresh_channel(bot.id), text)
                 await tx.execute()
-                return True
+                return StateReady(bot, created=True)
             except WatchError:
                 continue
 

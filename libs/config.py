@@ -32,6 +32,31 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def plain_positive_decimal(value: str) -> str:
+    """min_size is sent as configured and sizes take its decimals (SPEC 2.1 rule 13)."""
+    if not re.fullmatch(r"\d+(\.\d+)?", value):
+        raise ValueError("must be a plain decimal string such as '0.00001'")
+    try:
+        if Decimal(value) <= 0:
+            raise ValueError("must be greater than 0")
+    except InvalidOperation as error:
+        raise ValueError("must be a decimal number") from error
+    return value
+
+
+class MarketTerms(_Model):
+    """What a source says about a symbol's orders: the size step and the price decimals (SPEC
+    section 2 SYMBOL.min_size, 2.1 rule 13). Stored per market, frozen per bot."""
+
+    min_size: str
+    price_decimals: int = Field(ge=0, le=18)
+
+    @field_validator("min_size")
+    @classmethod
+    def _plain_positive_decimal(cls, value: str) -> str:
+        return plain_positive_decimal(value)
+
+
 class StrategyConfig(_Model):
     """SPEC section 3 parameters of the `BollingerBands` strategy."""
 
@@ -47,25 +72,39 @@ class StrategyConfig(_Model):
 
 
 class SymbolConfig(_Model):
+    """One symbol a bot trades. `min_size` and `price_decimals` may be left out where the source
+    supplies them (the `ccxt` source, from the exchange's markets); given, they override it.
+    Either way they are frozen with the bot's state (SPEC 4.1 rule 6)."""
+
     product_id: str = Field(pattern=r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,20}$")
-    min_size: str
-    price_decimals: int = Field(ge=0, le=18)
+    min_size: str | None = None
+    price_decimals: int | None = Field(None, ge=0, le=18)
     leverage: float = Field(1.0, ge=1, le=200)
     isolated: bool = True
     weight: float = Field(1.0, gt=0)
 
     @field_validator("min_size")
     @classmethod
-    def _plain_positive_decimal(cls, value: str) -> str:
-        """min_size is sent as configured and sizes take its decimals (SPEC 2.1 rule 13)."""
-        if not re.fullmatch(r"\d+(\.\d+)?", value):
-            raise ValueError("must be a plain decimal string such as '0.00001'")
-        try:
-            if Decimal(value) <= 0:
-                raise ValueError("must be greater than 0")
-        except InvalidOperation as error:
-            raise ValueError("must be a decimal number") from error
-        return value
+    def _plain_positive_decimal(cls, value: str | None) -> str | None:
+        return None if value is None else plain_positive_decimal(value)
+
+    @property
+    def has_market_terms(self) -> bool:
+        """Both terms known: nothing to wait for from the source."""
+        return self.min_size is not None and self.price_decimals is not None
+
+    @property
+    def terms(self) -> MarketTerms:
+        """The terms to trade with; a ConfigError where the bots file left them to a source and
+        they were not filled in (`BotConfig.with_market_terms`), as in a backtest."""
+        if self.min_size is None or self.price_decimals is None:
+            missing = "min_size" if self.min_size is None else "price_decimals"
+            raise ConfigError(
+                f"symbols[{self.product_id}].{missing}",
+                "(not set)",
+                "needed here: only the live ccxt source supplies it, from the exchange",
+            )
+        return MarketTerms(min_size=self.min_size, price_decimals=self.price_decimals)
 
     @property
     def asset(self) -> str:
@@ -123,6 +162,33 @@ class BotConfig(_Model):
             "strategy": self.strategy.model_dump(),
             "symbols": [symbol.model_dump() for symbol in self.symbols],
         }
+
+    @property
+    def has_market_terms(self) -> bool:
+        return all(symbol.has_market_terms for symbol in self.symbols)
+
+    def with_market_terms(self, terms: Mapping[str, MarketTerms]) -> BotConfig:
+        """The bot with each term the bots file leaves out taken from `terms` (by product id);
+        a term the file gives is kept, so the file overrides what a source supplies."""
+        symbols = []
+        for symbol in self.symbols:
+            found = terms.get(symbol.product_id)
+            if symbol.has_market_terms or found is None:
+                symbols.append(symbol)
+                continue
+            symbols.append(
+                symbol.model_copy(
+                    update={
+                        "min_size": symbol.min_size or found.min_size,
+                        "price_decimals": (
+                            found.price_decimals
+                            if symbol.price_decimals is None
+                            else symbol.price_decimals
+                        ),
+                    }
+                )
+            )
+        return self.model_copy(update={"symbols": symbols})
 
     def allocation(self, symbol_index: int) -> float:
         """SPEC 4.1 rule 10: start_capital * weight / sum of weights, left to right."""

@@ -21,6 +21,19 @@ class ConfigError(BandwagonError):
         self.path, self.reason = path, reason
 
 
+class MarketTermsPending(BandwagonError):
+    """A bot's state cannot be created yet: the bots file leaves a symbol's `min_size` or
+    `price_decimals` to the source, and the source has not reported them. Try again later."""
+
+    def __init__(self, bot_id: str, product_ids: list[str]) -> None:
+        super().__init__(
+            f"bot {bot_id}: no min_size or price_decimals yet for {', '.join(product_ids)}: the "
+            "bots file leaves them to the source, and only the ccxt source reports them "
+            "(from the exchange's markets)"
+        )
+        self.bot_id, self.product_ids = bot_id, product_ids
+
+
 class BadMarketData(BandwagonError):
     """Skip the row, report it, leave state unchanged (SPEC 5.1 rule 11)."""
 

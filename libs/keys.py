@@ -16,6 +16,13 @@ def market_stream(exchange: str, product_id: str, kline_size: str) -> str:
     return f"{PREFIX}:market:{{{exchange}.{product_id}.{kline_size}}}"
 
 
+def market_terms(exchange: str, product_id: str) -> str:
+    """Hash: `min_size`, `price_decimals` as a source (the `ccxt` source, from the exchange's
+    markets) last reported them, and `updated_ms`. A bot whose bots file leaves them out takes
+    them from here once, when its state is created, and keeps them frozen (SPEC 4.1 rule 6)."""
+    return f"{PREFIX}:terms:{{{exchange}.{product_id}}}"
+
+
 def api_keys() -> str:
     """Hash: lowercase hex SHA-256 of an apiKey -> bot id. Keys themselves are never stored."""
     return f"{PREFIX}:apikeys"

@@ -10,11 +10,12 @@ from libs.core.strategy import StrategyParams, SymbolStrategy
 
 def symbol_terms(bot: BotConfig, index: int) -> SymbolTerms:
     symbol = bot.symbols[index]
+    market = symbol.terms
     return SymbolTerms(
         index=index,
         symbol_count=len(bot.symbols),
-        min_size=symbol.min_size,
-        price_decimals=symbol.price_decimals,
+        min_size=market.min_size,
+        price_decimals=market.price_decimals,
         leverage=symbol.leverage,
         isolated=symbol.isolated,
         maker_fee_pct=bot.maker_fee,

@@ -112,7 +112,7 @@ class BotBook:
         return symbol_scalars(
             product_id=config.product_id,
             exchange=self.bot.exchange,
-            min_size=config.min_size,
+            min_size=config.terms.min_size,
             leverage=config.leverage,
             isolated=config.isolated,
             figures=symbol_figures(book.ledger, book.price),

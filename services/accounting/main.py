@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from libs.bot_state import ensure_state, publish_api_keys
 from libs.config import BotsFile, load_bots, load_settings, read_api_keys
+from libs.errors import MarketTermsPending
 from libs.ops.leases import LeaseKeeper
 from libs.ops.logs import setup_logging
 from libs.ops.redis_client import worker_redis
@@ -26,8 +27,11 @@ async def prepare(redis: Redis, bots: BotsFile, worker: AccountingWorker) -> Non
     """State creation (SPEC 4.1 rule 11) and key hashes (2.1 rule 16) before any event, then the
     book as of the last commit."""
     for bot in bots.bots:
-        if await ensure_state(redis, bot, local_time_zone_offset_min()):
-            log.info("bot state created", extra={"bot": bot.id})
+        try:
+            if (await ensure_state(redis, bot, local_time_zone_offset_min())).created:
+                log.info("bot state created", extra={"bot": bot.id})
+        except MarketTermsPending as pending:  # retried whenever the worker takes the bot
+            log.warning("%s", pending, extra={"bot": bot.id})
     await publish_api_keys(redis, read_api_keys(bots))
     await worker.load()
 

@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from libs import keys
 from libs.bot_state import display_of, ensure_state
 from libs.config import BotConfig
+from libs.errors import MarketTermsPending
 from libs.ops.leases import LeaseKeeper, LeaseLost
 from libs.ops.timezone import local_time_zone_offset_min
 from libs.partitions import PartitionId
@@ -108,10 +109,16 @@ class AccountingWorker:
 
     async def _take(self, partitions: set[PartitionId]) -> None:
         for partition in sorted(partitions):
-            bot = self.bots[partition.bot]
             # the state may be gone since this process started (`bandwagon reset`, a Redis that
             # lost everything): create it anew, with a new epoch, before any refresh
-            if await ensure_state(self.redis, bot, local_time_zone_offset_min()):
+            try:
+                bot, created = await ensure_state(
+                    self.redis, self.bots[partition.bot], local_time_zone_offset_min()
+                )
+            except MarketTermsPending as pending:  # tried again at the next beat
+                log.debug("%s", pending, extra={"bot": partition.bot})
+                continue
+            if created:
                 log.info("bot state created", extra={"bot": bot.id})
             book = await load_book(self.redis, bot)
             book.unsaved_events = 1  # check once: config changes such as `enabled` show at start

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from libs.config import BotsFile
+from libs.config import BotsFile, MarketTerms, SymbolConfig
 from libs.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,10 @@ class SymbolMetadata:
     currency: str
     min_size: str  # a plain decimal, as SPEC 2.1 rule 13 sends it
     price_decimals: int
+
+    @property
+    def terms(self) -> MarketTerms:
+        return MarketTerms(min_size=self.min_size, price_decimals=self.price_decimals)
 
 
 def plain_decimal(value: float) -> str:
@@ -134,15 +138,19 @@ def check_timeframe(
         raise ConfigError(path, kline_size, f"{exchange_id} has no klines of this size{hint}")
 
 
-def compare_metadata(
-    bot_id: str, product: str, configured: SymbolMetadata, exchange: SymbolMetadata
-) -> list[str]:
-    """The fields where the bots file and the exchange differ. The configured values stay: they
-    are frozen with the bot's state (SPEC 4.1 rule 6), so a difference is only a WARNING."""
+def compare_metadata(bot_id: str, configured: SymbolConfig, exchange: SymbolMetadata) -> list[str]:
+    """The terms the bots file gives that differ from the exchange's. The configured values
+    stay: the file overrides the exchange, and either is frozen with the bot's state (SPEC 4.1
+    rule 6), so a difference is only a WARNING."""
     differences = []
-    if Decimal(configured.min_size) != Decimal(exchange.min_size):
+    if configured.min_size is not None and Decimal(configured.min_size) != Decimal(
+        exchange.min_size
+    ):
         differences.append(f"min_size {configured.min_size} (exchange {exchange.min_size})")
-    if configured.price_decimals != exchange.price_decimals:
+    if (
+        configured.price_decimals is not None
+        and configured.price_decimals != exchange.price_decimals
+    ):
         differences.append(
             f"price_decimals {configured.price_decimals} (exchange {exchange.price_decimals})"
         )
@@ -150,9 +158,9 @@ def compare_metadata(
         log.warning(
             "bot %s %s: configured %s; the configured value stays (SPEC 4.1 rule 6)",
             bot_id,
-            product,
+            configured.product_id,
             difference,
-            extra={"bot": bot_id, "symbol": product},
+            extra={"bot": bot_id, "symbol": configured.product_id},
         )
     return differences
 
@@ -201,17 +209,14 @@ def new_exchange(exchange_id: str, urls: Mapping[str, Any] | None = None) -> Any
     return exchange
 
 
-def bot_symbols(bots: BotsFile, exchange_id: str) -> list[tuple[str, str, SymbolMetadata]]:
-    """(path, bot id, configured metadata) of each enabled symbol on one exchange."""
+def bot_symbols(bots: BotsFile, exchange_id: str) -> list[tuple[str, str, SymbolConfig]]:
+    """(path, bot id, symbol config) of each enabled symbol on one exchange."""
     found = []
     for index, bot in enumerate(bots.bots):
         if not bot.enabled or bot.exchange != exchange_id:
             continue
         for position, symbol in enumerate(bot.symbols):
-            configured = SymbolMetadata(
-                symbol.asset, symbol.currency, symbol.min_size, symbol.price_decimals
-            )
-            found.append((f"bots[{index}].symbols[{position}].product_id", bot.id, configured))
+            found.append((f"bots[{index}].symbols[{position}]", bot.id, symbol))
     return found
 
 
@@ -223,19 +228,28 @@ def check_markets(
     counts_decimals: bool,
 ) -> dict[str, SymbolMetadata]:
     """Every enabled bot's symbols on `exchange_id` exist there (else exit 78 with close
-    matches), kline sizes too; differences from the bots file are WARNINGs. Returns the
-    exchange's metadata by product id."""
+    matches), kline sizes too; differences from the bots file are WARNINGs; a market that does
+    not say a term the bots file leaves out is exit 78 too. Returns the exchange's metadata by
+    product id."""
     metadata: dict[str, SymbolMetadata] = {}
     for index, bot in enumerate(bots.bots):
         if bot.enabled and bot.exchange == exchange_id:
             check_timeframe(exchange_id, bot.kline_size, f"bots[{index}].kline_size", timeframes)
     for path, bot_id, configured in bot_symbols(bots, exchange_id):
-        product = f"{configured.asset}-{configured.currency}"
-        market = check_symbol(exchange_id, product, path, markets)
+        product = configured.product_id
+        market = check_symbol(exchange_id, product, f"{path}.product_id", markets)
         found = market_metadata(market, counts_decimals)
         if found is None:
+            if not configured.has_market_terms:
+                missing = "min_size" if configured.min_size is None else "price_decimals"
+                raise ConfigError(
+                    f"{path}.{missing}",
+                    "(not set)",
+                    f"{exchange_id} gives no amount step or price precision for "
+                    f"{ccxt_symbol(product)}: set min_size and price_decimals in the bots file",
+                )
             log.warning("%s %s: the market gives no precision or minimum", exchange_id, product)
             continue
         metadata[product] = found
-        compare_metadata(bot_id, product, configured, found)
+        compare_metadata(bot_id, configured, found)
     return metadata

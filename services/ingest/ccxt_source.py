@@ -36,8 +36,11 @@ from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from libs.config import BotsFile
+from libs import keys
+from libs.config import BotConfig, BotsFile, MarketTerms
 from libs.core.market import (
     NOT_A_NUMBER,
     NOT_AN_INTEGER,
@@ -52,8 +55,10 @@ from libs.core.market import (
 from libs.core.periods import kline_close_time, kline_open_time
 from libs.errors import BadMarketData
 from libs.market_files import Reject
+from libs.market_terms import changed_terms, frozen_terms, write_supplied_terms
 from libs.ops.health import Health
 from services.ingest.ccxt_markets import (
+    SymbolMetadata,
     ccxt_symbol,
     check_exchange_id,
     check_markets,
@@ -666,6 +671,7 @@ class CcxtIngest:
         self.health = health
         self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
         self.exchanges: dict[str, Any] = {}
+        self.metadata: dict[str, dict[str, SymbolMetadata]] = {}  # by exchange, then product
         self.followers: list[CcxtFollower] = []
 
     async def open(self, stop: asyncio.Event) -> None:
@@ -687,7 +693,7 @@ class CcxtIngest:
                 from ccxt.base.decimal_to_precision import DECIMAL_PLACES
 
                 markets = await load_markets(exchange, self.settings, stop)
-                check_markets(
+                self.metadata[exchange_id] = check_markets(
                     self.bots,
                     exchange_id,
                     markets,
@@ -709,7 +715,30 @@ class CcxtIngest:
             and any(symbol.product_id == stream.product_id for symbol in bot.symbols)
         )
 
+    async def publish_terms(self, redis: Redis, stop: asyncio.Event) -> None:
+        """Each market's `min_size` and `price_decimals` as the exchange says them now, for the
+        bots whose file leaves them out (their state freezes them when created), and a WARNING
+        for each bot whose frozen terms the exchange has since changed: they stay (SPEC 4.1
+        rule 6). Retried until Redis answers or the stop."""
+        delay_s = 0.5
+        while not stop.is_set():
+            try:
+                for exchange_id, metadata in self.metadata.items():
+                    terms = {product: found.terms for product, found in metadata.items()}
+                    await write_supplied_terms(redis, exchange_id, terms)
+                    for bot in self.bots.enabled_bots:
+                        if bot.exchange == exchange_id:
+                            await warn_of_changed_terms(redis, bot, terms)
+                return
+            except (RedisConnectionError, RedisTimeoutError) as error:
+                log.warning("market terms not stored yet (%s); retrying in %g s", error, delay_s)
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay_s)
+                except TimeoutError:
+                    delay_s = min(delay_s * 2, 10.0)
+
     async def run(self, redis: Redis, maxlen: int, batch_size: int, stop: asyncio.Event) -> None:
+        await self.publish_terms(redis, stop)
         per_exchange = {
             exchange_id: sum(stream.exchange == exchange_id for stream in self.streams)
             for exchange_id in self.exchanges
@@ -782,3 +811,21 @@ class CcxtIngest:
                 await exchange.close()
             except Exception as error:  # closing is best effort
                 log.debug("closing %s: %s", exchange.id, error)
+
+
+async def warn_of_changed_terms(
+    redis: Redis, bot: BotConfig, terms: Mapping[str, MarketTerms]
+) -> None:
+    """A WARNING naming each term the exchange changed since the bot's state froze it."""
+    frozen = await redis.hget(keys.meta(bot.id), "config")
+    if frozen is None:
+        return
+    for change in changed_terms(bot, frozen_terms(frozen), terms):
+        log.warning(
+            "bot %s: the exchange changed %s; the frozen value stays until "
+            "`bandwagon reset --bot %s` (SPEC 4.1 rule 6)",
+            bot.id,
+            change,
+            bot.id,
+            extra={"bot": bot.id},
+        )

@@ -165,6 +165,24 @@ def watched_streams(bots: BotsFile) -> list[StreamSpec]:
     return list(streams)
 
 
+def require_market_terms(bots: BotsFile, source: str) -> None:
+    """Only the ccxt source supplies `min_size` and `price_decimals` (from the exchange's
+    markets); with any other source every enabled symbol must give them, or its bot would wait
+    for them forever."""
+    if source == "ccxt":
+        return
+    for index, bot in enumerate(bots.bots):
+        for position, symbol in enumerate(bot.symbols if bot.enabled else []):
+            for name in ("min_size", "price_decimals"):
+                if getattr(symbol, name) is None:
+                    raise ConfigError(
+                        f"bots[{index}].symbols[{position}].{name}",
+                        "(not set)",
+                        f"required with the {source} source: only the ccxt source takes it "
+                        "from the exchange",
+                    )
+
+
 def build_sources(
     streams: list[StreamSpec], options: Options, start_time_ms: int
 ) -> list[tuple[StreamSpec, Source]]:
@@ -235,6 +253,7 @@ def redis_client(url: str) -> Redis:
 
 async def serve(settings: Settings, bots: BotsFile, options: Options) -> int:
     streams = watched_streams(bots)
+    require_market_terms(bots, options.source)
     plans = build_sources(streams, options, start_time_ms=int(time.time() * 1000))
     health = Health("ingest")
     # Files were opened by build_sources, synthetic is always open; ccxt once markets are loaded.

@@ -23,7 +23,7 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from libs import keys
-from libs.bot_state import check_frozen_config
+from libs.bot_state import thawed
 from libs.config import BotConfig
 from libs.core.market import MarketUpdate
 from libs.core.strategy import AnnotatedKline, SymbolStrategy
@@ -79,10 +79,18 @@ async def load_partitions(
 ) -> list[Partition]:
     """The partitions of `bots` (those in `owned`, when given) as of their last commit."""
     partitions: list[Partition] = []
-    for bot in bots:
-        frozen = await redis.hget(keys.meta(bot.id), "config")
+    for configured in bots:
+        frozen = await redis.hget(keys.meta(configured.id), "config")
         if frozen is not None:
-            check_frozen_config(bot, frozen)
+            bot = thawed(configured, frozen)
+        elif configured.has_market_terms:
+            bot = configured
+        else:  # its terms come from the source; accounting fixes them when it creates the state
+            log.debug(
+                "waiting for the state of a bot whose market terms come from the source",
+                extra={"bot": configured.id},
+            )
+            continue
         for index, symbol in enumerate(bot.symbols):
             if (
                 owned is not None
@@ -129,7 +137,7 @@ def apply_entries(partition: Partition, entries: StreamEntries, output: BatchOut
         )
     for annotated in step.klines:
         output.klines[annotated.kline.time_ms] = annotated
-    decimals = bot.symbols[partition.index].price_decimals
+    decimals = partition.strategy.terms.price_decimals
     for fill in step.fills:
         output.trades.append(trade_wire(fill, decimals))
         log.info(

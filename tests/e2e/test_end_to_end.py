@@ -50,7 +50,7 @@ def expected_trades(config: Path) -> dict[str, list[dict[str, Any]]]:
     for index, symbol in enumerate(bot.symbols):
         strategy = new_symbol_strategy(bot, index)
         trades[symbol.product_id] = [
-            trade_wire(fill, symbol.price_decimals)
+            trade_wire(fill, symbol.terms.price_decimals)
             for _, update in read_market_file(FILES[symbol.product_id], bot.period_ms)
             for fill in strategy.on_update(update).fills
         ]

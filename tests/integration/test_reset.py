@@ -35,7 +35,7 @@ async def test_reset_clears_one_bot_and_nothing_else(redis: Redis) -> None:
     assert await redis.hget(keys.api_keys(), api_key_hash("key-of-bot-two-000")) == "two"
     assert await redis.exists(keys.meta("two"), keys.status("two")) == 2
     assert await redis.xlen(keys.market_stream("mexc", "ETH-USDT", "1m")) == 1
-    assert await ensure_state(redis, bot("one"), 0)  # created anew, with a new epoch
+    assert (await ensure_state(redis, bot("one"), 0)).created  # anew, with a new epoch
     assert await redis.hget(keys.meta("one"), "epoch") != first_epoch
 
 
@@ -47,7 +47,7 @@ async def test_a_changed_trading_config_is_a_config_error_naming_the_fields(redi
     assert "bots[one].maker_fee" in str(error.value)
     assert "refresh_interval_ms" not in str(error.value)  # may change freely (SPEC 4.1 rule 6)
     relaxed = bot("one").model_copy(update={"kline_history": 100, "enabled": False})
-    assert await ensure_state(redis, relaxed, 0) is False
+    assert (await ensure_state(redis, relaxed, 0)).created is False
 
 
 async def test_reset_refuses_while_a_worker_holds_the_bot_unless_forced(

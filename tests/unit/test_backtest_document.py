@@ -60,7 +60,7 @@ def document(updates: dict[str, list[MarketUpdate]]) -> dict[str, Any]:
 def core_trades(index: int, updates: list[MarketUpdate]) -> list[dict[str, Any]]:
     """The core driven directly, as the e2e tests do: the reference for the document's trades."""
     strategy = new_symbol_strategy(BOT, index)
-    decimals = BOT.symbols[index].price_decimals
+    decimals = BOT.symbols[index].terms.price_decimals
     return [
         trade_wire(fill, decimals)
         for update in updates
