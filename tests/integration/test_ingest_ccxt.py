@@ -12,15 +12,18 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, cast
+from unittest.mock import ANY
 
 import pytest
 import yaml
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from libs.config import BotsFile
+from libs.bot_state import ensure_state
+from libs.config import BotsFile, MarketTerms
 from libs.core.market import NOT_A_NUMBER, ROW_TIME_NOT_INCREASING, ROW_TIME_OFF_PERIOD
 from libs.errors import ConfigError
+from libs.market_terms import write_supplied_terms
 from libs.ops.health import Health
 from libs.redis_server import RedisServer
 from libs.wire.market import decode_update
@@ -160,6 +163,40 @@ async def test_markets_give_min_size_and_price_decimals(standin: StandinExchange
     assert btc is not None and (btc.min_size, btc.price_decimals) == ("0.00001", 1)
     assert alt is not None and (alt.min_size, alt.price_decimals, alt.asset) == ("0.001", 5, "ETH")
     assert [path for path, _ in standin.requests] == ["/api/v3/exchangeInfo"]
+
+
+async def test_the_markets_terms_are_stored_for_bots_that_leave_them_to_the_exchange(
+    redis: Redis, standin: StandinExchange, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = BotsFile.model_validate(
+        {
+            "bots": [
+                {"id": "old", "exchange": "binance", "symbols": [{"product_id": "ETH-USDT"}]},
+                {"id": "new", "exchange": "binance", "symbols": [{"product_id": "BTC-USDT"}]},
+            ]
+        }
+    )
+    # `old` froze other terms when the exchange still said them
+    await write_supplied_terms(
+        redis, "binance", {"ETH-USDT": MarketTerms(min_size="0.01", price_decimals=2)}
+    )
+    await ensure_state(redis, config.bots[0], 0)
+
+    with caplog.at_level(logging.WARNING):
+        running = await start(redis, config, settings(standin), Clock(T0 + 30_000))
+        await until(lambda: redis.exists("bw:terms:{binance.BTC-USDT}"))
+        await running.finish()
+
+    assert await redis.hgetall("bw:terms:{binance.ETH-USDT}") == {
+        "min_size": "0.0001",
+        "price_decimals": "2",
+        "updated_ms": ANY,
+    }
+    assert (await redis.hget("bw:terms:{binance.BTC-USDT}", "min_size")) == "0.00001"
+    assert "bot old: the exchange changed ETH-USDT: min_size 0.01 (now 0.0001)" in caplog.text
+    assert (await ensure_state(redis, config.bots[0], 0)).bot.symbols[0].terms.min_size == "0.01"
+    created = await ensure_state(redis, config.bots[1], 0)
+    assert created.created and created.bot.symbols[0].terms.min_size == "0.00001"
 
 
 async def test_backfill_pages_the_last_kline_history_klines_then_builds_the_forming_one(
