@@ -151,7 +151,7 @@ def run_core(bot: BotConfig, columns: UpdateColumns) -> list[Fill]:
     fills: list[Fill] = []
     for start in range(0, len(columns), BATCH_UPDATES):
         chunk = columns.between(start, min(len(columns), start + BATCH_UPDATES))
-        fills.extend(strategy.on_batch(chunk, every_kline=False).fills)
+        fills.extend(strategy.on_batch(chunk, kline_limit=1).fills)
     return fills
 
 

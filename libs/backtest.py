@@ -106,7 +106,7 @@ def run_symbol(
     for start in range(0, count, BATCH_UPDATES):
         stop = min(count, start + BATCH_UPDATES)
         chunk = columns.between(start, stop)
-        step = strategy.on_batch(chunk, every_kline=with_bands)
+        step = strategy.on_batch(chunk, kline_limit=None if with_bands else 1)
         run.fills.extend(step.fills)
         bands.update((k.kline.time_ms, k.annotation.bands) for k in step.klines)
         if progress is not None:

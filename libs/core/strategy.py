@@ -248,15 +248,16 @@ class SymbolStrategy:
     # --- a batch of updates ---------------------------------------------------------------------
 
     def on_batch(
-        self, updates: Sequence[MarketUpdate] | UpdateColumns, *, every_kline: bool = True
+        self, updates: Sequence[MarketUpdate] | UpdateColumns, *, kline_limit: int | None = None
     ) -> BatchStep:
         """Exactly what `on_update` does for each update in turn, at batch speed.
 
         Conditions and crosses come for all updates at once (`libs.core.batch`); the state
         machine then jumps from event to event (a cross that can act, an open order's fill or
         timeout, a position's liquidation price) and runs `_trade`, the code `on_update` runs,
-        on those updates only: between events nothing can change. `every_kline` False annotates
-        only the last kline (what a backtest needs), skipping a TA-Lib call per kline.
+        on those updates only: between events nothing can change. `kline_limit` annotates only
+        the batch's last so many klines (a backtest needs 1, the live worker the bot's
+        `kline_history`), skipping a TA-Lib call for each kline nobody will see.
         """
         columns = updates if isinstance(updates, UpdateColumns) else UpdateColumns.of(updates)
         columns, rejected = self._drop_out_of_order(columns)
@@ -297,7 +298,7 @@ class SymbolStrategy:
             index = event + 1
 
         klines = self._close_batch(
-            columns, windows, starts, buy_crosses, sell_crosses, ordered_at, every_kline
+            columns, windows, starts, buy_crosses, sell_crosses, ordered_at, kline_limit
         )
         self.buy_condition, self.sell_condition = bool(buy[-1]), bool(sell[-1])
         return BatchStep(tuple(fills), klines, rejected)
@@ -409,19 +410,20 @@ class SymbolStrategy:
         buy_crosses: CrossIndex,
         sell_crosses: CrossIndex,
         ordered_at: dict[int, Side],
-        every_kline: bool,
+        kline_limit: int | None,
     ) -> tuple[AnnotatedKline, ...]:
         """Bring the kline state to the batch's last update; annotate the klines it touched
-        (all of them, or only the last), each as its last update left it."""
+        (all of them, or the last `kline_limit`), each as its last update left it."""
         count = len(columns)
         current = self.kline
-        if every_kline:
-            segment_starts = np.flatnonzero(starts).tolist()
-            if not segment_starts or segment_starts[0] != 0:  # the batch continues `current`
-                segment_starts.insert(0, 0)
-        else:  # only the last kline: from its start (the batch's last True), or the batch's
-            newest = count - 1 - int(np.argmax(starts[::-1]))
-            segment_starts = [newest if starts[newest] else 0]
+        opened = np.flatnonzero(starts)  # where each kline of the batch but a continued one starts
+        if kline_limit is not None:
+            opened = opened[-kline_limit:]
+        segment_starts = opened.tolist()
+        if not segment_starts or segment_starts[0] != 0:  # the batch continues `current`
+            segment_starts.insert(0, 0)
+        if kline_limit is not None and len(segment_starts) > kline_limit:
+            del segment_starts[0]  # that kline is older than the last `kline_limit`
         segment_stops = [*segment_starts[1:], count]
         if current is None:
             self.first_time_ms = int(columns.time_ms[0])

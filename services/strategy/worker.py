@@ -129,7 +129,7 @@ def apply_entries(partition: Partition, entries: StreamEntries, output: BatchOut
         partition.checkpoint = output.last_entry_id = entry_id
     if not updates:
         return
-    step = partition.strategy.on_batch(updates)
+    step = partition.strategy.on_batch(updates, kline_limit=bot.kline_history)
     for index in step.rejected:
         log.warning(
             "market entry skipped: its kline is older than one already seen",

@@ -165,6 +165,27 @@ def test_batches_of_any_size_trade_exactly_like_one_update_at_a_time(
         assert batched.to_state() == reference.to_state()
 
 
+@pytest.mark.parametrize("source", ["random-klines", "random-trades"])
+@pytest.mark.parametrize("limit", [1, 2, 5, 300])
+def test_a_kline_limit_annotates_only_the_batch_s_last_klines_and_trades_the_same(
+    source: str, limit: int
+) -> None:
+    if source == "random-klines":
+        updates = random_klines(seed=11, count=1500, start_price=30.0)
+    else:
+        updates = random_trades(seed=5, count=1500)
+    everything, limited = strategy(), strategy()
+    sizes, start = [400, 1, 37, 250], 0
+    while start < len(updates):  # batches that continue a kline or open one
+        chunk = updates[start : start + sizes[start % 4]]
+        start += len(chunk)
+        full = everything.on_batch(chunk)
+        step = limited.on_batch(chunk, kline_limit=limit)
+        assert step.klines == full.klines[-limit:]
+        assert step.fills == full.fills
+        assert limited.to_state() == everything.to_state()
+
+
 def test_a_batch_skips_updates_of_an_older_kline_as_one_update_at_a_time_refuses_them() -> None:
     updates = random_klines(seed=3, count=200, start_price=20.0)
     shuffled = [*updates[:100], updates[50], *updates[100:]]
