@@ -19,17 +19,21 @@ import argparse
 import asyncio
 import math
 import os
+import pstats
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
+import orjson
 from redis.asyncio import Redis
+from websockets.asyncio.client import connect
 
 from benches.data import ROOT, SEED, cache_dir, random_walk_klines, write_klines_csv
 from benches.doc_section import write_section
@@ -52,6 +56,9 @@ HISTOGRAM = "bandwagon_update_to_publish_seconds"
 API_KEY = "bench-pipeline-key-0123456789abcdef"
 LAYOUTS = ((1, 1), (2, 5), (10, 10))  # (bots, symbols per bot): 1, 10 and 100 symbols
 XADD_BATCH = 500
+LATENCY_SYMBOLS = 3  # the fill -> client run: one bot of 3 symbols (a realistic refresh)
+LATENCY_RATE = 1_000.0  # market updates/s of that run, paced by ingest --speed
+LATENCY_SECONDS = 30.0
 BOT_YAML = """\
   - id: {bot}
     api_key_env: PIPELINE_KEY_{index}
@@ -132,13 +139,27 @@ class Services:
             **{f"PIPELINE_KEY_{i}": f"{API_KEY}-{i}" for i in range(case.bots)},
         )
         self.processes: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+        self.profiled: set[str] = set()  # services run under cProfile, to `<workdir>/<name>.prof`
 
     def start(self, name: str, *args: str) -> int:
         port = free_port()
+        profile = ["-m", "cProfile", "-o", str(self.workdir / f"{name}.prof")]
         with (self.workdir / f"{name}.log").open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", name, *args],
-                env={**self.env, "HEALTH_PORT": str(port), "WORKER_ID": name},
+                [
+                    sys.executable,
+                    *(profile if name in self.profiled else []),
+                    "-m",
+                    "services.cli",
+                    name,
+                    *args,
+                ],
+                env={
+                    **self.env,
+                    "HEALTH_PORT": str(port),
+                    "GATEWAY_PORT": str(port),  # the gateway serves /readyz on its own port
+                    "WORKER_ID": name,
+                },
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -174,6 +195,12 @@ class Services:
                 found[name] = cpu_seconds(process.pid)
         return found
 
+    def stop(self, name: str) -> None:
+        process, _ = self.processes[name]
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=20)
+
     def stop_all(self) -> None:
         for process, _ in reversed(list(self.processes.values())):
             if process.poll() is None:
@@ -200,7 +227,9 @@ async def last_id(redis: Redis, key: str) -> str | None:
     return str(entries[0][0]) if entries else None
 
 
-async def run_case(case: Case, workdir: Path, timeout_s: float) -> Case:
+async def run_case(
+    case: Case, workdir: Path, timeout_s: float, profiled: frozenset[str] = frozenset()
+) -> Case:
     case_dir = workdir / f"{case.bots}x{case.symbols_per_bot}"
     case_dir.mkdir(parents=True, exist_ok=True)
     files = data_files(case, workdir)
@@ -209,6 +238,7 @@ async def run_case(case: Case, workdir: Path, timeout_s: float) -> Case:
     config.write_text(bots_yaml(case))
     server = RedisServer(case_dir / f"redis-{os.getpid()}-{time.time_ns()}").start()
     services = Services(case_dir, server.url, config, case)
+    services.profiled = set(profiled)
     redis = Redis.from_url(server.url, decode_responses=True)
     bot_ids = [f"p{bot:02d}" for bot in range(case.bots)]
     streams = {pid: keys.market_stream("mexc", pid, "1m") for pid, _ in files}
@@ -246,28 +276,27 @@ async def run_case(case: Case, workdir: Path, timeout_s: float) -> Case:
             if ingest_end_ms is None:
                 continue
             if strategy_end is None:
-                done = True
-                for bot in range(case.bots):
-                    for symbol in range(case.symbols_per_bot):
-                        pid = product_id(bot, symbol)
-                        mark = await redis.hget(
-                            keys.strategy_state(f"p{bot:02d}", pid), "checkpoint"
-                        )
-                        if mark != await last_id(redis, streams[pid]):
-                            done = False
-                            break
-                    if not done:
-                        break
-                if done:
+                async with redis.pipeline(transaction=False) as pipe:
+                    for bot in range(case.bots):
+                        for symbol in range(case.symbols_per_bot):
+                            pid = product_id(bot, symbol)
+                            pipe.hget(keys.strategy_state(f"p{bot:02d}", pid), "checkpoint")
+                            pipe.xrevrange(streams[pid], count=1)
+                    replies = await pipe.execute()
+                marks, lasts = replies[0::2], replies[1::2]
+                if all(
+                    last and mark == last[0][0] for mark, last in zip(marks, lasts, strict=True)
+                ):
                     strategy_end = now_ms
                 continue
-            checkpoints = [
-                await redis.hget(keys.accounting_state(bot), "checkpoint") for bot in bot_ids
-            ]
-            lasts = [await last_id(redis, keys.events(bot)) for bot in bot_ids]
+            async with redis.pipeline(transaction=False) as pipe:
+                for bot_id in bot_ids:
+                    pipe.hget(keys.accounting_state(bot_id), "checkpoint")
+                    pipe.xrevrange(keys.events(bot_id), count=1)
+                replies = await pipe.execute()
             if all(
-                mark is not None and end is not None and entry_key(str(mark)) >= entry_key(end)
-                for mark, end in zip(checkpoints, lasts, strict=True)
+                mark is not None and last and entry_key(str(mark)) >= entry_key(str(last[0][0]))
+                for mark, last in zip(replies[0::2], replies[1::2], strict=True)
             ):
                 accounting_end = now_ms
                 break
@@ -294,6 +323,131 @@ async def run_case(case: Case, workdir: Path, timeout_s: float) -> Case:
         await redis.aclose()
         server.stop()
     return case
+
+
+@dataclass(slots=True)
+class FillLatency:
+    """Fill -> client: from the XADD of the market update a fill happened at to a websocket
+    client's receipt of the refresh carrying it, at a paced replay rate."""
+
+    symbols: int
+    rate: float  # market updates/s, all symbols together
+    seconds: float
+    fills: int = 0  # fills accounting committed (TRADEs in Redis) during the window
+    received: int = 0  # of those, received by the client
+    p50_s: float = math.nan
+    p99_s: float = math.nan
+    max_s: float = math.nan
+    beyond_p50_s: float = math.nan  # the same less the wait SPEC 2.1 rule 10 imposes
+    beyond_p99_s: float = math.nan
+    beyond_max_s: float = math.nan
+    cpu: dict[str, float] | None = None
+
+
+def note_refresh(
+    text: str | bytes,
+    at_ms: float,
+    received: dict[tuple[str, int], tuple[int, float]],
+    refreshes_at: list[float],
+) -> None:
+    """Remember when each fill first reached the client, and when each refresh did."""
+    message = orjson.loads(text)
+    if message.get("action") != "refresh":
+        return
+    refreshes_at.append(at_ms)
+    for symbol in message["data"]["symbols"]:
+        for trade in symbol.get("trades", []):
+            received.setdefault((symbol["product_id"], trade["order_id"]), (trade["time"], at_ms))
+
+
+def quantiles(values: list[float]) -> tuple[float, float, float]:
+    """(p50, p99, max), nearest rank; NaN for none."""
+    if not values:
+        return math.nan, math.nan, math.nan
+    ordered = sorted(values)
+    return (
+        ordered[len(ordered) // 2],
+        ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+        ordered[-1],
+    )
+
+
+async def run_fill_latency(
+    workdir: Path, rate: float, seconds: float, profiled: frozenset[str] = frozenset()
+) -> FillLatency:
+    """One bot of LATENCY_SYMBOLS symbols replayed at `rate` updates/s for `seconds`, a gateway
+    and one client; every fill's latency from the XADD ms of the update it happened at (its
+    stream entry id) to the client's receipt (wall clock ms, the same machine's clock)."""
+    figures = FillLatency(LATENCY_SYMBOLS, rate, seconds)
+    rows = int(rate / LATENCY_SYMBOLS * (seconds + 5))
+    case = Case(1, LATENCY_SYMBOLS, rows)
+    case_dir = workdir / "latency"
+    case_dir.mkdir(parents=True, exist_ok=True)
+    files = data_files(case, workdir)
+    config = case_dir / "bots.yaml"
+    config.write_text(bots_yaml(case))
+    server = RedisServer(case_dir / f"redis-{os.getpid()}-{time.time_ns()}").start()
+    services = Services(case_dir, server.url, config, case)
+    services.profiled = set(profiled)
+    redis = Redis.from_url(server.url, decode_responses=True)
+    received: dict[tuple[str, int], tuple[int, float]] = {}  # (symbol, order id) -> (time, at)
+    refreshes_at: list[float] = []  # receipt ms of every refresh, in order
+    try:
+        services.start("accounting")
+        services.start("strategy")
+        port = services.start("gateway")
+        for name in ("accounting", "strategy", "gateway"):
+            services.wait_ready(name)
+        for _ in range(600):
+            if await redis.hget(keys.meta("p00"), "seq"):
+                break
+            await asyncio.sleep(0.05)
+        async with connect(f"ws://127.0.0.1:{port}/ws", max_size=None) as client:
+            await client.send(orjson.dumps({"action": "init", "apiKey": f"{API_KEY}-0"}).decode())
+            await client.recv()
+            cpu0 = services.cpu()
+            speed = rate / LATENCY_SYMBOLS * 60  # rows of 1m klines per second, per symbol
+            replays = [f"--replay={pid}={path}" for pid, path in files]
+            services.start("ingest", "--source=replay", f"--speed={speed:g}", *replays)
+
+            async def read_refreshes() -> None:
+                async for text in client:
+                    note_refresh(text, time.time() * 1000, received, refreshes_at)
+
+            reader = asyncio.create_task(read_refreshes())
+            await asyncio.sleep(seconds)
+            figures.cpu = {n: c - cpu0.get(n, 0.0) for n, c in services.cpu().items()}
+            await asyncio.to_thread(services.stop, "ingest")
+            await asyncio.sleep(1.5)  # what was in flight: committed, and received by then
+            reader.cancel()
+        latencies: list[float] = []
+        beyond: list[float] = []  # the part not spent waiting for rule 10's spacing
+        committed = 0
+        for pid, _ in files:
+            xadded: dict[int, int] = {}
+            stream = keys.market_stream("mexc", pid, "1m")
+            read = cast(list[tuple[str, dict[str, str]]], await redis.xrange(stream))
+            for entry_id, fields in read:
+                xadded.setdefault(int(fields["time"]), entry_ms(entry_id))
+            trades = [orjson.loads(t) for t in await redis.lrange(keys.trades("p00", pid), 0, -1)]
+            committed += len(trades)
+            for trade in trades:
+                got = received.get((pid, trade["order_id"]))
+                if got is not None:
+                    xadd_ms, at_ms = xadded[trade["time"]], got[1]
+                    latencies.append((at_ms - xadd_ms) / 1000)
+                    # SPEC 2.1 rule 10: no refresh sooner than 100 ms after the previous one
+                    earlier = bisect_left(refreshes_at, at_ms) - 1
+                    spaced_ms = refreshes_at[earlier] + 100 if earlier >= 0 else 0.0
+                    beyond.append((at_ms - max(xadd_ms, spaced_ms)) / 1000)
+        figures.fills, figures.received = committed, len(latencies)
+        figures.p50_s, figures.p99_s, figures.max_s = quantiles(latencies)
+        figures.beyond_p50_s, figures.beyond_p99_s, figures.beyond_max_s = quantiles(beyond)
+    finally:
+        services.stop_all()
+        await redis.aclose()
+        server.stop()
+    return figures
 
 
 async def pipelined_xadd(redis: Redis, streams: list[str]) -> float:
@@ -328,7 +482,9 @@ def ms(seconds: float) -> str:
     return "n/a" if math.isnan(seconds) else f"{seconds * 1000:,.0f} ms"
 
 
-def render(cases: list[Case], machine: str, date: str, command: str) -> str:
+def render(
+    cases: list[Case], latency: FillLatency | None, machine: str, date: str, command: str
+) -> str:
     lines = [
         BEGIN_MARK,
         "",
@@ -355,26 +511,64 @@ def render(cases: list[Case], machine: str, date: str, command: str) -> str:
             f" | {ratio(pipeline, ceiling):.2f}x | {ms(case.p50_s)} | {ms(case.p99_s)}"
             f" | {case.refreshes:,} | {cpus} |"
         )
+    if latency is not None:
+        cpu = latency.cpu or {}
+        cpus = ", ".join(
+            f"{cpu.get(n, math.nan):.1f}" for n in ("ingest", "strategy", "accounting", "gateway")
+        )
+        lines += [
+            "",
+            f"**Fill -> client**, paced: {latency.symbols} symbols of one bot replayed at"
+            f" {latency.rate:,.0f} market updates/s for {latency.seconds:g} s through ingest,"
+            " strategy, accounting and a gateway, one websocket client. Latency: from the XADD"
+            " of the market update a fill happened at (its entry id's ms) to the client's"
+            " receipt of the first refresh carrying the fill (wall clock ms, one machine).",
+            "",
+            "| updates/s | fills committed | received | p50 | p99 | max |"
+            " beyond rule 10's wait: p50 | p99 | max | CPU s: ingest, strategy, accounting,"
+            " gateway |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            f"| {latency.rate:,.0f} | {latency.fills:,} | {latency.received:,}"
+            f" | {ms(latency.p50_s)} | {ms(latency.p99_s)} | {ms(latency.max_s)}"
+            f" | {ms(latency.beyond_p50_s)} | {ms(latency.beyond_p99_s)}"
+            f" | {ms(latency.beyond_max_s)} | {cpus} |",
+            "",
+            "*Beyond rule 10's wait*: the same latency less the time SPEC 2.1 rule 10 makes a"
+            " fill wait (no refresh of a bot sooner than 100 ms after the previous one): from the"
+            " later of the update's XADD and the previous refresh's receipt + 100 ms.",
+        ]
     slowest = min((c.rate(c.accounting_s) for c in cases), default=math.nan)
+    fill_p99 = math.nan if latency is None else latency.p99_s
     lines += [
         "",
         "| goal (issue 7) | measured | met |",
         "| --- | --- | --- |",
         f"| >= 20,000 market updates/s sustained | slowest size {fmt_rate(slowest)} |"
         f" {'yes' if slowest >= 20_000 else 'no'} |",
+        f"| fill -> client p99 <= 100 ms | {ms(fill_p99)} | {'yes' if fill_p99 <= 0.1 else 'no'} |",
         "",
         END_MARK,
     ]
     return "\n".join(lines)
 
 
-async def measure(total_updates: int, timeout_s: float) -> list[Case]:
+def print_profiles(directory: Path, profiled: frozenset[str], top: int = 25) -> None:
+    for name in sorted(profiled):
+        path = directory / f"{name}.prof"
+        if path.exists():
+            print(f"--- {path} (tottime) ---", flush=True)
+            pstats.Stats(str(path)).sort_stats("tottime").print_stats(top)
+
+
+async def measure(
+    total_updates: int, timeout_s: float, profiled: frozenset[str], latency_s: float
+) -> tuple[list[Case], FillLatency | None]:
     workdir = cache_dir() / "pipeline"
     workdir.mkdir(parents=True, exist_ok=True)
     cases: list[Case] = []
-    for bots, per_bot in LAYOUTS:
+    for bots, per_bot in LAYOUTS if total_updates else ():
         case = Case(bots, per_bot, max(100, total_updates // (bots * per_bot)))
-        await run_case(case, workdir, timeout_s)
+        await run_case(case, workdir, timeout_s, profiled)
         print(
             f"  {case.symbols:>3} symbols: {case.updates:,} updates;"
             f" ingest {fmt_rate(case.rate(case.ingest_s))},"
@@ -384,25 +578,48 @@ async def measure(total_updates: int, timeout_s: float) -> list[Case]:
             f" update->publish p50 {ms(case.p50_s)} p99 {ms(case.p99_s)}; cpu {case.cpu}",
             flush=True,
         )
+        print_profiles(workdir / f"{bots}x{per_bot}", profiled)
         cases.append(case)
-    return cases
+    latency = None
+    if latency_s > 0:
+        latency = await run_fill_latency(workdir, LATENCY_RATE, latency_s, profiled)
+        print(
+            f"  fill -> client at {latency.rate:,.0f} updates/s: {latency.received:,} of"
+            f" {latency.fills:,} fills received; p50 {ms(latency.p50_s)} p99 {ms(latency.p99_s)}"
+            f" max {ms(latency.max_s)}; beyond rule 10's wait p50 {ms(latency.beyond_p50_s)}"
+            f" p99 {ms(latency.beyond_p99_s)} max {ms(latency.beyond_max_s)}; cpu {latency.cpu}",
+            flush=True,
+        )
+        print_profiles(workdir / "latency", profiled)
+    return cases, latency
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benches.pipeline_speed", description=__doc__)
     parser.add_argument("--updates", type=int, default=200_000, help="market updates per size")
-    parser.add_argument("--quick", action="store_true", help="20,000 updates per size")
+    parser.add_argument("--quick", action="store_true", help="20,000 updates per size, 10 s paced")
     parser.add_argument("--no-doc", action="store_true", help="print only")
     parser.add_argument("--doc", type=Path, default=DOC_PATH)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per size at most")
+    parser.add_argument(
+        "--latency-seconds", type=float, default=LATENCY_SECONDS, help="the paced run; 0: none"
+    )
+    parser.add_argument(
+        "--profile",
+        default="",
+        help="comma-separated services to run under cProfile (e.g. strategy,accounting); "
+        "their top functions are printed after each run",
+    )
     args = parser.parse_args(argv)
     updates = 20_000 if args.quick else args.updates
-    cases = asyncio.run(measure(updates, args.timeout))
+    latency_s = min(args.latency_seconds, 10.0) if args.quick else args.latency_seconds
+    profiled = frozenset(name for name in args.profile.split(",") if name)
+    cases, latency = asyncio.run(measure(updates, args.timeout, profiled, latency_s))
     command = "python -m benches.pipeline_speed" + (" --quick" if args.quick else "")
     date = datetime.now(UTC).strftime("%Y-%m-%d")
-    block = render(cases, machine_line(PACKAGES), date, command)
+    block = render(cases, latency, machine_line(PACKAGES), date, command)
     print(block)
-    if not args.no_doc:
+    if not args.no_doc and not profiled and cases and latency is not None:
         write_section(args.doc, block, BEGIN_MARK, END_MARK)
         print(f"wrote {args.doc.relative_to(ROOT)}")
     return 0
