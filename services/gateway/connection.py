@@ -222,14 +222,28 @@ class Connection:
     # -- queue ------------------------------------------------------------------------------
 
     def push(self, refresh: Refresh) -> None:
-        """The hub's fan-out: one append, or the `slow_consumer` close (SPEC 5.1 rule 5)."""
+        """The hub's fan-out: the shared frame written at once when this connection is idle and
+        it is the seq it expects next (the common case), else one append to the queue, or the
+        `slow_consumer` close (SPEC 5.1 rule 5)."""
         if self._closing:
+            return
+        waiter, control = self._waiter, self._control
+        if (
+            waiter is not None  # the writer is parked: nothing queued, nothing being sent
+            and not self._queue
+            and control is not None
+            and refresh.seq == self._next_seq
+            and refresh.epoch == self._epoch
+            and control.write_frame(refresh.frame)
+        ):
+            self._next_seq = refresh.seq + 1
+            received_s = refresh.received_s
+            metrics.SENDS.sent_one(None if received_s is None else self._loop.time() - received_s)
             return
         if len(self._queue) >= self._limit:
             self.close_now(CLOSE_SLOW_CONSUMER, REASON_SLOW_CONSUMER)
             return
         self._queue.append(refresh)
-        waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 

@@ -24,6 +24,7 @@ from typing import Protocol, cast
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
+from websockets.frames import Frame, Opcode
 
 from libs import keys
 from libs.ops.health import Health
@@ -51,6 +52,18 @@ class Refresh:
     epoch: str
     text: str
     received_s: float | None
+    _frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        """The refresh as one websocket text frame, built once for every client: a server's
+        frames are unmasked and Bandwagon negotiates no extension, so every connection would
+        put the very same bytes on the wire."""
+        if self._frame is None:
+            self._frame = Frame(Opcode.TEXT, self.text.encode()).serialize(
+                mask=False, extensions=[]
+            )
+        return self._frame
 
 
 class Subscriber(Protocol):

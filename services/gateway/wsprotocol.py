@@ -15,6 +15,7 @@ from typing import Protocol, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
+from websockets.protocol import State
 
 SCOPE_EXTENSION = "bandwagon.transport"
 CLOSE_INVALID_UTF8 = 1007  # SPEC 2.1 rules 2 and 4
@@ -31,6 +32,8 @@ class TransportControl(Protocol):
     def unblock_writes(self) -> None: ...
 
     def abort(self) -> None: ...
+
+    def write_frame(self, frame: bytes) -> bool: ...
 
 
 class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -76,6 +79,21 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def abort(self) -> None:
         self.transport.abort()
+
+    def write_frame(self, frame: bytes) -> bool:
+        """Put a whole serialized frame on the wire now, as uvicorn's `websocket.send` would
+        (minus encoding and framing it again for this connection), if nothing stands in the
+        way: the connection open, no close sent, the transport not paused by flow control.
+        False means nothing was written; the caller then queues the frame's message."""
+        if (
+            self.close_sent
+            or not self.writable.is_set()
+            or self.transport.is_closing()
+            or self.conn.state is not State.OPEN
+        ):
+            return False
+        self.transport.write(frame)
+        return True
 
 
 def transport_control(scope: object) -> TransportControl | None:
