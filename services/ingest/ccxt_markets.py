@@ -30,8 +30,11 @@ stand-in, or the tests' local exchange. Empty means the exchange's own URLs."""
 # Per-exchange CCXT options. Binance: spot markets only (one exchangeInfo request instead of four,
 # and `ETH/USDT` is the spot market), and the websocket's `aggTrade` stream, whose ids are those
 # of the REST `aggTrades` that backfill the forming kline, so a trade seen both ways is one trade.
+# Binance US (a subclass of CCXT's `binance` with other URLs) already fetches spot markets only,
+# but its websocket defaults to the `trade` stream, whose ids are not those of REST `aggTrades`.
 EXCHANGE_OPTIONS: dict[str, dict[str, Any]] = {
     "binance": {"fetchMarkets": {"types": ["spot"]}, "watchTrades": {"name": "aggTrade"}},
+    "binanceus": {"watchTrades": {"name": "aggTrade"}},
 }
 CLOSE_MATCHES = 5
 

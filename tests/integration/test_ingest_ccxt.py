@@ -555,3 +555,122 @@ async def test_one_process_follows_a_hundred_symbols(
 
     await until(everything, timeout_s=90)
     await running.finish()
+
+
+async def test_one_process_follows_two_exchanges_each_from_its_own_stand_in(
+    redis: Redis, standin: StandinExchange
+) -> None:
+    """`binance` and `binanceus` (CCXT's subclass of `binance`: the same API at other URLs),
+    each pointed at its own stand-in, with prices and terms that differ per exchange."""
+    us = StandinExchange(
+        markets=[
+            StandinMarket(
+                "ETH", "USDT", tick_size="0.10000000", step_size="0.00100000", min_qty="0.00100000"
+            )
+        ],
+        now_ms=standin.now_ms,
+    )
+    await us.start()
+    first = T0 - 10 * MINUTE
+    for exchange, market_id, base in (
+        (standin, "ETHUSDT", 2000),
+        (standin, "BTCUSDT", 40000),
+        (us, "ETHUSDT", 3000),
+    ):
+        for n in range(10):
+            price = base + n
+            o, h, lo, c = (f"{price + d}" for d in (0, 3, -2, 1))
+            exchange.add_kline(market_id, first + n * MINUTE, o, h, lo, c, "4")
+    config = BotsFile.model_validate(
+        {
+            "bots": [
+                {
+                    "id": "a",
+                    "exchange": "binance",
+                    "kline_history": 10,
+                    "symbols": [{"product_id": "ETH-USDT"}, {"product_id": "BTC-USDT"}],
+                },
+                {
+                    "id": "b",
+                    "exchange": "binanceus",
+                    "kline_history": 10,
+                    "symbols": [{"product_id": "ETH-USDT"}],
+                },
+            ]
+        }
+    )
+    # (exchange, product): (its klines' first open price, the price of its live trade)
+    streams = {
+        ("binance", "ETH-USDT"): (2000, 2100),
+        ("binance", "BTC-USDT"): (40000, 40100),
+        ("binanceus", "ETH-USDT"): (3000, 3100),
+    }
+    urls = {"binance": standin.urls(), "binanceus": us.urls()}
+    chosen = settings(standin, urls=urls, quiet_check_s=60.0)  # live trades by websocket only
+    try:
+        running = await start(redis, config, chosen, Clock(T0 + 1_000))
+        assert sorted(running.ingest.exchanges) == ["binance", "binanceus"]
+
+        async def backfilled() -> bool:
+            counts = [await redis.xlen(f"bw:market:{{{e}.{p}.1m}}") for e, p in streams]
+            return counts == [10, 10, 10]
+
+        await until(backfilled)
+        await standin.wait_subscribed(2)
+        await us.wait_subscribed(1)
+        # The same trade id on both exchanges: each is its exchange's own trade.
+        await us.push_trade("ETHUSDT", 7, T0 + 2_000, "3100", "1")
+
+        async def us_trade() -> bool:
+            return await redis.xlen("bw:market:{binanceus.ETH-USDT.1m}") == 11
+
+        await until(us_trade)
+        await standin.push_trade("ETHUSDT", 7, T0 + 3_000, "2100", "2")
+        await standin.push_trade("BTCUSDT", 8, T0 + 4_000, "40100", "0.5")
+
+        async def binance_trades() -> bool:
+            counts = [
+                await redis.xlen(f"bw:market:{{binance.{p}.1m}}") for p in ("ETH-USDT", "BTC-USDT")
+            ]
+            return counts == [11, 11]
+
+        await until(binance_trades)
+        await running.finish()
+    finally:
+        await us.stop()
+
+    for (exchange_id, product), (base, traded) in streams.items():
+        written = await entries(redis, f"bw:market:{{{exchange_id}.{product}.1m}}")
+        in_order_without_duplicates(written)
+        symbol = product.replace("-", "/")
+        klines, live = written[:10], written[10:]
+        assert [src for src, _ in klines] == [
+            f"ccxt:{exchange_id}:{symbol}:k{first + n * MINUTE}" for n in range(10)
+        ]
+        assert [u.kline.close for _, u in klines] == [base + n + 1 for n in range(10)]
+        assert len(live) == 1 and live[0][0].startswith(f"ccxt:{exchange_id}:{symbol}:t")
+        assert live[0][1].price == traded
+
+    assert await redis.hgetall("bw:terms:{binance.ETH-USDT}") == {
+        "min_size": "0.0001",
+        "price_decimals": "2",
+        "updated_ms": ANY,
+    }
+    assert await redis.hgetall("bw:terms:{binanceus.ETH-USDT}") == {
+        "min_size": "0.001",
+        "price_decimals": "1",
+        "updated_ms": ANY,
+    }
+    assert await redis.hget("bw:terms:{binance.BTC-USDT}", "min_size") == "0.00001"
+    assert not await redis.exists("bw:terms:{binanceus.BTC-USDT}")
+
+    def symbols(exchange: StandinExchange, path: str) -> list[str]:
+        return sorted(query["symbol"] for query in exchange.paths(path))
+
+    # One markets load and one klines page per stream, each from its own exchange.
+    assert len(standin.paths("/api/v3/exchangeInfo")) == len(us.paths("/api/v3/exchangeInfo")) == 1
+    assert symbols(standin, "/api/v3/klines") == ["BTCUSDT", "ETHUSDT"]
+    assert symbols(us, "/api/v3/klines") == ["ETHUSDT"]
+    assert set(symbols(standin, "/api/v3/aggTrades")) == {"BTCUSDT", "ETHUSDT"}
+    assert set(symbols(us, "/api/v3/aggTrades")) == {"ETHUSDT"}
+    assert (standin.subscribe_count, us.subscribe_count) == (2, 1)
