@@ -56,6 +56,7 @@ async def websocket_endpoint(
     address = client_address(
         peer, _header_values(scope, b"x-forwarded-for"), gateway.trusted_proxies
     )
+    scope["headers"] = []  # read above, never again: a KiB per connection, freed
     connection = Connection(gateway.context, receive, send, address, transport_control(scope))
     gateway.add(connection)
     if gateway.draining:  # the drain started while this upgrade was being accepted

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -109,9 +108,10 @@ class Connection:
         self._control = control
         self._loop = asyncio.get_running_loop()
         self._limit = self._settings.gateway_send_queue
-        self._queue: deque[Refresh | _Reply | _Close] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._writer: asyncio.Task[None] | None = None
+        # a list, not a deque: at most `gateway_send_queue` (64) items, usually none, and an
+        # empty deque reserves some 600 bytes, per connection
+        self._queue: list[Refresh | _Reply | _Close] = []
+        self._writer: asyncio.Task[None] | None = None  # only while something is queued
         self._closer: asyncio.Task[None] | None = None
         self._auth_timer: asyncio.TimerHandle | None = None
         self._bucket = TokenBucket(
@@ -131,7 +131,6 @@ class Connection:
         """Serve from the end of the handshake until the TCP connection is gone."""
         metrics.CONNECTIONS.inc()
         if not self._closing:  # not already closed `going_away` by a drain that raced the accept
-            self._writer = self._loop.create_task(self._write_forever())
             self._auth_timer = self._loop.call_later(
                 self._settings.gateway_auth_timeout_s, self._auth_expired
             )
@@ -151,9 +150,10 @@ class Connection:
                         self.close_now(CLOSE_INTERNAL_ERROR, REASON_INTERNAL_ERROR)
         finally:
             self._stop_listening()
-            if self._writer is not None:  # nothing more can reach the peer now
-                self._writer.cancel()
-                await asyncio.wait([self._writer])
+            writer = self._writer
+            if writer is not None and not writer.done():  # nothing more can reach the peer now
+                writer.cancel()
+                await asyncio.wait([writer])
             if self._closer is not None:
                 await asyncio.wait([self._closer])
             await self._wait_until_lost()
@@ -227,9 +227,9 @@ class Connection:
         `slow_consumer` close (SPEC 5.1 rule 5)."""
         if self._closing:
             return
-        waiter, control = self._waiter, self._control
+        control, writer = self._control, self._writer
         if (
-            waiter is not None  # the writer is parked: nothing queued, nothing being sent
+            (writer is None or writer.done())  # nothing being sent
             and not self._queue
             and control is not None
             and refresh.seq == self._next_seq
@@ -244,18 +244,22 @@ class Connection:
             self.close_now(CLOSE_SLOW_CONSUMER, REASON_SLOW_CONSUMER)
             return
         self._queue.append(refresh)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake_writer()
 
     def _enqueue(self, item: _Reply | _Close, *, bounded: bool = True) -> bool:
         if bounded and len(self._queue) >= self._limit:
             self.close_now(CLOSE_SLOW_CONSUMER, REASON_SLOW_CONSUMER)
             return False
         self._queue.append(item)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake_writer()
         return True
+
+    def _wake_writer(self) -> None:
+        """A writer task exists only while the queue holds something: an idle connection keeps
+        no task, and nothing it sent (an init of a hundred KiB) stays referenced."""
+        writer = self._writer
+        if writer is None or writer.done():
+            self._writer = self._loop.create_task(self._write_queued())
 
     def _fail(self, error: ClientError, failed_key: bool) -> None:
         """Answer with the error frame; close after it when the code requires (2.1 rules 3, 4)."""
@@ -272,17 +276,10 @@ class Connection:
 
     # -- writer -----------------------------------------------------------------------------
 
-    async def _write_forever(self) -> None:
+    async def _write_queued(self) -> None:
         try:
-            while True:
-                if not self._queue:
-                    self._waiter = self._loop.create_future()
-                    try:
-                        await self._waiter
-                    finally:
-                        self._waiter = None
-                    continue
-                item = self._queue.popleft()
+            while self._queue:
+                item = self._queue.pop(0)
                 if type(item) is Refresh:
                     await self._forward(item)
                 elif type(item) is _Reply:
@@ -291,10 +288,14 @@ class Connection:
                     await self._send_close(item.code, item.reason)
                     return
         except (OSError, RuntimeError):  # the peer went away mid-send (uvicorn raises these)
-            return
+            self._stop_listening()
+            self._queue.clear()
         except Exception:
             log.exception("delivery failed", extra={"bot": self.bot})
             self._loop.call_soon(self.close_now, CLOSE_INTERNAL_ERROR, REASON_INTERNAL_ERROR)
+        finally:
+            if self._writer is asyncio.current_task():
+                self._writer = None  # the finished task is garbage: keep nothing of it
 
     async def _send_text(self, text: str, received_s: float | None) -> None:
         self.send_started_s = self._loop.time()

@@ -50,6 +50,9 @@ class GatewayServer:
             ws_ping_interval=settings.gateway_ping_interval_s,  # SPEC 5.1 rule 6
             ws_ping_timeout=settings.gateway_ping_timeout_s,
             ws_per_message_deflate=False,  # SPEC 2.1 rule 17
+            # X-Forwarded-For is trusted only from GATEWAY_TRUSTED_PROXIES (services.gateway.
+            # limits); uvicorn's own middleware would trust it from 127.0.0.1 besides
+            proxy_headers=False,
             lifespan="off",
             log_config=None,  # keep the JSON logging of libs.ops.logs
             log_level="warning",  # uvicorn logs each accepted websocket at INFO
