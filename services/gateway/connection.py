@@ -23,9 +23,10 @@ from redis.exceptions import RedisError
 from libs import keys
 from libs.config import Settings, api_key_hash
 from libs.errors import ClientError
-from libs.store import StateMissing, init_message, read_snapshot
+from libs.store import StateMissing
 from services.gateway import metrics
 from services.gateway.hub import Hub, Refresh, read_log
+from services.gateway.inits import BuiltInit, InitCache
 from services.gateway.limits import FailedKeys, TokenBucket
 from services.gateway.protocol import (
     CLOSE_RATE_LIMITED,
@@ -68,6 +69,7 @@ class ConnectionContext:
     redis: Redis
     hub: Hub
     failed_keys: FailedKeys
+    inits: InitCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,7 @@ class _Reply:
     seq: int = 0
     epoch: str = ""
     target_seq: int = 0
+    init: BuiltInit | None = None  # a full init's shared text and frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,7 +335,15 @@ class Connection:
         if reply.kind == _TEXT:
             await self._send_text(reply.text, None)
         elif reply.kind == _START:  # init or resume: the connection's place restarts (rule 7)
-            await self._send_text(reply.text, None)
+            control = self._control
+            if (
+                reply.init is not None
+                and control is not None
+                and control.write_frame(reply.init.frame)
+            ):
+                metrics.SENDS.sent_one(None)
+            else:
+                await self._send_text(reply.text, None)
             self._epoch, self._next_seq = reply.epoch, reply.seq + 1
             if reply.target_seq > reply.seq:
                 await self._fill(reply.target_seq)
@@ -411,14 +422,13 @@ class Connection:
             if await self._try_resume(bot, key_hash, since, epoch):
                 return
         try:
-            snapshot = await read_snapshot(self._redis, bot)
+            built = await self._context.inits.get(bot)
         except StateMissing:
             raise _unavailable("the bot's state does not exist yet") from None
         except (RedisError, KeyError, ValueError) as error:
             log.warning("snapshot unreadable: %r", error, extra={"bot": bot})
             raise _unavailable("the bot's state cannot be read now") from None
-        text = init_message(snapshot).decode()
-        self._start(bot, key_hash, text, snapshot.seq, snapshot.epoch, snapshot.seq, resumed=False)
+        self._start(bot, key_hash, built.text, built.seq, built.epoch, built.seq, False, built)
 
     async def _try_resume(self, bot: str, key_hash: str, since: int, epoch: str) -> bool:
         """SPEC 2.1 rule 15: same epoch, since <= N, and the log starting by since+1 (it is
@@ -449,6 +459,7 @@ class Connection:
         epoch: str,
         target_seq: int,
         resumed: bool,
+        init: BuiltInit | None = None,
     ) -> None:
         """Authenticate and subscribe in one synchronous step after the snapshot: whatever the
         hub dispatched before it is in its ring (caught up through `target_seq`), whatever after
@@ -460,7 +471,7 @@ class Connection:
         latest = self._hub.latest(bot)
         if latest is not None and latest.epoch == epoch and latest.seq > target_seq:
             target_seq = latest.seq
-        if not self._enqueue(_Reply(_START, text, seq, epoch, target_seq)):
+        if not self._enqueue(_Reply(_START, text, seq, epoch, target_seq, init)):
             return
         self.bot, self.key_hash = bot, key_hash
         if self._auth_timer is not None:

@@ -22,6 +22,7 @@ from libs.errors import ConfigError
 from libs.ops.health import Health, ping_redis_forever
 from services.gateway.connection import Connection, ConnectionContext
 from services.gateway.hub import Hub
+from services.gateway.inits import InitCache
 from services.gateway.limits import FailedKeys, TrustedProxies
 from services.gateway.protocol import (
     CLOSE_GOING_AWAY,
@@ -54,7 +55,9 @@ class Gateway:
         self.allowed_origins = frozenset(
             origin.lower().rstrip("/") for origin in settings.gateway_allowed_origins
         )
-        self.context = ConnectionContext(settings, redis, self.hub, self.failed_keys)
+        self.context = ConnectionContext(
+            settings, redis, self.hub, self.failed_keys, InitCache(redis)
+        )
         self.connections: set[Connection] = set()
         self._no_connections = asyncio.Event()
         self._no_connections.set()
