@@ -250,7 +250,8 @@ async def test_live_trades_over_the_websocket_build_klines_that_close_on_a_later
 ) -> None:
     fill_klines(standin, "ETHUSDT", T0 - 5 * MINUTE, 5)
     clock = Clock(T0 + 10_000)
-    running = await start(redis, bots("ETH-USDT"), settings(standin), clock)
+    # no REST check of a quiet socket within the test: the trades can come only by websocket
+    running = await start(redis, bots("ETH-USDT"), settings(standin, quiet_check_s=60), clock)
     await standin.wait_subscribed(1)
     await standin.push_trade("ETHUSDT", 1, T0 + 11_000, "2010", "1")
     await standin.push_trade("ETHUSDT", 2, T0 + 12_000, "2012", "2")
