@@ -13,7 +13,12 @@ PREFIX = "bw"
 
 def market_stream(exchange: str, product_id: str, kline_size: str) -> str:
     """Stream of market updates (one entry per trade or klines row), shared by every bot."""
-    return f"{PREFIX}:market:{{{exchange}.{product_id}.{kline_size}}}"
+    return f"{PREFIX}:market:{{{market_name(exchange, product_id, kline_size)}}}"
+
+
+def market_name(exchange: str, product_id: str, kline_size: str) -> str:
+    """A market stream's name in logs and metric labels (`stream`): `mexc.ETH-USDT.1m`."""
+    return f"{exchange}.{product_id}.{kline_size}"
 
 
 def market_terms(exchange: str, product_id: str) -> str:

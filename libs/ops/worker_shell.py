@@ -60,11 +60,12 @@ async def run_worker(
     load: Callable[[], Awaitable[None]],
     step: Callable[[], Awaitable[object]],
     leave: Callable[[], Awaitable[None]] | None = None,
+    health: Health | None = None,
 ) -> int:
     """Serve `/healthz`, `/readyz`, `/metrics`, run batches until SIGTERM/SIGINT, then let the
     current batch commit, `leave` (give up partitions, so survivors need not wait out their
-    leases) and exit 0 (SPEC 4.1 rule 4)."""
-    health = Health(service)
+    leases) and exit 0 (SPEC 4.1 rule 4). `health` lets the worker add checks of its own."""
+    health = health or Health(service)
     health.set_check(MEMBERSHIP, False)
     port = default_health_port if settings.health_port is None else settings.health_port
     side_port = SidePort(health, settings.health_host, port)

@@ -89,7 +89,7 @@ class StreamSpec:
 
     @property
     def name(self) -> str:
-        return f"{self.exchange}.{self.product_id}.{self.kline_size}"
+        return keys.market_name(self.exchange, self.product_id, self.kline_size)
 
     @property
     def period_ms(self) -> int:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 
 from libs.config import load_bots, load_settings
+from libs.ops.health import Health
 from libs.ops.leases import LeaseKeeper
 from libs.ops.logs import setup_logging
 from libs.ops.redis_client import worker_redis
@@ -24,7 +25,10 @@ async def amain(args: argparse.Namespace) -> int:
     keeper = LeaseKeeper.for_service(
         redis, "strategy", settings, strategy_partitions(bots.enabled_bots)
     )
-    worker = StrategyWorker(redis, bots.enabled_bots, keeper, batch_size=args.batch_size)
+    health = Health("strategy")
+    worker = StrategyWorker(
+        redis, bots.enabled_bots, keeper, batch_size=args.batch_size, health=health
+    )
     return await run_worker(
         service="strategy",
         settings=settings,
@@ -33,6 +37,7 @@ async def amain(args: argparse.Namespace) -> int:
         load=worker.load,
         step=lambda: worker.run_once(block_ms=500),
         leave=keeper.leave,
+        health=health,
     )
 
 

@@ -27,6 +27,7 @@ from libs.bot_state import thawed
 from libs.config import BotConfig
 from libs.core.market import MarketUpdate
 from libs.core.strategy import AnnotatedKline, SymbolStrategy
+from libs.ops.health import Health
 from libs.ops.leases import LeaseKeeper, LeaseLost
 from libs.partitions import PartitionId
 from libs.trading import new_symbol_strategy, strategy_params, symbol_terms
@@ -37,6 +38,12 @@ log = logging.getLogger(__name__)
 
 UPDATES = Counter("bandwagon_strategy_updates_total", "Market updates applied", ["bot"])
 FILLS = Counter("bandwagon_strategy_fills_total", "Fills produced", ["bot"])
+OVERRUNS = Counter(
+    "bandwagon_strategy_stream_overruns_total",
+    "Times a market stream's cap (market_stream_len) trimmed entries this worker had not read",
+    ["stream"],
+)
+WITHIN_CAP_CHECK = "market streams within cap"  # SPEC 4.1 rule 12: readiness false meanwhile
 
 StreamEntries = list[tuple[str, dict[str, str]]]
 StreamReply = list[tuple[str, StreamEntries]] | None
@@ -63,6 +70,10 @@ class Partition:
     @property
     def id(self) -> PartitionId:
         return PartitionId(self.bot.id, f"strategy:{self.product_id}")
+
+    @property
+    def stream_name(self) -> str:
+        return keys.market_name(self.bot.exchange, self.product_id, self.bot.kline_size)
 
 
 @dataclass
@@ -170,19 +181,29 @@ def event_of(partition: Partition, output: BatchOutput) -> dict[str, Any]:
 
 class StrategyWorker:
     def __init__(
-        self, redis: Redis, bots: list[BotConfig], keeper: LeaseKeeper, batch_size: int = 1000
+        self,
+        redis: Redis,
+        bots: list[BotConfig],
+        keeper: LeaseKeeper,
+        batch_size: int = 1000,
+        health: Health | None = None,
     ) -> None:
         self.redis = redis
         self.bots = bots
         self.keeper = keeper
         self.batch_size = batch_size
+        self.health = health
         self.partitions: list[Partition] = []
+        self.overrun: set[str] = set()  # streams whose cap trimmed entries not yet read
+        if health is not None:
+            health.set_check(WITHIN_CAP_CHECK, True)
 
     async def load(self) -> None:
         """After a start or any Redis error: renew the leases, then every owned partition as
         of its last commit (memory may be ahead of it)."""
         owned = await self.keeper.beat()
         self.partitions = await load_partitions(self.redis, self.bots, owned)
+        await self.check_overruns()
 
     async def rebalance(self) -> None:
         """Keep what is still owned, load what was acquired, drop what was lost or given up."""
@@ -190,6 +211,39 @@ class StrategyWorker:
         kept = [p for p in self.partitions if p.id in owned]
         new = owned - {p.id for p in kept}
         self.partitions = kept + (await load_partitions(self.redis, self.bots, new) if new else [])
+        await self.check_overruns()
+
+    async def check_overruns(self) -> None:
+        """SPEC 4.1 rule 12: a consumer further behind than a stream's cap loses entries, and
+        that is reported, never silent. A partition whose checkpoint entry is already trimmed
+        away (older than the stream's first entry) is at least `market_stream_len` behind, so
+        what it has not read is being trimmed: a WARNING, `bandwagon_strategy_stream_overruns
+        _total{stream}` and `/readyz` false, until it has caught up past the stream's head.
+        A new partition (no checkpoint) reads from the oldest entry by design (3.1 rule 17)."""
+        streams = sorted({p.stream for p in self.partitions if p.checkpoint != FIRST_ENTRY})
+        overrun: set[str] = set()
+        if streams:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for stream in streams:
+                    pipe.xrange(stream, count=1)
+                heads = dict(zip(streams, await pipe.execute(), strict=True))
+            for partition in self.partitions:
+                head = heads.get(partition.stream)
+                if head and entry_key(head[0][0]) > entry_key(partition.checkpoint):
+                    overrun.add(partition.stream)
+        names = {p.stream: p.stream_name for p in self.partitions}
+        for stream in sorted(overrun - self.overrun):
+            OVERRUNS.labels(stream=names[stream]).inc()
+            log.warning(
+                "fell behind the stream's cap (market_stream_len): entries not yet read were "
+                "trimmed and are lost; the worker goes on from the oldest one left",
+                extra={"stream": stream},
+            )
+        for stream in sorted(self.overrun - overrun):
+            log.info("caught up within the stream's cap", extra={"stream": stream})
+        self.overrun = overrun
+        if self.health is not None:
+            self.health.set_check(WITHIN_CAP_CHECK, not overrun)
 
     async def run_once(self, block_ms: int) -> int:
         """Read one batch from every stream, apply it, commit per bot. Returns entries read."""

@@ -7,15 +7,19 @@ processes. What they commit is checked against the pure core run directly on the
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import orjson
+import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from libs import keys
 from libs.bot_state import ensure_state
 from libs.config import BotConfig
 from libs.core.market import Kline, MarketUpdate
+from libs.ops.health import Health
 from libs.ops.leases import LeaseKeeper
 from libs.partitions import accounting_partitions, strategy_partitions
 from libs.store import read_snapshot
@@ -24,7 +28,7 @@ from libs.wire.convert import trade_wire
 from libs.wire.market import encode_update
 from libs.wire.status import RefreshMessage
 from services.accounting.worker import AccountingWorker
-from services.strategy.worker import StrategyWorker
+from services.strategy.worker import WITHIN_CAP_CHECK, StrategyWorker
 
 KLINES = Path(__file__).parents[1] / "data" / "klines-1m-3000.csv"
 
@@ -147,3 +151,53 @@ async def test_the_refresh_log_has_every_seq_once_and_each_refresh_is_valid(redi
         message = RefreshMessage.model_validate_json(fields["msg"])
         assert message.epoch == meta["epoch"]
         assert [s.product_id for s in message.data.symbols] == ["ALT-BTC"]
+
+
+async def test_falling_behind_the_stream_cap_is_reported_until_caught_up(
+    redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SPEC 4.1 rule 12: a consumer further behind than the cap loses entries, reported by a
+    WARNING, a metric and readiness, never silently."""
+    bot = bot_config()
+    stream = keys.market_stream(bot.exchange, bot.symbols[0].product_id, bot.kline_size)
+    updates = klines_updates(2600)
+    await ensure_state(redis, bot, 0)
+    health = Health("strategy")
+    keeper = LeaseKeeper(
+        redis, service="strategy", worker_id="s1", partitions=strategy_partitions([bot])
+    )
+    strategy = StrategyWorker(redis, [bot], keeper, batch_size=500, health=health)
+
+    async def write(chunk: list[MarketUpdate], first_line: int) -> None:
+        async with redis.pipeline(transaction=False) as pipe:
+            for line, update in enumerate(chunk, start=first_line):
+                fields = encode_update(update, f"test:{line}")
+                pipe.xadd(stream, fields, maxlen=1000, approximate=False)  # type: ignore[arg-type]
+            await pipe.execute()
+
+    def overruns() -> float:
+        name = "binance.ALT-BTC.1m"
+        labels = {"stream": name}
+        return REGISTRY.get_sample_value("bandwagon_strategy_stream_overruns_total", labels) or 0.0
+
+    await write(updates[:600], 0)
+    await strategy.load()
+    while await strategy.run_once(block_ms=10):
+        pass
+    assert health.checks[WITHIN_CAP_CHECK] is True  # read from the oldest entry: by design
+    before = overruns()
+
+    await write(updates[600:], 600)  # 2,000 more: the cap of 1,000 trims the checkpoint away
+    with caplog.at_level(logging.WARNING):
+        await strategy.rebalance()
+
+    assert health.checks[WITHIN_CAP_CHECK] is False and not health.ready
+    assert overruns() == before + 1
+    assert "fell behind the stream's cap" in caplog.text
+    while await strategy.run_once(block_ms=10):
+        pass
+    await strategy.rebalance()
+    assert health.checks[WITHIN_CAP_CHECK] is True
+    assert overruns() == before + 1
+    checkpoint = await redis.hget(keys.strategy_state(bot.id, "ALT-BTC"), "checkpoint")
+    assert checkpoint == (await redis.xrevrange(stream, count=1))[0][0]
