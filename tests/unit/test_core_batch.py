@@ -157,8 +157,9 @@ def test_batches_of_any_size_trade_exactly_like_one_update_at_a_time(
     expected_fills, expected_klines = one_by_one(reference, updates)
     assert expected_fills, "every case must trade"
 
-    for sizes in ([1], [7, 64, 3], [len(updates)]):
+    for sizes, small_batch in (([1], 16), ([1], 0), ([7, 64, 3], 0), ([len(updates)], 16)):
         batched = strategy(**options)  # type: ignore[arg-type]
+        batched.small_batch = small_batch  # type: ignore[misc]  # 0: vectors even for one
         fills, klines = in_batches(batched, updates, sizes)
         assert fills == expected_fills
         assert klines == expected_klines
