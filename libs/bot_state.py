@@ -135,13 +135,16 @@ async def ensure_state(redis: Redis, bot: BotConfig, time_zone_offset_min: int) 
                     resolved = thawed(bot, frozen)
                     await redis.hset(meta_key, "display", display.to_json())
                     return StateReady(resolved, created=False)
-                if not bot.has_market_terms:
-                    bot = bot.with_market_terms(await read_supplied_terms(redis, bot))
-                    if not bot.has_market_terms:
-                        raise MarketTermsPending(bot.id, missing_terms(bot))
+                # resolved anew on every pass: after a WatchError another replica may have
+                # frozen other terms, which `thawed` must compare with the file, not with ours
+                resolved = bot
+                if not resolved.has_market_terms:
+                    resolved = bot.with_market_terms(await read_supplied_terms(redis, bot))
+                    if not resolved.has_market_terms:
+                        raise MarketTermsPending(bot.id, missing_terms(resolved))
                 epoch = secrets.token_hex(8)
-                symbols = initial_scalars(bot)
-                status = initial_status(bot, time_zone_offset_min)
+                symbols = initial_scalars(resolved)
+                status = initial_status(resolved, time_zone_offset_min)
                 text = first_refresh(epoch, symbols, status)
                 tx.multi()  # type: ignore[no-untyped-call]
                 tx.delete(
@@ -155,7 +158,7 @@ async def ensure_state(redis: Redis, bot: BotConfig, time_zone_offset_min: int) 
                     mapping={
                         "epoch": epoch,
                         "seq": "1",
-                        "config": orjson.dumps(bot.trading_config()),
+                        "config": orjson.dumps(resolved.trading_config()),
                         "display": display.to_json(),
                     },
                 )
@@ -167,7 +170,7 @@ async def ensure_state(redis: Redis, bot: BotConfig, time_zone_offset_min: int) 
                 tx.xadd(keys.refresh_log(bot.id), {"msg": text}, id="1-0")
                 tx.publish(keys.refresh_channel(bot.id), text)
                 await tx.execute()
-                return StateReady(bot, created=True)
+                return StateReady(resolved, created=True)
             except WatchError:
                 continue
 

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from libs import keys
+from libs import bot_state, keys
 from libs.bot_state import ensure_state, reset_bot
 from libs.config import BotConfig, BotsFile, MarketTerms
 from libs.errors import ConfigError, MarketTermsPending
@@ -110,3 +110,29 @@ async def test_the_strategy_waits_for_the_state_of_a_bot_whose_terms_come_from_t
     assert [p.bot.id for p in before] == ["fixed"]  # a file with every term needs no state
     assert [p.bot.id for p in after] == ["live", "fixed"]
     assert after[0].strategy.terms.min_size == "0.0001"
+
+
+async def test_replicas_racing_to_create_the_state_both_end_with_the_first_freeze(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replica B reads the exchange's newer terms; replica A, which read the older ones,
+    creates the state first; B's transaction fails its WATCH, and on retry B must take A's
+    frozen terms, not compare the file against what it had read (a config error)."""
+    await write_supplied_terms(redis, "binance", NEW)
+    real = bot_state.read_supplied_terms
+    raced = False
+
+    async def racing(client: Redis, bot: BotConfig) -> dict[str, MarketTerms]:
+        nonlocal raced
+        found = await real(client, bot)
+        if not raced:
+            raced = True
+            await write_supplied_terms(redis, "binance", OLD)
+            assert (await ensure_state(redis, live_bot(), 0)).created  # replica A
+        return found
+
+    monkeypatch.setattr(bot_state, "read_supplied_terms", racing)
+    ready = await ensure_state(redis, live_bot(), 0)  # replica B
+
+    assert raced and not ready.created
+    assert ready.bot.symbols[0].terms == OLD["ETH-USDT"]
