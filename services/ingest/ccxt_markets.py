@@ -255,4 +255,22 @@ def check_markets(
             continue
         metadata[product] = found
         compare_metadata(bot_id, configured, found)
+    for bot in bots.bots:  # a disabled bot still gets its state, with terms to freeze in it
+        if bot.enabled or bot.exchange != exchange_id:
+            continue
+        for symbol in bot.symbols:
+            if symbol.has_market_terms or symbol.product_id in metadata:
+                continue
+            listed = markets.get(ccxt_symbol(symbol.product_id))
+            found = None if listed is None else market_metadata(listed, counts_decimals)
+            if found is None:
+                log.warning(
+                    "disabled bot %s: %s gives no terms for %s; its state waits for them",
+                    bot.id,
+                    exchange_id,
+                    symbol.product_id,
+                    extra={"bot": bot.id},
+                )
+                continue
+            metadata[symbol.product_id] = found
     return metadata

@@ -689,6 +689,14 @@ class CcxtIngest:
                     exchange = new_exchange(stream.exchange, urls)
                     count_disconnects(exchange)
                     self.exchanges[stream.exchange] = exchange
+            for bot in self.bots.bots:  # terms only: a disabled bot's state is created too
+                if bot.enabled or bot.has_market_terms or bot.exchange in self.exchanges:
+                    continue
+                if bot.exchange not in known:
+                    log.warning("disabled bot %s: CCXT has no exchange %s", bot.id, bot.exchange)
+                    continue
+                urls = self.settings.urls.get(bot.exchange)
+                self.exchanges[bot.exchange] = new_exchange(bot.exchange, urls)
             for exchange_id, exchange in self.exchanges.items():
                 from ccxt.base.decimal_to_precision import DECIMAL_PLACES
 

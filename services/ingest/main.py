@@ -167,12 +167,12 @@ def watched_streams(bots: BotsFile) -> list[StreamSpec]:
 
 def require_market_terms(bots: BotsFile, source: str) -> None:
     """Only the ccxt source supplies `min_size` and `price_decimals` (from the exchange's
-    markets); with any other source every enabled symbol must give them, or its bot would wait
-    for them forever."""
+    markets); with any other source every symbol must give them, a disabled bot's too (its
+    state is created as well), or its bot would wait for them forever."""
     if source == "ccxt":
         return
     for index, bot in enumerate(bots.bots):
-        for position, symbol in enumerate(bot.symbols if bot.enabled else []):
+        for position, symbol in enumerate(bot.symbols):
             for name in ("min_size", "price_decimals"):
                 if getattr(symbol, name) is None:
                     raise ConfigError(

@@ -118,3 +118,34 @@ def test_the_exchange_terms_are_returned_and_a_configured_difference_is_a_warnin
     assert found["ETH-USDT"].terms == MarketTerms(min_size="0.0001", price_decimals=2)
     assert "configured min_size 0.01 (exchange 0.0001)" in caplog.text
     assert "price_decimals" not in caplog.text  # left to the exchange: nothing to compare
+
+
+def test_a_disabled_bot_gets_its_terms_too_and_an_unlisted_symbol_only_warns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its state is created like any bot's (SPEC 4.1 rule 11), so its terms must be stored;
+    a parked bot whose market is gone must not stop the start."""
+    parked = BotConfig.model_validate(
+        {
+            "id": "parked",
+            "enabled": False,
+            "exchange": "binance",
+            "symbols": [{"product_id": "ETH-USDT"}, {"product_id": "GONE-USDT"}],
+        }
+    )
+    markets = {"ETH/USDT": _binance_market("0.0001", "0.01")}
+    with caplog.at_level(logging.WARNING):
+        found = check_markets(
+            BotsFile(bots=[parked]), "binance", markets, {"1m": "1m"}, counts_decimals=False
+        )
+    assert found["ETH-USDT"].terms == MarketTerms(min_size="0.0001", price_decimals=2)
+    assert "GONE-USDT" not in found
+    assert "disabled bot parked: binance gives no terms for GONE-USDT" in caplog.text
+
+
+def test_other_sources_need_a_disabled_bot_s_terms_too() -> None:
+    bots = BotsFile.model_validate(
+        {"bots": [{"id": "b", "enabled": False, "symbols": [{"product_id": "BTC-USDT"}]}]}
+    )
+    with pytest.raises(ConfigError, match=r"bots\[0\]\.symbols\[0\]\.min_size"):
+        require_market_terms(bots, "replay")
