@@ -219,7 +219,9 @@ class StrategyWorker:
         away (older than the stream's first entry) is at least `market_stream_len` behind, so
         what it has not read is being trimmed: a WARNING, `bandwagon_strategy_stream_overruns
         _total{stream}` and `/readyz` false, until it has caught up past the stream's head.
-        A new partition (no checkpoint) reads from the oldest entry by design (3.1 rule 17)."""
+        A new partition (no checkpoint) reads from the oldest entry by design (3.1 rule 17).
+        Checked once a beat (a third of LEASE_TTL_S): getting a cap's worth of entries behind
+        and back takes far longer at the default cap of 1,000,000."""
         streams = sorted({p.stream for p in self.partitions if p.checkpoint != FIRST_ENTRY})
         overrun: set[str] = set()
         if streams:
@@ -228,6 +230,8 @@ class StrategyWorker:
                     pipe.xrange(stream, count=1)
                 heads = dict(zip(streams, await pipe.execute(), strict=True))
             for partition in self.partitions:
+                if partition.checkpoint == FIRST_ENTRY:
+                    continue  # a new partition starts at the head: nothing of it was trimmed
                 head = heads.get(partition.stream)
                 if head and entry_key(head[0][0]) > entry_key(partition.checkpoint):
                     overrun.add(partition.stream)
@@ -235,8 +239,8 @@ class StrategyWorker:
         for stream in sorted(overrun - self.overrun):
             OVERRUNS.labels(stream=names[stream]).inc()
             log.warning(
-                "fell behind the stream's cap (market_stream_len): entries not yet read were "
-                "trimmed and are lost; the worker goes on from the oldest one left",
+                "a whole stream cap (market_stream_len) or more behind: entries not yet read "
+                "are being trimmed and are lost; going on from the oldest one left",
                 extra={"stream": stream},
             )
         for stream in sorted(self.overrun - overrun):
