@@ -290,9 +290,14 @@ class Connection:
                 elif type(item) is _Close:
                     await self._send_close(item.code, item.reason)
                     return
-        except (OSError, RuntimeError):  # the peer went away mid-send (uvicorn raises these)
-            self._stop_listening()
-            self._queue.clear()
+        except (OSError, RuntimeError) as error:  # uvicorn's, when the peer went away mid-send
+            control = self._control
+            if isinstance(error, OSError) or control is None or control.lost.is_set():
+                self._stop_listening()  # nothing can reach it any more: stop queueing
+                self._queue.clear()
+            else:  # the peer is there: a bug of ours, and it must not hang unanswered
+                log.warning("delivery failed: %r", error, extra={"bot": self.bot})
+                self._loop.call_soon(self.close_now, CLOSE_INTERNAL_ERROR, REASON_INTERNAL_ERROR)
         except Exception:
             log.exception("delivery failed", extra={"bot": self.bot})
             self._loop.call_soon(self.close_now, CLOSE_INTERNAL_ERROR, REASON_INTERNAL_ERROR)

@@ -6,10 +6,10 @@ all at the same seq: building each of them is the same work a hundred times over
 (epoch, seq) never changes (a new history gets a new epoch, SPEC 2.1 rules 5 and 8), so the text
 built for it is the answer for everyone asking at that point; the frame bytes too, built once.
 
-Freshness stays that of a lone init: each request first reads the bot's current (epoch, seq),
-one small round trip, and takes a shared text only when it is of that epoch and at least that
-seq; otherwise it reads and builds its own snapshot (2.1 rule 6: the init is a consistent
-snapshot at its seq, read in one MULTI).
+Freshness stays that of a lone init: each request first reads the bot's current (epoch, seq,
+display), one small round trip, and takes a shared text only when it is of that epoch and
+display and at least that seq; otherwise it reads and builds its own snapshot (2.1 rule 6: the
+init is a consistent snapshot at its seq, read in one MULTI).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from libs.store import StateMissing, init_message, read_snapshot
 class BuiltInit:
     seq: int
     epoch: str
+    display: str  # meta `display` (kline and trade history...): a restart may change it
     text: str
     _frame: bytes | None = None
 
@@ -41,8 +42,8 @@ class BuiltInit:
             )
         return self._frame
 
-    def serves(self, epoch: str, seq: int) -> bool:
-        return self.epoch == epoch and self.seq >= seq
+    def serves(self, epoch: str, seq: int, display: str) -> bool:
+        return self.epoch == epoch and self.seq >= seq and self.display == display
 
 
 class InitCache:
@@ -58,17 +59,19 @@ class InitCache:
     async def get(self, bot: str) -> BuiltInit:
         """The bot's init as of now or later. Raises StateMissing, RedisError, KeyError or
         ValueError as `read_snapshot` does."""
-        seq_text, epoch = await self._redis.hmget(keys.meta(bot), ["seq", "epoch"])
-        if seq_text is None or epoch is None:
+        seq_text, epoch, display = await self._redis.hmget(
+            keys.meta(bot), ["seq", "epoch", "display"]
+        )
+        if seq_text is None or epoch is None or display is None:
             raise StateMissing(bot)
-        seq, epoch = int(seq_text), str(epoch)
+        seq, epoch, display = int(seq_text), str(epoch), str(display)
         newest = self._newest.get(bot)
-        if newest is not None and newest.serves(epoch, seq):
+        if newest is not None and newest.serves(epoch, seq, display):
             return newest
         building = self._building.get(bot)
         if building is not None:
             shared = await asyncio.shield(building)  # None: that build failed, try our own
-            if shared is not None and shared.serves(epoch, seq):
+            if shared is not None and shared.serves(epoch, seq, display):
                 return shared
         return await self._build(bot)
 
@@ -78,12 +81,14 @@ class InitCache:
         built: BuiltInit | None = None
         try:
             snapshot = await read_snapshot(self._redis, bot)
-            built = BuiltInit(snapshot.seq, snapshot.epoch, init_message(snapshot).decode())
+            text = init_message(snapshot).decode()
+            display_now = snapshot.display.to_json().decode()
+            built = BuiltInit(snapshot.seq, snapshot.epoch, display_now, text)
         finally:
             future.set_result(built)
             if self._building.get(bot) is future:
                 del self._building[bot]
         newest = self._newest.get(bot)
-        if newest is None or newest.epoch != built.epoch or newest.seq < built.seq:
+        if newest is None or newest.epoch != built.epoch or newest.seq <= built.seq:
             self._newest[bot] = built
         return built

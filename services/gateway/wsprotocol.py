@@ -53,6 +53,10 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def handle_connect(self, event: Request) -> None:
         self._lost = LeanEvent()
         super().handle_connect(event)
+        scope = getattr(self, "scope", None)  # absent when the handshake itself was refused
+        if scope is not None:
+            extensions = cast(dict[str, object], scope.setdefault("extensions", {}))
+            extensions[SCOPE_EXTENSION] = self
 
     async def send(self, message: ASGISendEvent) -> None:
         await super().send(message)
@@ -60,10 +64,6 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             # the handshake is over: uvicorn would keep its request and response (their
             # headers, 2 KiB) as long as the connection lives
             self.request = self.response = None  # type: ignore[assignment]
-        scope = getattr(self, "scope", None)  # absent when the handshake itself was refused
-        if scope is not None:
-            extensions = cast(dict[str, object], scope.setdefault("extensions", {}))
-            extensions[SCOPE_EXTENSION] = self
 
     @property
     def lost(self) -> asyncio.Event:
