@@ -43,6 +43,7 @@ OVERRUNS = Counter(
     "Times a market stream's cap (market_stream_len) trimmed entries this worker had not read",
     ["stream"],
 )
+LINGER_BELOW = 16  # a read of fewer entries means the worker is caught up with a trickle
 WITHIN_CAP_CHECK = "market streams within cap"  # SPEC 4.1 rule 12: readiness false meanwhile
 
 StreamEntries = list[tuple[str, dict[str, str]]]
@@ -187,12 +188,15 @@ class StrategyWorker:
         keeper: LeaseKeeper,
         batch_size: int = 1000,
         health: Health | None = None,
+        linger_ms: float = 0.0,
     ) -> None:
         self.redis = redis
         self.bots = bots
         self.keeper = keeper
         self.batch_size = batch_size
         self.health = health
+        self.linger_s = linger_ms / 1000
+        self.last_read = batch_size  # entries the previous read returned
         self.partitions: list[Partition] = []
         self.overrun: set[str] = set()  # streams whose cap trimmed entries not yet read
         if health is not None:
@@ -260,6 +264,10 @@ class StrategyWorker:
             stream: min((p.checkpoint for p in members), key=entry_key)
             for stream, members in by_stream.items()
         }
+        if self.linger_s and 0 < self.last_read < LINGER_BELOW:
+            # caught up with a trickle: let a few more entries gather, so one read, one core
+            # call and one fenced commit serve several updates instead of one each
+            await asyncio.sleep(self.linger_s)
         block_ms = max(1, min(block_ms, int(self.keeper.seconds_until_due() * 1000)))
         if not read_from:
             await asyncio.sleep(block_ms / 1000)  # owning nothing: wait for the next beat
@@ -279,6 +287,7 @@ class StrategyWorker:
                     outputs[(partition.bot.id, partition.index)] = (partition, output)
         if outputs:
             await self._commit(list(outputs.values()))
+        self.last_read = read
         return read
 
     async def _commit(self, touched: list[tuple[Partition, BatchOutput]]) -> None:

@@ -6,6 +6,7 @@ processes. What they commit is checked against the pure core run directly on the
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import logging
 from pathlib import Path
@@ -243,3 +244,31 @@ async def test_a_new_bot_reading_a_stream_from_its_oldest_entry_is_no_overrun(
 
     assert {p.checkpoint == "0-0" for p in both.partitions} == {True, False}
     assert health.checks[WITHIN_CAP_CHECK] is True and both.overrun == set()
+
+
+@pytest.mark.parametrize("linger_ms", [0.0, 60.0])
+async def test_lingering_after_a_small_read_lets_a_trickle_share_one_batch(
+    redis: Redis, linger_ms: float
+) -> None:
+    bot = bot_config()
+    stream = keys.market_stream(bot.exchange, bot.symbols[0].product_id, bot.kline_size)
+    updates = klines_updates(4)
+    await ensure_state(redis, bot, 0)
+    keeper = LeaseKeeper(
+        redis, service="strategy", worker_id="s1", partitions=strategy_partitions([bot])
+    )
+    strategy = StrategyWorker(redis, [bot], keeper, linger_ms=linger_ms)
+    await strategy.load()
+    await redis.xadd(stream, encode_update(updates[0], "test:0"))  # type: ignore[arg-type]
+    assert await strategy.run_once(block_ms=10) == 1  # a small read: the next one lingers
+
+    async def trickle() -> None:
+        for line, update in enumerate(updates[1:], start=1):
+            await asyncio.sleep(0.01)
+            await redis.xadd(stream, encode_update(update, f"test:{line}"))  # type: ignore[arg-type]
+
+    writer = asyncio.create_task(trickle())
+    read = await strategy.run_once(block_ms=1000)
+    await writer
+
+    assert read == (3 if linger_ms else 1)
