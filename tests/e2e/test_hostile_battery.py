@@ -538,7 +538,9 @@ async def test_thousands_of_connections_come_and_go_without_a_leak(
     await watching
     figures = f"baseline {baseline}, after {after}, {CYCLES} cycles in {cycling_s:.1f} s"
     print(figures)  # the figures docs/reliability.md quotes
-    assert after["fds"] == baseline["fds"], figures
+    # no leak: not one more file; one fewer happens when a pool connection to Redis was being
+    # opened at the baseline (an fd, not yet an established socket to Redis)
+    assert after["fds"] <= baseline["fds"], figures
     assert after["redis_sockets"] <= REDIS_MAX_CONNECTIONS + 1, figures  # the pool + pub/sub
     assert after["tasks"] == baseline["tasks"], figures
     assert after["connections"] == baseline["connections"] == 1, figures  # the watcher
