@@ -227,19 +227,28 @@ async def last_id(redis: Redis, key: str) -> str | None:
     return str(entries[0][0]) if entries else None
 
 
-async def run_case(
-    case: Case, workdir: Path, timeout_s: float, profiled: frozenset[str] = frozenset()
-) -> Case:
-    case_dir = workdir / f"{case.bots}x{case.symbols_per_bot}"
+def set_up(
+    case: Case, workdir: Path, case_dir: Path, profiled: frozenset[str]
+) -> tuple[list[tuple[str, Path]], RedisServer, Services, Redis]:
+    """The case's data files and bots file, a private redis-server, its services (not started)
+    and a client of it."""
     case_dir.mkdir(parents=True, exist_ok=True)
     files = data_files(case, workdir)
-    case.updates = case.symbols * case.rows_per_symbol
     config = case_dir / "bots.yaml"
     config.write_text(bots_yaml(case))
     server = RedisServer(case_dir / f"redis-{os.getpid()}-{time.time_ns()}").start()
     services = Services(case_dir, server.url, config, case)
     services.profiled = set(profiled)
-    redis = Redis.from_url(server.url, decode_responses=True)
+    return files, server, services, Redis.from_url(server.url, decode_responses=True)
+
+
+async def run_case(
+    case: Case, workdir: Path, timeout_s: float, profiled: frozenset[str] = frozenset()
+) -> Case:
+    case.updates = case.symbols * case.rows_per_symbol
+    files, server, services, redis = set_up(
+        case, workdir, workdir / f"{case.bots}x{case.symbols_per_bot}", profiled
+    )
     bot_ids = [f"p{bot:02d}" for bot in range(case.bots)]
     streams = {pid: keys.market_stream("mexc", pid, "1m") for pid, _ in files}
     try:
@@ -381,15 +390,7 @@ async def run_fill_latency(
     figures = FillLatency(LATENCY_SYMBOLS, rate, seconds)
     rows = int(rate / LATENCY_SYMBOLS * (seconds + 5))
     case = Case(1, LATENCY_SYMBOLS, rows)
-    case_dir = workdir / "latency"
-    case_dir.mkdir(parents=True, exist_ok=True)
-    files = data_files(case, workdir)
-    config = case_dir / "bots.yaml"
-    config.write_text(bots_yaml(case))
-    server = RedisServer(case_dir / f"redis-{os.getpid()}-{time.time_ns()}").start()
-    services = Services(case_dir, server.url, config, case)
-    services.profiled = set(profiled)
-    redis = Redis.from_url(server.url, decode_responses=True)
+    files, server, services, redis = set_up(case, workdir, workdir / "latency", profiled)
     received: dict[tuple[str, int], tuple[int, float]] = {}  # (symbol, order id) -> (time, at)
     refreshes_at: list[float] = []  # receipt ms of every refresh, in order
     try:

@@ -24,11 +24,11 @@ from typing import Protocol, cast
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
-from websockets.frames import Frame, Opcode
 
 from libs import keys
 from libs.ops.health import Health
 from services.gateway.protocol import refresh_head, seq_of_entry_id
+from services.gateway.wsprotocol import text_frame
 
 log = logging.getLogger("bandwagon.gateway.hub")
 
@@ -60,9 +60,7 @@ class Refresh:
         frames are unmasked and Bandwagon negotiates no extension, so every connection would
         put the very same bytes on the wire."""
         if self._frame is None:
-            self._frame = Frame(Opcode.TEXT, self.text.encode()).serialize(
-                mask=False, extensions=[]
-            )
+            self._frame = text_frame(self.text)
         return self._frame
 
 

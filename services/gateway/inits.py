@@ -19,10 +19,10 @@ import weakref
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from websockets.frames import Frame, Opcode
 
 from libs import keys
 from libs.store import StateMissing, init_message, read_snapshot
+from services.gateway.wsprotocol import text_frame
 
 
 @dataclass(slots=True, eq=False, weakref_slot=True)
@@ -37,9 +37,7 @@ class BuiltInit:
     def frame(self) -> bytes:
         """The init as one websocket text frame, the same bytes for every client."""
         if self._frame is None:
-            self._frame = Frame(Opcode.TEXT, self.text.encode()).serialize(
-                mask=False, extensions=[]
-            )
+            self._frame = text_frame(self.text)
         return self._frame
 
     def serves(self, epoch: str, seq: int, display: str) -> bool:

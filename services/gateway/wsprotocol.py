@@ -15,6 +15,7 @@ from typing import Any, Protocol, cast
 
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
 
@@ -24,6 +25,12 @@ SCOPE_EXTENSION = "bandwagon.transport"
 CLOSE_INVALID_UTF8 = 1007  # SPEC 2.1 rules 2 and 4
 
 log = logging.getLogger("bandwagon.gateway.wsprotocol")
+
+
+def text_frame(text: str) -> bytes:
+    """`text` as one whole websocket text frame from a server: unmasked, and with no extension
+    negotiated (no permessage-deflate), so the same bytes serve every client."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=[])
 
 
 class TransportControl(Protocol):
