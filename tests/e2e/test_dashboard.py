@@ -1,8 +1,8 @@
 """The web dashboard (`GET /` of the gateway) in a real headless Chromium, on the four services
 replaying real data: the page speaks only the public protocol, shows what an `init` at the same
-seq holds, shows a fill within 2 s of its refresh, refuses a wrong key, and survives a gateway
-killed and restarted without missing a seq. Plus the serving and the pinned-vendor checks, which
-need no browser.
+seq holds, shows a fill within 2 s of its refresh, refuses a wrong key, survives a gateway
+killed and restarted without missing a seq, and drops a connection whose keepalive gets no reply
+(a frozen gateway). Plus the serving and the pinned-vendor checks, which need no browser.
 
 The browser is the system Chromium (Debian's `chromium`), driven by Playwright through its
 `executable_path`; without one, the browser test is skipped. `CHROMIUM_PATH` names another.
@@ -17,6 +17,7 @@ import hashlib
 import io
 import os
 import shutil
+import signal
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -76,6 +77,19 @@ def chromium_path() -> str | None:
         if candidate and (found := shutil.which(candidate)):
             return found
     return None
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage"]
+
+
+def require_browser() -> str:
+    """The Chromium to drive (the test is skipped without one), with the chart library in place."""
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium, or set CHROMIUM_PATH)")
+    if not vendor.is_installed(vendor.read_lock()):
+        pytest.fail("the chart library is missing: python -m services.gateway.dashboard.vendor")
+    return executable
 
 
 def artifacts_dir() -> Path:
@@ -284,11 +298,7 @@ async def same_seq_snapshot(page: Any, url: str) -> tuple[dict[str, Any], dict[s
 async def test_the_dashboard_follows_the_bot_live_in_a_real_browser(
     deployment: Deployment, redis: Redis, tmp_path: Path
 ) -> None:
-    executable = chromium_path()
-    if executable is None:
-        pytest.skip("no chromium on PATH (apt-get install chromium, or set CHROMIUM_PATH)")
-    if not vendor.is_installed(vendor.read_lock()):
-        pytest.fail("the chart library is missing: python -m services.gateway.dashboard.vendor")
+    executable = require_browser()
     from playwright.async_api import async_playwright
 
     deployment.start("accounting")
@@ -303,9 +313,7 @@ async def test_the_dashboard_follows_the_bot_live_in_a_real_browser(
     following = asyncio.create_task(follower.run(stop))
 
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=executable, args=["--no-sandbox", "--disable-dev-shm-usage"]
-        )
+        browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
             page = await browser.new_page(viewport={"width": 1280, "height": 1000})
             problems: list[str] = []
@@ -410,3 +418,85 @@ async def test_the_dashboard_follows_the_bot_live_in_a_real_browser(
             await browser.close()
     if not following.done():
         await following
+
+
+KEEPALIVE_S = 25  # the page's cadence (connection.js): a `refresh` at least every 30 s
+KEEPALIVE_REPLY_S = 10  # ... and 10 s without its reply is a dead connection (SPEC 5.1 rule 6)
+
+
+@pytest.mark.timeout(180)
+async def test_the_page_drops_a_connection_whose_keepalive_gets_no_reply(
+    deployment: Deployment,
+) -> None:
+    """SPEC 5.1 rule 6, the client half. A browser cannot see the gateway's pings, so the page
+    sends `refresh` at least every 30 s and takes 10 s without its reply for a dead connection.
+    No market data flows here, so the replies are the only traffic: the bot's newest refresh, at
+    the page's own seq, ignored by 2.1 rule 8 (no gap, no `init` again) yet a reply. Then this
+    test's own gateway is frozen (SIGSTOP: its kernel still accepts the bytes, nothing answers,
+    no close ever comes): the page says "reconnecting" within 40 s, and once the gateway runs
+    again (SIGCONT) it resumes there with `init`, `since` and `epoch`."""
+    executable = require_browser()
+    from playwright.async_api import async_playwright
+
+    deployment.start("accounting")
+    gateway = deployment.start("gateway")  # owned by this test alone: frozen below
+    deployment.wait_ready("accounting", "gateway")
+    keepalive = {"action": "refresh", "apiKey": API_KEY}
+    sent: list[list[Any]] = []  # the data frames the page sent, per websocket it opened
+
+    def opened(websocket: Any) -> None:
+        frames: list[Any] = []
+        sent.append(frames)
+        websocket.on("framesent", lambda payload: frames.append(orjson.loads(payload)))
+
+    async def frames_of_first(count: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(sent[0]) < count:
+            assert time.monotonic() < deadline, f"the page sent only {sent[0]} in {timeout_s} s"
+            await asyncio.sleep(0.05)
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        frozen = False
+        try:
+            page = await browser.new_page()
+            page.on("websocket", opened)
+            await page.goto(f"http://127.0.0.1:{deployment.gateway_port}/#key={API_KEY}")
+            await wait_for_state(page, "live", 15)
+            live_at = time.monotonic()
+            (init,) = (await page.evaluate(CLIENT_RECORD))["inits"]
+
+            # the first keepalive within 30 s; answered, so still live 10 s on, nothing resent
+            await frames_of_first(2, 30)
+            assert time.monotonic() - live_at <= 30
+            assert sent[0] == [{"action": "init", "apiKey": API_KEY}, keepalive], sent
+            await asyncio.sleep(KEEPALIVE_REPLY_S + 1)
+            assert await page.get_attribute("#connection", "data-state") == "live"
+            assert len(sent) == 1 and len(sent[0]) == 2, sent
+            record = await page.evaluate(CLIENT_RECORD)
+            assert record["inits"] == [init] and record["resumes"] == [], record
+
+            # the gateway frozen: the next keepalive goes unanswered
+            os.kill(gateway.process.pid, signal.SIGSTOP)
+            frozen = True
+            frozen_at = time.monotonic()
+            await wait_for_state(page, "reconnecting", 40)
+            assert time.monotonic() - frozen_at <= 40
+            assert sent[0][-1] == keepalive and len(sent[0]) == 3, sent[0]
+            assert await page.evaluate("window.bandwagonDashboard.client.deadConnections") == 1
+
+            # running again: the connection the page opened meanwhile resumes at its seq
+            os.kill(gateway.process.pid, signal.SIGCONT)
+            frozen = False
+            await wait_for_state(page, "live", 45)
+            record = await page.evaluate(CLIENT_RECORD)
+            assert record["inits"] == [init] and len(record["resumes"]) == 1, record
+            epoch = await page.evaluate("window.bandwagonDashboard.state.epoch")
+            since = record["resumes"][0]
+            resume = {"action": "init", "apiKey": API_KEY, "since": since, "epoch": epoch}
+            assert sent[-1][0] == resume, sent
+            assert len(sent[0]) == 3, "nothing more on the dropped connection"
+        finally:
+            if frozen:
+                os.kill(gateway.process.pid, signal.SIGCONT)
+            await browser.close()
