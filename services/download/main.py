@@ -24,6 +24,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from libs.core.market import KlineRowReader
 from libs.core.periods import kline_open_time, kline_period_ms
 from libs.errors import BadMarketData, ConfigError
-from libs.market_files import KLINES_COLUMNS
-from services.backtest.inputs import parse_time_ms
-from services.ingest.ccxt_markets import (
+from libs.exchange.backoff import BackoffSettings, ExchangeBackoff, error_kind
+from libs.exchange.candles import candle_pages, parse_candle
+from libs.exchange.markets import (
     URLS_VARIABLE,
     ccxt_symbol,
     check_exchange_id,
@@ -46,7 +47,8 @@ from services.ingest.ccxt_markets import (
     parse_urls,
     product_id,
 )
-from services.ingest.ccxt_source import CcxtSettings, ExchangeBackoff, error_kind, parse_candle
+from libs.market_files import KLINES_COLUMNS
+from services.backtest.inputs import parse_time_ms
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +142,7 @@ async def download(
     request: Request,
     urls: dict[str, Any] | None = None,
     quiet: bool = True,
-    settings: CcxtSettings | None = None,
+    settings: BackoffSettings | None = None,
     clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
 ) -> int:
     """Append the closed klines of [from, to) after the file's last row; returns rows written."""
@@ -161,7 +163,7 @@ async def download(
         end = current if request.to_ms is None else min(request.to_ms, current)
         reader = KlineRowReader(period_ms)
         reader.last_time_ms = last_ms
-        backoff = ExchangeBackoff(settings or CcxtSettings())
+        backoff = ExchangeBackoff(settings or BackoffSettings())
         request.out.parent.mkdir(parents=True, exist_ok=True)
         total = max(0, (end - first_ms + period_ms - 1) // period_ms)
         with (
@@ -180,31 +182,29 @@ async def download(
             task = progress.add_task(
                 "klines", total=total, completed=(since - first_ms) // period_ms
             )
-            while since < end:
-                page = await fetch_page(exchange, request, since, backoff)
-                rows, newest = [], None
-                for candle in page:
-                    open_ms = candle[0] if candle else None
-                    if type(open_ms) is int:
-                        newest = open_ms if newest is None else max(newest, open_ms)
-                        if open_ms < since or open_ms >= end:
+
+            async def fetch(since_ms: int) -> list[list[Any]]:
+                return await fetch_page(exchange, request, since_ms, backoff)
+
+            pages = candle_pages(fetch, since, end, period_ms)
+            async with aclosing(pages):
+                async for page in pages:
+                    rows = []
+                    for candle in page.rows:
+                        try:
+                            k = reader.accept(parse_candle(candle)).kline
+                        except BadMarketData as error:
+                            print(f"{request.out}: skipped a candle: {error}", file=sys.stderr)
                             continue
-                    try:
-                        k = reader.accept(parse_candle(candle)).kline
-                    except BadMarketData as error:
-                        print(f"{request.out}: skipped a candle: {error}", file=sys.stderr)
-                        continue
-                    if k.volume > 0:
-                        rows.append(csv_row(k.time_ms, (k.open, k.high, k.low, k.close, k.volume)))
-                file.write("".join(rows))
-                file.flush()
-                written += len(rows)
-                if newest is None or newest < since:
-                    break  # nothing more from the exchange
-                progress.update(
-                    task, completed=(min(newest + period_ms, end) - first_ms) // period_ms
-                )
-                since = newest + period_ms
+                        if k.volume > 0:
+                            values = (k.open, k.high, k.low, k.close, k.volume)
+                            rows.append(csv_row(k.time_ms, values))
+                    file.write("".join(rows))
+                    file.flush()
+                    written += len(rows)
+                    if page.next_since_ms is not None:  # None: nothing more from the exchange
+                        done_ms = min(page.next_since_ms, end)
+                        progress.update(task, completed=(done_ms - first_ms) // period_ms)
             progress.update(task, completed=total)
     finally:
         await exchange.close()

@@ -21,16 +21,19 @@ exchange's whole kline) and then the trades of the current period.
 Exactly once across restarts: every entry's `src` is `ccxt:<exchange>:<symbol>:k<open time>` or
 `...:t<trade id>`, the writer reads the stream's last entry back before it writes again, and the
 follower restarts after that entry. `FeedState` is the pure part (no IO, no clock).
+
+CCXT itself (clients, candle and trade parsing, `fetch_ohlcv` paging, backoff) is in
+`libs/exchange`, shared with `bandwagon download`; this module is what ingest makes of it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -42,29 +45,29 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from libs import keys
 from libs.config import BotConfig, BotsFile, MarketTerms
 from libs.core.market import (
-    NOT_A_NUMBER,
-    NOT_AN_INTEGER,
     ROW_TIME_NOT_INCREASING,
     ROW_TIME_OFF_PERIOD,
     Kline,
     MarketUpdate,
-    Trade,
     TradeKlineBuilder,
     validate_kline,
 )
 from libs.core.periods import kline_close_time, kline_open_time
 from libs.errors import BadMarketData
-from libs.market_files import Reject
-from libs.market_terms import changed_terms, frozen_terms, write_supplied_terms
-from libs.ops.health import Health
-from services.ingest.ccxt_markets import (
+from libs.exchange.backoff import BackoffSettings, ExchangeBackoff, SocketReplaced, error_kind
+from libs.exchange.candles import candle_pages, parse_candle, parse_trade
+from libs.exchange.markets import (
     SymbolMetadata,
     ccxt_symbol,
     check_exchange_id,
-    check_markets,
+    counts_decimals,
     exchange_ids,
     new_exchange,
 )
+from libs.market_files import Reject
+from libs.market_terms import changed_terms, frozen_terms, write_supplied_terms
+from libs.ops.health import Health
+from services.ingest.ccxt_markets import check_markets
 from services.ingest.sources import Item, LastEntry
 from services.ingest.writer import (
     EARLIER_THAN_STREAM,
@@ -97,15 +100,13 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class CcxtSettings:
-    """How the ccxt source behaves; defaults suit real exchanges, tests shorten the waits."""
+class CcxtSettings(BackoffSettings):
+    """How the ccxt source behaves, its waits after failed calls included (`BackoffSettings`);
+    defaults suit real exchanges, tests shorten the waits."""
 
     stale_periods: float = 3.0  # no word from the exchange for this many periods: stale
     websocket: bool = True  # False: poll REST even where CCXT has watch_trades
     urls: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    backoff_first_s: float = 1.0
-    backoff_cap_s: float = 60.0
-    rate_limit_factor: float = 4.0  # HTTP 429 / 418: wait this much longer
     quiet_check_s: float | None = None  # REST check of a silent socket; None: one period
     poll_min_s: float = 1.0
     check_s: float = 1.0  # how often staleness is evaluated
@@ -121,32 +122,6 @@ def kline_src(exchange_id: str, symbol: str, open_ms: int) -> str:
 
 def trade_src(exchange_id: str, symbol: str, trade_id: str) -> str:
     return f"ccxt:{exchange_id}:{symbol}:t{trade_id}"
-
-
-def _number(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadMarketData(name, value, NOT_A_NUMBER)
-    return float(value)
-
-
-def _time(value: object) -> int:
-    if type(value) is not int:
-        raise BadMarketData("time", value, NOT_AN_INTEGER)
-    return value
-
-
-def parse_candle(row: Sequence[Any]) -> Kline:
-    """A CCXT OHLCV row `[time, open, high, low, close, volume]`; CCXT gives None for a value
-    it could not parse, which is rejected here as not a number."""
-    values = list(row) + [None] * (6 - len(row))
-    return Kline(
-        time_ms=_time(values[0]),
-        open=_number("open", values[1]),
-        high=_number("high", values[2]),
-        low=_number("low", values[3]),
-        close=_number("close", values[4]),
-        volume=_number("volume", values[5]),
-    )
 
 
 @dataclass(slots=True)
@@ -236,22 +211,16 @@ class FeedState:
             return self.last_time_ms
         return kline_open_time(now_ms, self.period_ms)
 
-    def accept_candles(
-        self, candles: Sequence[Sequence[Any]], since_ms: int, now_ms: int
-    ) -> tuple[Batch, int | None]:
-        """Closed klines of one `fetch_ohlcv` page -> updates (SPEC 3.1 rule 1); rows before
-        `since_ms` were asked for already and the forming kline is not closed, so both are
-        skipped, as is a kline without volume: a period without trades has no kline (SPEC 4.1
-        rule 8). Returns the batch and the `since` of the next page (None: no progress)."""
+    def accept_candles(self, candles: Sequence[Sequence[Any]], now_ms: int) -> Batch:
+        """Closed klines of one `fetch_ohlcv` page (`candle_pages` cuts it to the klines asked
+        for) -> updates (SPEC 3.1 rule 1). The forming kline is not closed, so it is skipped, as
+        is a kline without volume: a period without trades has no kline (SPEC 4.1 rule 8)."""
         batch = Batch()
         current = kline_open_time(now_ms, self.period_ms)
-        newest: int | None = None
         for row in candles:
             open_ms = row[0] if row else None
-            if type(open_ms) is int:
-                newest = open_ms if newest is None else max(newest, open_ms)
-                if open_ms < since_ms or open_ms >= current:
-                    continue
+            if type(open_ms) is int and open_ms >= current:
+                continue
             try:
                 kline = self._kline(row)
             except BadMarketData as error:
@@ -271,8 +240,7 @@ class FeedState:
             batch.items.append(
                 Item(kline_src(self.exchange_id, self.symbol, kline.time_ms), update)
             )
-        next_since = None if newest is None or newest < since_ms else newest + self.period_ms
-        return batch, next_since
+        return batch
 
     def _kline(self, row: Sequence[Any]) -> Kline:
         """SPEC 5.1 rule 11 for a klines row, plus: after the stream's kline (a kline built from
@@ -311,14 +279,7 @@ class FeedState:
             if type(time_ms) is int and covered_until is not None and time_ms <= covered_until:
                 continue
             try:
-                update = self.builder.accept(
-                    Trade(
-                        time_ms=_time(time_ms),
-                        trade_id=trade_id,
-                        price=_number("price", trade.get("price")),
-                        amount=_number("amount", trade.get("amount")),
-                    )
-                )
+                update = self.builder.accept(parse_trade(trade, trade_id))
             except BadMarketData as error:
                 line = f"t{trade_id}"
                 batch.rejects.append((line, Reject(0, error.field, error.value, error.reason)))
@@ -335,50 +296,11 @@ class FeedState:
         return batch
 
 
-def error_kind(error: BaseException) -> str:
-    """How to wait after a failed call: rate limits get the longest waits."""
-    import ccxt
-
-    if isinstance(error, ccxt.DDoSProtection | ccxt.RateLimitExceeded):
-        return "rate_limited"
-    if isinstance(error, ccxt.NetworkError | OSError | TimeoutError | SocketReplaced):
-        return "network"
-    if isinstance(error, ccxt.BaseError):
-        return "exchange"
-    return "unexpected"
-
-
-class ExchangeBackoff:
-    """Capped exponential backoff with jitter, each wait drawn in [d/2, d]; a rate limit
-    multiplies d (and its cap) by `rate_limit_factor`."""
-
-    def __init__(self, settings: CcxtSettings, rng: random.Random | None = None) -> None:
-        self.settings = settings
-        self.attempt = 0
-        self.rng = rng or random.Random()
-
-    def next_delay_s(self, kind: str) -> float:
-        settings = self.settings
-        ceiling = min(settings.backoff_cap_s, settings.backoff_first_s * 2**self.attempt)
-        if kind == "rate_limited":
-            ceiling *= settings.rate_limit_factor
-        self.attempt += 1
-        return self.rng.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
 # --- the shell ---------------------------------------------------------------------------------
 
 
 class Stopped(Exception):
     """Stop was set while waiting on the exchange: the follower returns."""
-
-
-class SocketReplaced(Exception):
-    """A websocket of the exchange closed while no call was waiting on it: CCXT opens a new one
-    silently on the next `watch_*`, so the trades in between are a gap to backfill."""
 
 
 DISCONNECTS = "bandwagon_disconnects"
@@ -515,19 +437,20 @@ class CcxtFollower:
         since = self.state.klines_from(now_ms, self.history, complete)
         current = kline_open_time(now_ms, self.stream.period_ms)
         if since is not None:
-            while since < current:
-                candles = await self._call(
-                    self.exchange.fetch_ohlcv(self.symbol, self.stream.kline_size, since=since)
-                )
-                self._contact()
-                batch, next_since = self.state.accept_candles(candles, since, now_ms)
-                await self._write(batch)
-                if next_since is None or next_since <= since:
-                    break
-                since = next_since
+            pages = candle_pages(self._fetch_candles, since, current, self.stream.period_ms)
+            async with aclosing(pages):
+                async for page in pages:
+                    await self._write(self.state.accept_candles(page.rows, now_ms))
             self.state.cover_until(current - 1)
         if self.has_trades:
             await self._fetch_trades()
+
+    async def _fetch_candles(self, since_ms: int) -> list[list[Any]]:
+        candles: list[list[Any]] = await self._call(
+            self.exchange.fetch_ohlcv(self.symbol, self.stream.kline_size, since=since_ms)
+        )
+        self._contact()
+        return candles
 
     async def _fetch_trades(self) -> None:
         """Trades since the last update, an hour window at a time, page by page until a page
@@ -698,15 +621,13 @@ class CcxtIngest:
                 urls = self.settings.urls.get(bot.exchange)
                 self.exchanges[bot.exchange] = new_exchange(bot.exchange, urls)
             for exchange_id, exchange in self.exchanges.items():
-                from ccxt.base.decimal_to_precision import DECIMAL_PLACES
-
                 markets = await load_markets(exchange, self.settings, stop)
                 self.metadata[exchange_id] = check_markets(
                     self.bots,
                     exchange_id,
                     markets,
                     exchange.timeframes or {},
-                    exchange.precisionMode == DECIMAL_PLACES,
+                    counts_decimals(exchange),
                 )
                 log.info("%s: %d markets loaded", exchange_id, len(markets))
         except BaseException:

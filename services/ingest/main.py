@@ -35,11 +35,11 @@ from redis.asyncio import Redis
 
 from libs.config import BotsFile, Settings, load_bots, load_settings
 from libs.errors import ConfigError
+from libs.exchange.markets import URLS_VARIABLE, parse_urls
 from libs.market_files import Reject, file_kind
 from libs.ops.health import Health, SidePort, ping_redis_forever
 from libs.ops.logs import setup_logging
 from libs.ops.redis_client import worker_redis
-from services.ingest.ccxt_markets import URLS_VARIABLE, parse_urls
 from services.ingest.ccxt_source import CcxtIngest, CcxtSettings, Stopped
 from services.ingest.sources import ReplaySource, Source, SyntheticSource
 from services.ingest.writer import (

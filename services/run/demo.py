@@ -24,7 +24,7 @@ from libs.config import API_KEY_PATTERN
 from libs.errors import ConfigError
 from libs.redis_server import RedisServer
 from services.gateway.dashboard import vendor
-from services.run.supervisor import ChildSpec
+from services.run.children import ChildSpec
 
 WORKER_HEALTH_PORTS = {"ingest": 9101, "strategy": 9102, "accounting": 9103}  # SPEC 4.1 rule 3
 SERVICES = ("ingest", "strategy", "accounting", "gateway")

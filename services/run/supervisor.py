@@ -22,25 +22,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+from services.run.children import ChildSpec
+
 CONFIG_ERROR_EXIT = 78  # SPEC 4.1 rule 7; libs.errors.ConfigError.exit_code
 _TAIL_BYTES = 65_536
 _OWN_MARK = '"logger":"bandwagon.run"'  # the supervisor's own lines in a child's log
-
-
-@dataclass(frozen=True, slots=True)
-class ChildSpec:
-    """One supervised process: `argv` runs with exactly `env`, in `cwd` (default: ours)."""
-
-    name: str
-    argv: Sequence[str]
-    env: Mapping[str, str]
-    cwd: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from libs.errors import ConfigError
+from libs.exchange.backoff import BackoffSettings
 from libs.market_files import read_market_file
 from services.download.main import HEADER, Request, download
-from services.ingest.ccxt_source import CcxtSettings
 from tests.integration.exchange_standin import MINUTE, StandinExchange, StandinMarket
 
 DAY_MS = 1_704_067_200_000  # 2024-01-01T00:00Z
-FAST = CcxtSettings(backoff_first_s=0.01, backoff_cap_s=0.05)
+FAST = BackoffSettings(backoff_first_s=0.01, backoff_cap_s=0.05)
 
 
 @pytest.fixture
