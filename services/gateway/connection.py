@@ -11,11 +11,12 @@ the same queue, which is what keeps them in order with the refreshes around them
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -25,7 +26,7 @@ from libs.config import Settings, api_key_hash
 from libs.errors import ClientError
 from libs.store import StateMissing
 from services.gateway import metrics
-from services.gateway.hub import Hub, Refresh, read_log
+from services.gateway.hub import Hub, LogEntries, Refresh, read_log
 from services.gateway.inits import BuiltInit, InitCache
 from services.gateway.limits import FailedKeys, TokenBucket
 from services.gateway.protocol import (
@@ -35,15 +36,17 @@ from services.gateway.protocol import (
     REASON_SLOW_CONSUMER,
     Document,
     check_action,
-    check_key_shape,
+    check_key_present,
     check_resume_fields,
     error_frame,
+    key_could_be_configured,
     parse_frame,
     refresh_head,
     resume_frame,
     seq_of_entry_id,
     unauthorized,
 )
+from services.gateway.registry import KeyRegistry, RegistryMissing
 from services.gateway.wsprotocol import TransportControl
 
 log = logging.getLogger("bandwagon.gateway.connection")
@@ -58,8 +61,6 @@ REASON_INTERNAL_ERROR = "internal_error"
 FILL_RETRY_FIRST_S = 0.1
 FILL_RETRY_MAX_S = 1.0
 
-_TEXT, _START, _REFRESH_REPLY = 0, 1, 2
-
 
 @dataclass(frozen=True, slots=True)
 class ConnectionContext:
@@ -70,22 +71,45 @@ class ConnectionContext:
     hub: Hub
     failed_keys: FailedKeys
     inits: InitCache
+    registry: KeyRegistry
 
 
 @dataclass(frozen=True, slots=True)
-class _Reply:
-    kind: int
+class _Error:
+    """An error frame (SPEC 2.1 rule 3)."""
+
     text: str
-    seq: int = 0
-    epoch: str = ""
-    target_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """An `init` or `resume` at `seq`: the connection's place restarts there, and what the bot
+    published up to `target_seq` follows it (SPEC 2.1 rules 7 and 15)."""
+
+    mode: Literal["full", "resume"]  # the label of `bandwagon_ws_inits_total`
+    text: str
+    seq: int
+    epoch: str
+    target_seq: int
     init: BuiltInit | None = None  # a full init's shared text and frame
+
+
+@dataclass(frozen=True, slots=True)
+class _RefreshReply:
+    """The reply to a `refresh` request: the bot's newest refresh (SPEC 2.1 rule 9)."""
+
+    text: str
+    seq: int
+    epoch: str
 
 
 @dataclass(frozen=True, slots=True)
 class _Close:
     code: int
     reason: str
+
+
+_Reply = _Error | _Start | _RefreshReply
 
 
 def _unavailable(message: str, close_code: int | None = CLOSE_UNAVAILABLE) -> ClientError:
@@ -105,6 +129,7 @@ class Connection:
         self._settings = context.settings
         self._redis = context.redis
         self._hub = context.hub
+        self._registry = context.registry
         self._receive = receive
         self._asgi_send = send
         self.address = address  # for the failed-keys count only: never logged or labelled
@@ -183,9 +208,7 @@ class Connection:
 
     def _stop_listening(self) -> None:
         self._closing = True
-        if self._auth_timer is not None:
-            self._auth_timer.cancel()
-            self._auth_timer = None
+        self._stop_auth_timer()
         if self.bot is not None:
             self._hub.unsubscribe(self.bot, self)
 
@@ -212,15 +235,21 @@ class Connection:
         return started_s is not None and now_s - started_s > self._settings.gateway_send_stall_s
 
     def revoke(self) -> None:
-        """The key no longer maps to this bot (SPEC 2.1 rule 16): `unauthorized`, then 4401."""
+        """The key no longer maps to this bot in an existing registry (SPEC 2.1 rule 16):
+        `unauthorized`, then 4401."""
         if not self._closing:
-            self._fail(unauthorized("the apiKey is no longer configured"), failed_key=False)
+            self._fail(unauthorized("the apiKey is no longer configured"))
 
     def _auth_expired(self) -> None:
-        """No successful `init` within `GATEWAY_AUTH_TIMEOUT_S` (SPEC 5.1 rule 2)."""
+        """No `init` within `GATEWAY_AUTH_TIMEOUT_S` (SPEC 5.1 rule 2, 2.1 rule 18)."""
         self._auth_timer = None
         if self.bot is None and not self._closing:
-            self._fail(unauthorized("no successful init within the auth timeout"), False)
+            self._fail(unauthorized("no init within the auth timeout"))
+
+    def _stop_auth_timer(self) -> None:
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
 
     # -- queue ------------------------------------------------------------------------------
 
@@ -264,12 +293,14 @@ class Connection:
         if writer is None or writer.done():
             self._writer = self._loop.create_task(self._write_queued())
 
-    def _fail(self, error: ClientError, failed_key: bool) -> None:
-        """Answer with the error frame; close after it when the code requires (2.1 rules 3, 4)."""
+    def _fail(self, error: ClientError) -> None:
+        """Answer with the error frame; close after it when the code requires (2.1 rules 3, 4).
+        Every `unauthorized` answer counts toward the address's failed keys (5.1 rule 4), the
+        auth timeout's and a revoked key's included."""
         metrics.ERRORS.labels(code=error.code).inc()
-        if failed_key and error.code == "unauthorized":
+        if error.code == "unauthorized":
             self._context.failed_keys.record(self.address, self._loop.time())
-        frame = _Reply(_TEXT, error_frame(error.code, error.message))
+        frame = _Error(error_frame(error.code, error.message))
         if error.close_code is None:
             self._enqueue(frame)
             return
@@ -285,8 +316,12 @@ class Connection:
                 item = self._queue.pop(0)
                 if type(item) is Refresh:
                     await self._forward(item)
-                elif type(item) is _Reply:
-                    await self._answer(item)
+                elif type(item) is _Error:
+                    await self._send_text(item.text, None)
+                elif type(item) is _Start:
+                    await self._begin(item)
+                elif type(item) is _RefreshReply:
+                    await self._reply_refresh(item)
                 elif type(item) is _Close:
                     await self._send_close(item.code, item.reason)
                     return
@@ -336,29 +371,25 @@ class Connection:
         await self._send_text(refresh.text, refresh.received_s)
         self._next_seq = refresh.seq + 1
 
-    async def _answer(self, reply: _Reply) -> None:
-        if reply.kind == _TEXT:
-            await self._send_text(reply.text, None)
-        elif reply.kind == _START:  # init or resume: the connection's place restarts (rule 7)
-            control = self._control
-            if (
-                reply.init is not None
-                and control is not None
-                and control.write_frame(reply.init.frame)
-            ):
-                metrics.SENDS.sent_one(None)
-            else:
-                await self._send_text(reply.text, None)
+    async def _begin(self, start: _Start) -> None:
+        """`init` or `resume`: the connection's place restarts (rule 7)."""
+        control = self._control
+        if start.init is not None and control is not None and control.write_frame(start.init.frame):
+            metrics.SENDS.sent_one(None)
+        else:
+            await self._send_text(start.text, None)
+        self._epoch, self._next_seq = start.epoch, start.seq + 1
+        if start.target_seq > start.seq:
+            await self._fill(start.target_seq)
+
+    async def _reply_refresh(self, reply: _RefreshReply) -> None:
+        """What the connection lacks before the newest refresh goes first (rule 9)."""
+        same_epoch = reply.epoch == self._epoch
+        if same_epoch and reply.seq > self._next_seq:
+            await self._fill(reply.seq - 1)
+        await self._send_text(reply.text, None)
+        if not same_epoch or reply.seq >= self._next_seq:
             self._epoch, self._next_seq = reply.epoch, reply.seq + 1
-            if reply.target_seq > reply.seq:
-                await self._fill(reply.target_seq)
-        else:  # the `refresh` reply: what the connection lacks before it first (rule 9)
-            same_epoch = reply.epoch == self._epoch
-            if same_epoch and reply.seq > self._next_seq:
-                await self._fill(reply.seq - 1)
-            await self._send_text(reply.text, None)
-            if not same_epoch or reply.seq >= self._next_seq:
-                self._epoch, self._next_seq = reply.epoch, reply.seq + 1
 
     async def _fill(self, last_seq: int) -> None:
         """Send `_next_seq`..`last_seq` from the hub's ring, else from the log; skip only what the
@@ -390,38 +421,52 @@ class Connection:
 
     async def _on_message(self, text: str | None) -> None:
         if not self._bucket.take(self._loop.time()):  # SPEC 5.1 rule 3: before any other check
-            self._fail(ClientError("rate_limited", "too many messages", CLOSE_RATE_LIMITED), False)
+            self._fail(ClientError("rate_limited", "too many messages", CLOSE_RATE_LIMITED))
             return
         try:
             document = parse_frame(text)
             if check_action(document) == "init":
+                self._stop_auth_timer()  # SPEC 2.1 rule 18: this init's answer decides
                 await self._on_init(document)
             else:
                 await self._on_refresh(document)
         except ClientError as error:
             if not self._closing:
-                self._fail(error, failed_key=True)
+                self._fail(error)
 
-    def _check_same_key(self, key_hash: str) -> None:
-        if self.key_hash is not None and not hmac.compare_digest(key_hash, self.key_hash):
+    def _check_same_key(self, key_hash: str | None) -> None:
+        """On an authenticated connection, any other key is `unauthorized` (SPEC 2.1 rule 2);
+        None is a key that cannot be configured, so not the connection's either."""
+        if self.key_hash is not None and (
+            key_hash is None or not hmac.compare_digest(key_hash, self.key_hash)
+        ):
             raise unauthorized("apiKey differs from the one this connection authenticated with")
+
+    async def _look_up(self, api_key: str) -> tuple[str, str]:
+        """The key's bot and hash. `unauthorized` only once the registry has been read and the
+        key found absent; `unavailable` (1013) while it does not exist or cannot be read (SPEC
+        2.1 rule 18). A key that cannot be configured is not hashed, and only needs to know that
+        the registry exists to be absent from it."""
+        key_hash = api_key_hash(api_key) if key_could_be_configured(api_key) else None
+        self._check_same_key(key_hash)
+        try:
+            owners = await self._registry.owners(() if key_hash is None else (key_hash,))
+        except RegistryMissing:
+            raise _unavailable("the registry of keys does not exist yet") from None
+        except RedisError as error:
+            log.warning("key lookup failed: %r", error)
+            raise _unavailable("the registry of keys cannot be read now") from None
+        owner = owners[0] if owners else None
+        if owner is None or key_hash is None:
+            raise unauthorized("apiKey is not a configured key")
+        return owner, key_hash
 
     async def _on_init(self, document: Document) -> None:
         if self._context.failed_keys.blocked(self.address, self._loop.time()):
             raise ClientError(  # SPEC 5.1 rule 4
                 "rate_limited", "too many failed keys from this address", CLOSE_RATE_LIMITED
             )
-        api_key = check_key_shape(document)
-        key_hash = api_key_hash(api_key)
-        self._check_same_key(key_hash)
-        try:
-            owner = await self._redis.hget(keys.api_keys(), key_hash)
-        except RedisError as error:
-            log.warning("key lookup failed: %r", error)
-            raise _unavailable("the bot's state cannot be read now") from None
-        if not isinstance(owner, str):
-            raise unauthorized("apiKey is not a configured key")
-        bot = owner
+        bot, key_hash = await self._look_up(check_key_present(document))
         since, epoch = check_resume_fields(document)
         if since is not None and epoch is not None:
             if await self._try_resume(bot, key_hash, since, epoch):
@@ -433,7 +478,9 @@ class Connection:
         except (RedisError, KeyError, ValueError) as error:
             log.warning("snapshot unreadable: %r", error, extra={"bot": bot})
             raise _unavailable("the bot's state cannot be read now") from None
-        self._start(bot, key_hash, built.text, built.seq, built.epoch, built.seq, False, built)
+        self._start(
+            bot, key_hash, _Start("full", built.text, built.seq, built.epoch, built.seq, built)
+        )
 
     async def _try_resume(self, bot: str, key_hash: str, since: int, epoch: str) -> bool:
         """SPEC 2.1 rule 15: same epoch, since <= N, and the log starting by since+1 (it is
@@ -452,20 +499,12 @@ class Connection:
             return False
         if since < current_seq and (not first or seq_of_entry_id(first[0][0]) != since + 1):
             return False
-        self._start(bot, key_hash, resume_frame(since, epoch), since, epoch, current_seq, True)
+        self._start(
+            bot, key_hash, _Start("resume", resume_frame(since, epoch), since, epoch, current_seq)
+        )
         return True
 
-    def _start(
-        self,
-        bot: str,
-        key_hash: str,
-        text: str,
-        seq: int,
-        epoch: str,
-        target_seq: int,
-        resumed: bool,
-        init: BuiltInit | None = None,
-    ) -> None:
+    def _start(self, bot: str, key_hash: str, start: _Start) -> None:
         """Authenticate and subscribe in one synchronous step after the snapshot: whatever the
         hub dispatched before it is in its ring (caught up through `target_seq`), whatever after
         it is queued, so nothing published after the snapshot is missed (SPEC 2.1 rule 7)."""
@@ -474,48 +513,49 @@ class Connection:
         if self.bot is not None and self.bot != bot:
             self._hub.unsubscribe(self.bot, self)
         latest = self._hub.latest(bot)
-        if latest is not None and latest.epoch == epoch and latest.seq > target_seq:
-            target_seq = latest.seq
-        if not self._enqueue(_Reply(_START, text, seq, epoch, target_seq, init)):
+        if latest is not None and latest.epoch == start.epoch and latest.seq > start.target_seq:
+            start = replace(start, target_seq=latest.seq)
+        if not self._enqueue(start):
             return
         self.bot, self.key_hash = bot, key_hash
-        if self._auth_timer is not None:
-            self._auth_timer.cancel()
-            self._auth_timer = None
         self._hub.subscribe(bot, self)
-        (metrics.INIT_RESUME if resumed else metrics.INIT_FULL).inc()
+        (metrics.INIT_FULL if start.mode == "full" else metrics.INIT_RESUME).inc()
 
     async def _on_refresh(self, document: Document) -> None:
         """SPEC 2.1 rule 9: the newest refresh from the log (Redis is the authority), else the
         newest this gateway holds; neither is `unavailable`, and the connection stays open."""
-        api_key = check_key_shape(document)
-        bot = self.bot
-        if bot is None:
+        api_key = check_key_present(document)
+        bot, key_hash = self.bot, self.key_hash
+        if bot is None or key_hash is None:
             raise unauthorized("send init before refresh")
-        self._check_same_key(api_key_hash(api_key))
-        newest: list[tuple[str, dict[str, str]]] = []
+        self._check_same_key(api_key_hash(api_key) if key_could_be_configured(api_key) else None)
+        redis_up = True
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hget(keys.api_keys(), self.key_hash or "")
-                pipe.xrevrange(keys.refresh_log(bot), count=1)
-                owner, newest = await pipe.execute()
-        except RedisError:
-            pass  # the key matched the connection's; answer from memory
-        else:
+            (owner,) = await self._registry.owners((key_hash,))
             if owner != bot:
-                raise unauthorized("the apiKey is no longer configured")
+                raise unauthorized("the apiKey is no longer configured")  # rule 16
+        except RegistryMissing:
+            pass  # no registry for the key to be absent from: the connection's key stands (18)
+        except RedisError:
+            redis_up = False  # answer from memory, without a second wait for Redis
         check_resume_fields(document)
-        reply: _Reply | None = None
+        newest: LogEntries = []
+        if redis_up:
+            with contextlib.suppress(RedisError):
+                newest = cast(
+                    LogEntries, await self._redis.xrevrange(keys.refresh_log(bot), count=1)
+                )
+        reply: _RefreshReply | None = None
         if newest:
             entry_id, fields = newest[0]
             text = fields.get("msg")
             head = None if text is None else refresh_head(text)
             if text is not None and head is not None:
-                reply = _Reply(_REFRESH_REPLY, text, seq_of_entry_id(entry_id), head[1])
+                reply = _RefreshReply(text, seq_of_entry_id(entry_id), head[1])
         if reply is None:
             latest = self._hub.latest(bot)
             if latest is not None:
-                reply = _Reply(_REFRESH_REPLY, latest.text, latest.seq, latest.epoch)
+                reply = _RefreshReply(latest.text, latest.seq, latest.epoch)
         if reply is None:
             raise _unavailable("no refresh of this bot is available now", close_code=None)
         if not self._closing:

@@ -99,13 +99,29 @@ def unauthorized(message: str) -> ClientError:
     return ClientError("unauthorized", message, CLOSE_UNAUTHORIZED)
 
 
-def check_key_shape(document: Document) -> str:
-    """Row 4, the part that needs no Redis: a key that cannot be configured (SPEC 5.1 rule 10) is
-    refused without hashing, which also keeps non-ASCII text away from the hash."""
+def check_key_present(document: Document) -> str:
+    """Row 4, the part SPEC 2.1 rule 2 lists before "not a configured key": `apiKey` missing,
+    not a string, empty, or over 256 characters (refused without being hashed, 5.1 rule 10)."""
     api_key = document.get("apiKey")
     if not isinstance(api_key, str) or not api_key:
         raise unauthorized("apiKey is missing or not a string")
-    if len(api_key) > MAX_KEY_CHARS or not API_KEY_PATTERN.fullmatch(api_key):
+    if len(api_key) > MAX_KEY_CHARS:
+        raise unauthorized("apiKey is not a configured key")
+    return api_key
+
+
+def key_could_be_configured(api_key: str) -> bool:
+    """16 to 256 printable ASCII characters, no space (SPEC 2.1 rule 16): only such a key can be
+    in the registry, and only such a key is hashed, which keeps non-ASCII text from the hash."""
+    return API_KEY_PATTERN.fullmatch(api_key) is not None
+
+
+def check_key_shape(document: Document) -> str:
+    """Row 4 without Redis, as a key that can never be configured is `unauthorized` once the
+    registry is known to exist. The reader asks the registry before it says so (rule 18:
+    `unavailable` while there is none), so it calls the two parts itself."""
+    api_key = check_key_present(document)
+    if not key_could_be_configured(api_key):
         raise unauthorized("apiKey is not a configured key")
     return api_key
 

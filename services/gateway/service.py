@@ -16,7 +16,6 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from libs import keys
 from libs.config import Settings
 from libs.errors import ConfigError
 from libs.ops.health import Health, ping_redis_forever
@@ -30,6 +29,7 @@ from services.gateway.protocol import (
     REASON_GOING_AWAY,
     REASON_SLOW_CONSUMER,
 )
+from services.gateway.registry import KeyRegistry, RegistryMissing
 
 log = logging.getLogger("bandwagon.gateway")
 
@@ -45,6 +45,7 @@ class Gateway:
         self.redis = redis
         self.health = health
         self.hub = Hub(redis, health)
+        self.registry = KeyRegistry(redis, health)
         self.failed_keys = FailedKeys(settings.gateway_auth_fails_per_min)
         try:
             self.trusted_proxies = TrustedProxies(settings.gateway_trusted_proxies)
@@ -56,7 +57,7 @@ class Gateway:
             origin.lower().rstrip("/") for origin in settings.gateway_allowed_origins
         )
         self.context = ConnectionContext(
-            settings, redis, self.hub, self.failed_keys, InitCache(redis)
+            settings, redis, self.hub, self.failed_keys, InitCache(redis), self.registry
         )
         self.connections: set[Connection] = set()
         self._no_connections = asyncio.Event()
@@ -87,6 +88,7 @@ class Gateway:
             self._tasks.append(asyncio.create_task(coroutine))
 
         spawn(self.hub.run())
+        spawn(self.registry.watch_forever())
         spawn(ping_redis_forever(self.redis.ping, self.health))
         spawn(self._sweep_forever())
         spawn(self._check_keys_forever())
@@ -136,7 +138,11 @@ class Gateway:
 
     async def check_keys(self) -> None:
         """SPEC 2.1 rule 16: a removed or rotated key's connections get `unauthorized` and 4401.
-        One HMGET per batch of distinct key hashes, not one call per connection."""
+        One HMGET per batch of distinct key hashes, not one call per connection.
+
+        Only a registry that exists can show a key removed (rule 18): when `bw:apikeys` is gone
+        altogether (Redis lost its data, FLUSHALL) nothing is revoked, and the connections are
+        checked again once accounting has written it anew."""
         by_hash: dict[str, list[Connection]] = {}
         for connection in self.connections:
             if connection.key_hash is not None and connection.bot is not None:
@@ -144,7 +150,11 @@ class Gateway:
         hashes = list(by_hash)
         for start in range(0, len(hashes), KEY_CHECK_BATCH):
             batch = hashes[start : start + KEY_CHECK_BATCH]
-            owners = await self.redis.hmget(keys.api_keys(), batch)
+            try:
+                owners = await self.registry.owners(batch)
+            except RegistryMissing:
+                log.debug("key check skipped: the key registry does not exist")
+                return
             for key_hash, owner in zip(batch, owners, strict=True):
                 for connection in by_hash[key_hash]:
                     if owner != connection.bot:

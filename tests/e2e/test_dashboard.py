@@ -36,6 +36,7 @@ from services.gateway.dashboard import vendor
 from services.gateway.dashboard.routes import dashboard_routes
 from tests.e2e.services import REPO, Deployment, bot_seq
 from tests.integration.gateway_harness import client, expect_error, running_gateway, send_json
+from tests.integration.gateway_seed import seed_bot
 
 DATA = Path(__file__).parents[1] / "data"
 API_KEY = "dashboard+e2e/key=0123456789"  # "+", "/", "=": the #key= fragment keeps them
@@ -179,6 +180,7 @@ async def test_the_page_is_served_with_its_files_and_without_the_chart_library(
 async def test_a_real_gateway_serves_the_page_beside_its_websocket_and_health(
     redis_server: RedisServer, redis: Redis
 ) -> None:
+    await seed_bot(redis, "alpha")  # a key registry: an unknown key is `unauthorized` (rule 18)
     async with running_gateway(redis_server.url) as gateway:
         async with httpx.AsyncClient(base_url=gateway.http) as http:
             page = await http.get("/")

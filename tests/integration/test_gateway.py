@@ -316,6 +316,7 @@ async def test_a_rotated_key_closes_its_connections_with_4401(
     redis: Redis, redis_server: RedisServer
 ) -> None:
     bot = await seed_bot(redis, "alpha")
+    await seed_bot(redis, "beta")  # the registry still exists without alpha's key: a rotation
     async with running_gateway(redis_server.url) as gateway, client(gateway.url) as ws:
         await send_json(ws, {"action": "init", "apiKey": bot.api_key})
         await recv_json(ws)
