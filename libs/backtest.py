@@ -23,6 +23,7 @@ import numpy as np
 from libs.config import BotConfig
 from libs.core.bands import Bands
 from libs.core.batch import Ints, UpdateColumns
+from libs.core.decimals import format_decimal
 from libs.core.market import MarketUpdate
 from libs.core.portfolio import StatusFigures, status_figures, symbol_figures
 from libs.core.sim_exchange import Fill
@@ -199,12 +200,15 @@ def final_status_figures(result: BacktestResult) -> StatusFigures:
     return status_figures(result.bot.start_capital, figures)
 
 
-def backtest_document(result: BacktestResult) -> dict[str, Any]:
-    """`{"trades": [TRADE...], "status": STATUS, "symbols": [SYMBOL without klines]}`.
+def backtest_document(result: BacktestResult, notes: Sequence[str] = ()) -> dict[str, Any]:
+    """`{"trades": [TRADE...], "status": STATUS, "symbols": [SYMBOL without klines], "notes":
+    [text...]}`.
 
     Built by the functions accounting builds its hashes with, so every field equals what the live
     pipeline shows at the end of the same data. `trades` holds every symbol's fills by time, then
     order_id; each SYMBOL lists all its own. STATUS is that of a working bot (SPEC 3.1 rule 15).
+    `notes` is no Status API field: what the run assumed that no config gave (the backtest's
+    inferred price decimals, say), so that a reader of the file alone knows it.
     """
     bot = result.bot
     trades: list[dict[str, Any]] = []
@@ -232,7 +236,19 @@ def backtest_document(result: BacktestResult) -> dict[str, Any]:
         time_zone_offset_min=result.time_zone_offset_min,
         enabled=True,
     )
-    return {"trades": trades, "status": status, "symbols": symbols}
+    return {"trades": trades, "status": status, "symbols": symbols, "notes": list(notes)}
+
+
+def fill_written_as_zero(result: BacktestResult) -> tuple[SymbolRun, Fill, str] | None:
+    """The first fill (config order, then order_id) whose price its symbol's `price_decimals`
+    would write as zero, with that text; None when every price shows. A fill's price is > 0
+    (SPEC 5.1 rule 11 prices, slippage below 100 %), so zero means too few decimals."""
+    for run in result.symbols:
+        for fill in run.fills:
+            text = format_decimal(fill.price, run.price_decimals)
+            if not text.strip("0."):
+                return run, fill, text
+    return None
 
 
 # --- statistics ----------------------------------------------------------------------------------

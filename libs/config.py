@@ -72,14 +72,15 @@ class StrategyConfig(_Model):
 
 
 class SymbolConfig(_Model):
-    """One symbol a bot trades. `min_size` and `price_decimals` may be left out where the source
-    supplies them (the `ccxt` source, from the exchange's markets); given, they override it.
-    Either way they are frozen with the bot's state (SPEC 4.1 rule 6)."""
+    """One symbol a bot trades, with SPEC 4.1 rule 10's defaults. `min_size` and
+    `price_decimals` have none here: left out, the source supplies them (the `ccxt` source, from
+    the exchange's markets; `bandwagon backtest` reads price_decimals off its file); given, they
+    override it. Either way they are frozen with the bot's state (SPEC 4.1 rule 6)."""
 
     product_id: str = Field(pattern=r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,20}$")
     min_size: str | None = None
     price_decimals: int | None = Field(None, ge=0, le=18)
-    leverage: float = Field(1.0, ge=1, le=200)
+    leverage: float = Field(10.0, ge=1, le=200)
     isolated: bool = True
     weight: float = Field(1.0, gt=0)
 

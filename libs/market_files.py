@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import csv
 import enum
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,8 @@ from libs.errors import BadMarketData, ConfigError
 
 KLINES_COLUMNS = ("time", "open", "high", "low", "close", "volume")
 TRADES_COLUMNS = ("time", "id", "price", "amount")  # `side` may be present; no rule needs it
+MAX_PRICE_DECIMALS = 18  # as `price_decimals` allows
+_PLAIN_DECIMAL = re.compile(r"([0-9]*)\.?([0-9]*)", re.ASCII)
 
 
 class FileKind(enum.Enum):
@@ -135,6 +139,56 @@ def read_market_file(
                         on_reject(Reject(reader.line_num, error.field, error.value, error.reason))
                     continue
                 yield reader.line_num, update
+
+
+# --- the decimals its prices are written with -----------------------------------------------------
+
+
+def written_decimals(text: str) -> int | None:
+    """The decimals a price needs as the file writes it, trailing zeros aside (`"0.00162008"` 8,
+    `"2000.10"` 1, `"1.5e-05"` 6, `"2000"` 0); None for a field that is not a finite number > 0.
+
+    Read from the text, not the double: `0.3` written `0.3` has 1, whatever its binary value."""
+    plain = _PLAIN_DECIMAL.fullmatch(text.strip())
+    if plain is not None:  # the common case, ten times faster than Decimal
+        whole, fraction = plain.group(1, 2)
+        if not (whole + fraction).strip("0"):
+            return None  # zero
+        return len(fraction.rstrip("0"))
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        return None
+    if not value.is_finite() or value <= 0:
+        return None
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -(exponent + trailing_zeros))
+
+
+def price_decimals_of(path: Path) -> int | None:
+    """The most decimals among the file's prices as written (`written_decimals`): a klines file's
+    open, high, low and close, a trades file's price; at most 18. None when no row has one.
+
+    What `bandwagon backtest` trades with when nothing else gives a symbol's `price_decimals`:
+    enough for each price of the file to be written exactly, so no fill rounds to 0."""
+    kind, columns = _open_csv(path)
+    price_columns = columns[1:5] if kind is FileKind.KLINES else columns[2:3]
+    most: int | None = None
+    try:
+        with path.open(newline="", encoding="utf-8") as file:
+            reader = csv.reader(file)
+            next(reader, None)
+            for row in reader:
+                for column in price_columns:
+                    if column < len(row):
+                        decimals = written_decimals(row[column])
+                        if decimals is not None and (most is None or decimals > most):
+                            most = decimals
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ConfigError(str(path), str(path), f"not a CSV file: {error}") from None
+    return None if most is None else min(most, MAX_PRICE_DECIMALS)
 
 
 # --- the same updates as columns ------------------------------------------------------------------

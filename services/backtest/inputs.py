@@ -18,10 +18,16 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from libs.config import DEFAULT_CONFIG_PATH, BotConfig, load_bots
+from libs.config import DEFAULT_CONFIG_PATH, BotConfig, SymbolConfig, load_bots
 from libs.core.batch import Bools, Ints, UpdateColumns
 from libs.errors import ConfigError
-from libs.market_files import FileKind, Reject, file_kind, read_market_columns
+from libs.market_files import (
+    FileKind,
+    Reject,
+    file_kind,
+    price_decimals_of,
+    read_market_columns,
+)
 
 _PRODUCT_PREFIX = re.compile(r"^([A-Z0-9]{1,20}-[A-Z0-9]{1,20})=(.+)$")
 
@@ -82,9 +88,11 @@ def choose_bot(config: Path | None, bot_id: str | None, symbol: str | None) -> B
     """The bot of `--config`/`--bot` (the file's first bot by default), all its symbols as
     configured, so the run is what that bot would trade live.
 
-    Without `--config`: the demo file's first bot narrowed to one symbol, the one `--symbol`
-    names, or its first; a product the demo does not list takes the first symbol's terms under
-    the given name. One symbol then gets the whole start capital.
+    Without `--config`: the demo file's first bot narrowed to one symbol, which then gets the
+    whole start capital. A demo symbol that `--symbol` names keeps its terms. Otherwise (no
+    `--symbol`, or a product the demo does not list) the demo's first symbol stands in under the
+    file's name with no `price_decimals`: they are read off the file (`infer_price_decimals`),
+    as the demo's 2 would write a price of 0.0016 as 0.00.
     """
     if config is not None:
         bots = load_bots(config)
@@ -96,13 +104,77 @@ def choose_bot(config: Path | None, bot_id: str | None, symbol: str | None) -> B
     if bot_id is not None:
         raise ConfigError("--bot", bot_id, "needs --config FILE: the demo file is used without it")
     demo = load_bots(DEFAULT_CONFIG_PATH).bots[0]
-    chosen = demo.symbols[0]
-    for candidate in demo.symbols:
-        if candidate.product_id == symbol:
-            chosen = candidate
     data = demo.model_dump()
-    data["symbols"] = [{**chosen.model_dump(), "product_id": symbol or chosen.product_id}]
-    return _validated(data, "--symbol", symbol or chosen.product_id)
+    named = [candidate for candidate in demo.symbols if candidate.product_id == symbol]
+    if named:
+        data["symbols"] = [named[0].model_dump()]
+        return _validated(data, "--symbol", symbol)
+    stand_in = demo.symbols[0]
+    product_id = symbol or stand_in.product_id
+    data["symbols"] = [{**stand_in.model_dump(), "product_id": product_id, "price_decimals": None}]
+    return _validated(data, "--symbol", product_id)
+
+
+def demo_stands_in(config: Path | None, symbol: str | None) -> bool:
+    """Whether `choose_bot` lends the demo's first symbol to a product it does not describe."""
+    if config is not None:
+        return False
+    return symbol not in [s.product_id for s in load_bots(DEFAULT_CONFIG_PATH).bots[0].symbols]
+
+
+def infer_price_decimals(
+    bot: BotConfig, files: Sequence[MarketFile]
+) -> tuple[BotConfig, list[str]]:
+    """The bot with the missing `price_decimals` of each symbol given a file read off that file
+    (`price_decimals_of`: the most decimals among its prices), and a note for each, for the
+    report and the JSON.
+
+    Only where neither a flag nor the config gives them: the demo's stand-in (`choose_bot`), or
+    a bots file that leaves them to the exchange. A file shows its prices, so this is a fair
+    reading of the market's tick; it shows no size step, so `min_size` is never inferred.
+    """
+    paths = {market_file.product_id: market_file.path for market_file in files}
+    symbols: list[SymbolConfig] = []
+    notes: list[str] = []
+    for symbol in bot.symbols:
+        path = paths.get(symbol.product_id)
+        decimals = None
+        if symbol.price_decimals is None and path is not None:
+            decimals = price_decimals_of(path)  # None for a file without a valid row
+        if decimals is None:
+            symbols.append(symbol)
+            continue
+        symbols.append(symbol.model_copy(update={"price_decimals": decimals}))
+        notes.append(
+            f"{symbol.product_id}: price_decimals {decimals}, the most decimals among the prices"
+            f" of {path} (--price-decimals sets it)"
+        )
+    return bot.model_copy(update={"symbols": symbols}), notes
+
+
+def stand_in_min_size_note(bot: BotConfig) -> str:
+    """What the report says when `choose_bot` lent the demo's first symbol to another product:
+    its price decimals are read off the file, but its `min_size` stays the demo's."""
+    symbol = bot.symbols[0]
+    stand_in = load_bots(DEFAULT_CONFIG_PATH).bots[0].symbols[0].product_id
+    return (
+        f"{symbol.product_id}: min_size {symbol.min_size}, the demo's {stand_in} step:"
+        " a market file does not show its market's (--min-size sets it)"
+    )
+
+
+def require_min_size(bot: BotConfig, files: Sequence[MarketFile]) -> None:
+    """A bots file may leave `min_size` to the exchange (docs/live-data.md); a backtest has no
+    exchange and cannot read a size step off a market file, so a symbol given a file needs one."""
+    with_files = {market_file.product_id for market_file in files}
+    for symbol in bot.symbols:
+        if symbol.min_size is None and symbol.product_id in with_files:
+            raise ConfigError(
+                "--min-size",
+                "(not set)",
+                f"bot {bot.id} leaves {symbol.product_id}'s min_size to the exchange,"
+                " and a market file does not show it",
+            )
 
 
 def _validated(data: dict[str, Any], option: str, value: object) -> BotConfig:

@@ -6,7 +6,8 @@ the file's updates here (`libs.backtest`), the way ingest's replay would feed it
   --trades [PRODUCT_ID=]FILE   a trades CSV, aggregated into forming klines
   --config FILE --bot ID       the bot (default: the demo bot, narrowed to one symbol)
   --symbol PRODUCT_ID          the symbol a file without PRODUCT_ID= feeds (default: the first)
-  --period ... --price-decimals  override the bot's trading config (see docs/backtest.md)
+  --period ... --price-decimals  override the bot's trading config (see docs/backtest.md);
+                               price decimals nothing gives are read off the file
   --from T --to T              only updates with from <= event time < to (Unix ms or ISO date)
   --json OUT  --plot OUT.html|OUT.png  --quiet
   --sweep NAME=V1,V2 ...       run the grid on a process pool and rank it by total PnL
@@ -18,17 +19,24 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from libs.backtest import BacktestResult, backtest_document, backtest_stats, run_backtest
+from libs.backtest import (
+    BacktestResult,
+    backtest_document,
+    backtest_stats,
+    fill_written_as_zero,
+    run_backtest,
+)
 from libs.config import BotConfig
 from libs.core.batch import UpdateColumns
 from libs.errors import ConfigError
+from libs.market_files import price_decimals_of
 from libs.ops.timezone import local_time_zone_offset_min
 from services.backtest.inputs import (
     OVERRIDE_OPTIONS,
@@ -37,15 +45,24 @@ from services.backtest.inputs import (
     apply_overrides,
     check_market_files,
     choose_bot,
+    demo_stands_in,
+    infer_price_decimals,
     load_updates,
     parse_market_file,
     parse_time_ms,
+    require_min_size,
+    stand_in_min_size_note,
 )
 from services.backtest.plot import check_plot_path, write_plot
 from services.backtest.report import currency_of, print_report
-from services.backtest.sweep import parse_grid, print_sweep, rows_document, run_sweep
+from services.backtest.sweep import Grid, parse_grid, print_sweep, rows_document, run_sweep
 
 LONG_RUN_UPDATES = 20_000  # a progress bar below this would only flicker
+OVERRIDE_HELP = {
+    "leverage": "default: the bot's (the demo's ETH-USDT: 10, SPEC's default)",
+    "min-size": "default: the bot's (the demo's ETH-USDT: 0.00001)",
+    "price-decimals": "default: the bot's, else the most decimals among the file's prices",
+}
 PIPE_WIDTH = 160
 
 
@@ -66,9 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     bot.add_argument("--symbol", metavar="PRODUCT_ID", help="what a file without PID= feeds")
     overrides = parser.add_argument_group("overrides of the bot's trading config")
     for option in OVERRIDE_OPTIONS:
-        overrides.add_argument(f"--{option}", metavar="VALUE")
+        overrides.add_argument(f"--{option}", metavar="VALUE", help=OVERRIDE_HELP.get(option))
     output = parser.add_argument_group("output")
-    output.add_argument("--json", type=Path, metavar="OUT", help="write trades, status, symbols")
+    output.add_argument("--json", type=Path, metavar="OUT", help="trades, status, symbols, notes")
     output.add_argument("--plot", type=Path, metavar="OUT.html|OUT.png")
     output.add_argument("--quiet", action="store_true", help="no report, no progress bar")
     sweep = parser.add_argument_group("sweep")
@@ -122,11 +139,45 @@ def run_with_progress(
         )
 
 
-def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+def resolve_bot(
+    args: argparse.Namespace, grid: Grid
+) -> tuple[BotConfig, tuple[MarketFile, ...], list[str]]:
+    """The bot with its flags applied and its missing price decimals read off its files; its
+    files; and the notes saying what the run assumed (docs/backtest.md, "The bot")."""
     bot = choose_bot(args.config, args.bot, args.symbol)
     files = market_files(args, bot)
-    bot = apply_overrides(bot, override_values(args), [f.product_id for f in files])
+    overrides = override_values(args)
+    bot = apply_overrides(bot, overrides, [f.product_id for f in files])
+    flagged = set(overrides) | {name for name, _ in grid}
+    if "min-size" not in flagged:
+        require_min_size(bot, files)
+    bot, notes = infer_price_decimals(bot, files)
+    if demo_stands_in(args.config, args.symbol) and "min-size" not in flagged:
+        notes.append(stand_in_min_size_note(bot))
+    return bot, files, notes
+
+
+def check_fill_prices(result: BacktestResult, files: Sequence[MarketFile]) -> None:
+    """Never write a positive fill's price as 0 (SPEC 2.1 rule 13 formats it to price_decimals):
+    decimals too few for the market are a config error, before anything is written."""
+    found = fill_written_as_zero(result)
+    if found is None:
+        return
+    run, fill, text = found
+    path = next(f.path for f in files if f.product_id == run.product_id)
+    most = price_decimals_of(path)
+    raise ConfigError(
+        "--price-decimals",
+        run.price_decimals,
+        f"{run.product_id}'s fill at {fill.price!r} (order_id {fill.order_id}) would be written"
+        f" as {text}; the prices of {path} have up to {most} decimals",
+    )
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    grid = parse_grid(args.sweep) if args.sweep else []
+    bot, files, notes = resolve_bot(args, grid)
     span = time_range(args)
     if args.workers is not None and args.workers < 1:
         raise ConfigError("--workers", args.workers, "must be at least 1")
@@ -138,7 +189,6 @@ def main(argv: list[str]) -> int:
     if args.sweep:
         if args.plot is not None:
             raise ConfigError("--plot", str(args.plot), "a sweep draws no plot: run one backtest")
-        grid = parse_grid(args.sweep)
         rows = run_sweep(bot, grid, files, span, args.workers)
         if args.json is not None:
             args.json.write_bytes(orjson.dumps(rows_document(rows), option=orjson.OPT_INDENT_2))
@@ -158,14 +208,15 @@ def main(argv: list[str]) -> int:
         if not updates[market_file.product_id]:
             raise ConfigError(str(market_file.path), "", "no valid market update to backtest")
     result = run_with_progress(bot, updates, show_progress, with_bands=args.plot is not None)
+    check_fill_prices(result, files)
 
     written: list[Path] = []
     if args.json is not None:
-        document = backtest_document(result)
+        document = backtest_document(result, notes=notes)
         args.json.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
         written.append(args.json)
     if args.plot is not None:
         write_plot(result, args.plot)
         written.append(args.plot)
-    print_report(console, bot, backtest_stats(result), written)
+    print_report(console, bot, backtest_stats(result), written, notes)
     return 0

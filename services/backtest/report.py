@@ -97,10 +97,17 @@ def symbols_table(stats: BacktestStats) -> Table:
 
 
 def print_report(
-    console: Console, bot: BotConfig, stats: BacktestStats, written: Sequence[Path]
+    console: Console,
+    bot: BotConfig,
+    stats: BacktestStats,
+    written: Sequence[Path],
+    notes: Sequence[str] = (),
 ) -> None:
+    """`notes`: what the run assumed that no config gave (inferred price decimals, say)."""
     for line in run_lines(bot, stats):
         console.print(line, highlight=False)
+    for note in notes:
+        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     console.print(summary_table(bot, stats))
     console.print(symbols_table(stats))
     for path in written:

@@ -168,6 +168,134 @@ def test_a_bad_option_value_exits_78_with_one_line_naming_it(args: list[str], li
     assert done.stdout == ""
 
 
+def test_without_symbol_the_price_decimals_are_read_off_the_file(tmp_path: Path) -> None:
+    """Issue 14: the file used to trade under the demo ETH-USDT's 2 decimals, every price "0.00"."""
+    out = tmp_path / "out.json"
+    done = backtest("--klines", KLINES, "--json", out)
+    assert done.returncode == 0, done.stderr
+    document = orjson.loads(out.read_bytes())
+    # the demo's first symbol, with the 8 decimals of prices such as 0.00162008 (row 1)
+    bot = BotConfig.model_validate(
+        {
+            "id": "demo",
+            "symbols": [{"product_id": "ETH-USDT", "min_size": "0.00001", "price_decimals": 8}],
+        }
+    )
+    assert document["trades"] == core_trades(bot, klines(bot)) != []
+    assert all(re.fullmatch(r"0\.\d{8}", t["price"]) for t in document["trades"])
+    assert all(float(t["price"]) > 0 for t in document["trades"])
+    # the first fill: a maker buy timed out, filled as a taker at the close 0.00158285 of the
+    # next update plus 0.05 % slippage = 0.0015836414..., with margin 1000 * 20 / 100 = 200 at
+    # leverage 10: floor(200 * 10 / 0.0015836414 / 0.00001) = 126291215197 steps
+    first = document["trades"][0]
+    assert (first["price"], first["size"], first["order_type"]) == (
+        "0.00158364",
+        "1262912.15197",
+        "taker",
+    )
+    notes = [
+        f"ETH-USDT: price_decimals 8, the most decimals among the prices of {KLINES}"
+        " (--price-decimals sets it)",
+        "ETH-USDT: min_size 0.00001, the demo's ETH-USDT step: a market file does not show its"
+        " market's (--min-size sets it)",
+    ]
+    assert document["notes"] == notes
+    for note in notes:
+        assert f"note: {note}" in done.stdout
+
+
+def test_a_trades_file_without_symbol_takes_the_decimals_of_its_price_column(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out.json"
+    done = backtest("--trades", TRADES, "--min-size", "0.1", "--json", out, "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    document = orjson.loads(out.read_bytes())
+    bot = BotConfig.model_validate(
+        {
+            "id": "demo",
+            "symbols": [{"product_id": "ETH-USDT", "min_size": "0.1", "price_decimals": 8}],
+        }
+    )
+    updates = [u for _, u in read_market_file(TRADES, bot.period_ms)]
+    assert document["trades"] == core_trades(bot, updates) != []
+    # the amounts (whole numbers) do not count; --min-size given: no note on it
+    assert document["notes"] == [
+        f"ETH-USDT: price_decimals 8, the most decimals among the prices of {TRADES}"
+        " (--price-decimals sets it)"
+    ]
+
+
+def test_given_price_decimals_are_kept_without_a_note(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    flags = ["--symbol", "ALT-BTC", "--price-decimals", "6", "--min-size", "0.01"]
+    done = backtest("--klines", KLINES, *flags, "--json", out)
+    assert done.returncode == 0, done.stderr
+    document = orjson.loads(out.read_bytes())
+    assert document["trades"] and document["notes"] == []
+    assert all(re.fullmatch(r"0\.\d{6}", t["price"]) for t in document["trades"])
+    assert "note:" not in done.stdout
+
+
+def test_a_config_that_leaves_price_decimals_to_the_exchange_gets_the_files(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "bots.yaml"
+    config.write_text(
+        'bots:\n  - id: live\n    symbols:\n      - {product_id: ALT-BTC, min_size: "0.01"}\n'
+    )
+    out = tmp_path / "out.json"
+    done = backtest("--config", config, "--klines", KLINES, "--json", out, "--quiet")
+    assert done.returncode == 0, done.stderr
+    document = orjson.loads(out.read_bytes())
+    assert document["notes"] == [
+        f"ALT-BTC: price_decimals 8, the most decimals among the prices of {KLINES}"
+        " (--price-decimals sets it)"
+    ]
+    assert document["trades"] == core_trades(demo_bot_for_alt(), klines(demo_bot_for_alt()))
+
+
+def test_a_config_that_leaves_min_size_to_the_exchange_exits_78_naming_the_flag(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "bots.yaml"
+    config.write_text("bots:\n  - id: live\n    symbols:\n      - {product_id: ALT-BTC}\n")
+    done = backtest("--config", config, "--klines", KLINES)
+    assert done.returncode == 78, done.stderr
+    assert done.stderr == (
+        "config error: --min-size: (not set): bot live leaves ALT-BTC's min_size to the"
+        " exchange, and a market file does not show it\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "shown"),
+    [
+        # the demo's own ETH-USDT and BTC-USDT terms: 2 and 1 decimals
+        (["--symbol", "ETH-USDT"], "2: ETH-USDT's fill at {} would be written as 0.00"),
+        (["--symbol", "BTC-USDT"], "1: BTC-USDT's fill at {} would be written as 0.0"),
+        (
+            ["--symbol", "ALT-BTC", "--price-decimals", "2", "--min-size", "0.01"],
+            "2: ALT-BTC's fill at {} would be written as 0.00",
+        ),
+    ],
+)
+def test_a_fill_its_price_decimals_would_write_as_zero_exits_78_naming_the_flag(
+    flags: list[str], shown: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.json"
+    done = backtest("--klines", KLINES, *flags, "--json", out)
+    assert done.returncode == 78, done.stderr
+    # the first fill, order_id 1, at 0.00158285 * 1.0005 (a taker buy) = 0.0015836414249999998
+    fill = "0.0015836414249999998 (order_id 1)"
+    assert done.stderr == (
+        f"config error: --price-decimals: {shown.format(fill)};"
+        f" the prices of {KLINES} have up to 8 decimals\n"
+    )
+    assert done.stdout == "" and not out.exists()
+
+
 def test_a_trades_file_given_as_klines_is_refused() -> None:
     done = backtest("--klines", TRADES)
     assert done.returncode == 78

@@ -8,9 +8,18 @@ from typing import Any
 
 import pytest
 
-from libs.backtest import backtest_document, backtest_stats, equity_curve, run_backtest
+from libs.backtest import (
+    BacktestResult,
+    SymbolRun,
+    backtest_document,
+    backtest_stats,
+    equity_curve,
+    fill_written_as_zero,
+    run_backtest,
+)
 from libs.config import BotConfig
 from libs.core.market import MarketUpdate
+from libs.core.sim_exchange import Fill
 from libs.market_files import read_market_file
 from libs.trading import new_symbol_strategy
 from libs.wire.convert import trade_wire
@@ -69,7 +78,8 @@ def core_trades(index: int, updates: list[MarketUpdate]) -> list[dict[str, Any]]
 
 
 def test_every_field_has_the_status_api_type(document: dict[str, Any]) -> None:
-    assert list(document) == ["trades", "status", "symbols"]
+    assert list(document) == ["trades", "status", "symbols", "notes"]
+    assert document["notes"] == []  # every term given: nothing assumed
     for trade in document["trades"]:
         TradeOut.model_validate(trade)
     StatusOut.model_validate(document["status"])
@@ -219,3 +229,54 @@ def test_progress_counts_every_update(updates: dict[str, list[MarketUpdate]]) ->
 def test_updates_for_a_symbol_the_bot_does_not_trade_are_refused() -> None:
     with pytest.raises(ValueError, match="DOGE-USDT"):
         run_backtest(BOT, {"DOGE-USDT": []}, time_zone_offset_min=0)
+
+
+def test_the_notes_go_into_the_document_as_given(updates: dict[str, list[MarketUpdate]]) -> None:
+    result = run_backtest(BOT, updates, time_zone_offset_min=0)
+    notes = ["ALT-BTC: price_decimals 8, read off the file"]
+    assert backtest_document(result, notes=notes)["notes"] == notes
+
+
+def a_fill_at(price: float, order_id: int) -> Fill:
+    return Fill(
+        order_id=order_id,
+        time_ms=60_000,
+        execution_time_ms=0,
+        slippage_pct=0.0,
+        side="buy",
+        size="1",
+        fee=0.0,
+        price=price,
+        order_type="maker",
+        action="BollingerBands_buy_long",
+        profit=0.0,
+        usdt_profit=0.0,
+        position_side="long",
+        round_trip=None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("decimals", "prices", "found"),
+    [
+        (2, [0.0016], (1, "0.00")),  # 0.0016 is below half a cent
+        (2, [0.5, 0.004], (4, "0.00")),  # the first fill shows, the second (order_id 4) not
+        (2, [0.005], None),  # the double 0.005 is a hair above 0.005: "0.01"
+        (3, [0.0016], None),  # "0.002": coarse, but not 0
+        (8, [0.00158364], None),
+        (1, [0.04], (1, "0.0")),
+    ],
+)
+def test_a_fill_whose_price_its_decimals_write_as_zero_is_found(
+    decimals: int, prices: list[float], found: tuple[int, str] | None
+) -> None:
+    """`found`: the order_id and the text of the first fill written as 0 (order_ids 1, 4...)."""
+    run = SymbolRun("ALT-BTC", decimals, new_symbol_strategy(BOT, 0))
+    run.fills.extend(a_fill_at(price, n * 3 + 1) for n, price in enumerate(prices))
+    result = BacktestResult(BOT, (run,), time_zone_offset_min=0)
+    answer = fill_written_as_zero(result)
+    if found is None:
+        assert answer is None
+    else:
+        assert answer is not None
+        assert (answer[1].order_id, answer[2]) == found

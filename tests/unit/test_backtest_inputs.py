@@ -9,14 +9,17 @@ import pytest
 from libs.config import DEFAULT_CONFIG_PATH, load_bots
 from libs.core.batch import UpdateColumns
 from libs.errors import ConfigError
-from libs.market_files import read_market_file
+from libs.market_files import FileKind, price_decimals_of, read_market_file, written_decimals
 from services.backtest.inputs import (
+    MarketFile,
     TimeRange,
     apply_overrides,
     choose_bot,
+    infer_price_decimals,
     load_updates,
     parse_market_file,
     parse_time_ms,
+    require_min_size,
 )
 from services.backtest.sweep import combinations, parse_grid
 
@@ -32,6 +35,121 @@ def test_without_config_the_demo_bot_is_narrowed_to_the_symbol_named() -> None:
     assert other.symbols[0].product_id == "ALT-BTC"
     assert other.symbols[0].min_size == demo.symbols[0].min_size
     assert choose_bot(None, None, None).symbols[0].product_id == "ETH-USDT"
+
+
+def test_the_demo_lends_no_price_decimals_to_a_file_it_does_not_describe() -> None:
+    """The demo's ETH-USDT writes prices with 2 decimals: a file of prices near 0.0016 would
+    trade at "0.00". Its decimals are read off the file instead (`infer_price_decimals`)."""
+    assert choose_bot(None, None, "ALT-BTC").symbols[0].price_decimals is None
+    assert choose_bot(None, None, None).symbols[0].price_decimals is None  # no --symbol
+    assert choose_bot(None, None, "BTC-USDT").symbols[0].price_decimals == 1  # the demo's own
+    assert choose_bot(None, None, "ETH-USDT").symbols[0].price_decimals == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "decimals"),
+    [
+        ("0.00162008", 8),
+        ("0.00161", 5),
+        ("2000.10", 1),  # a trailing zero needs no decimal
+        ("2000.0", 0),
+        ("2000", 0),
+        ("1.5e-05", 6),  # 0.000015
+        ("9.417E-05", 8),
+        ("1e+3", 0),
+        (".5", 1),
+        (" 0.25 ", 2),
+        ("0", None),
+        ("0.000", None),
+        ("-0.5", None),
+        ("nan", None),
+        ("inf", None),
+        ("", None),
+        ("0.0.1", None),
+    ],
+)
+def test_a_prices_decimals_are_read_off_its_text(text: str, decimals: int | None) -> None:
+    assert written_decimals(text) == decimals
+
+
+def test_a_klines_files_price_decimals_are_the_most_among_open_high_low_close(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "klines.csv"
+    path.write_text(
+        "time,open,high,low,close,volume\n"
+        "60000,0.0016,0.00162,0.0015,0.00161,123.123456789123\n"  # volume: 12, not a price
+        "120000,0.00161,0.001625,0.00161,0.00162,1e-09\n"  # high: 0.001625, 6 decimals
+        "180000,0.00162,0.00162,0.00162,0.0016200000,0\n"  # trailing zeros: 5
+    )
+    assert price_decimals_of(path) == 6
+
+
+def test_a_trades_files_price_decimals_are_the_most_among_its_prices(tmp_path: Path) -> None:
+    path = tmp_path / "trades.csv"
+    path.write_text(
+        "time,id,side,price,amount\n"
+        "1000,1,buy,0.00141342,0.123456789012\n"  # 8; the amount's 12 do not count
+        "2000,2,sell,1.5e-05,3\n"  # 6
+        "3000,3,sell,nan,3\n"  # not a price: the row is rejected anyway
+    )
+    assert price_decimals_of(path) == 8
+    assert price_decimals_of(DATA / "trades-2000.csv") == 8
+
+
+def test_a_file_without_a_price_has_no_decimals_and_more_than_18_are_18(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("time,open,high,low,close,volume\n")
+    assert price_decimals_of(empty) is None
+    tiny = tmp_path / "tiny.csv"
+    tiny.write_text("time,id,price,amount\n1,1,0.0000000000000000000012,1\n")  # 22 decimals
+    assert price_decimals_of(tiny) == 18  # price_decimals allows 0 to 18
+
+
+def test_price_decimals_nothing_gives_are_read_off_the_file_with_a_note() -> None:
+    bot = choose_bot(None, None, "ALT-BTC")
+    files = [MarketFile("ALT-BTC", DATA / "klines-1m-3000.csv", FileKind.KLINES)]
+    inferred, notes = infer_price_decimals(bot, files)
+    assert inferred.symbols[0].price_decimals == 8  # 0.00162008, the file's first row
+    assert inferred.symbols[0].terms.min_size == "0.00001"  # never inferred
+    assert notes == [
+        f"ALT-BTC: price_decimals 8, the most decimals among the prices of {files[0].path}"
+        " (--price-decimals sets it)"
+    ]
+
+
+def test_price_decimals_a_flag_or_the_config_gives_are_kept(tmp_path: Path) -> None:
+    files = [MarketFile("ALT-BTC", DATA / "klines-1m-3000.csv", FileKind.KLINES)]
+    flagged = apply_overrides(
+        choose_bot(None, None, "ALT-BTC"), {"price-decimals": "3"}, ["ALT-BTC"]
+    )
+    assert infer_price_decimals(flagged, files)[0].symbols[0].price_decimals == 3
+    assert infer_price_decimals(flagged, files)[1] == []
+    config = tmp_path / "bots.yaml"
+    config.write_text(
+        "bots:\n  - id: two\n    symbols:\n"
+        '      - {product_id: ALT-BTC, min_size: "0.01", price_decimals: 4}\n'
+        '      - {product_id: XRP-ETH, min_size: "0.1"}\n'  # price_decimals left to a source
+    )
+    two = choose_bot(config, None, None)
+    both = [*files, MarketFile("XRP-ETH", DATA / "trades-2000.csv", FileKind.TRADES)]
+    inferred, notes = infer_price_decimals(two, both)
+    assert [s.price_decimals for s in inferred.symbols] == [4, 8]
+    assert len(notes) == 1 and notes[0].startswith("XRP-ETH: price_decimals 8, ")
+
+
+def test_a_min_size_left_to_the_exchange_must_be_given(tmp_path: Path) -> None:
+    config = tmp_path / "bots.yaml"
+    config.write_text("bots:\n  - id: live\n    symbols:\n      - {product_id: ALT-BTC}\n")
+    bot = choose_bot(config, None, None)
+    files = [MarketFile("ALT-BTC", DATA / "klines-1m-3000.csv", FileKind.KLINES)]
+    with pytest.raises(ConfigError) as error:
+        require_min_size(bot, files)
+    assert str(error.value) == (
+        "config error: --min-size: (not set): bot live leaves ALT-BTC's min_size to the"
+        " exchange, and a market file does not show it"
+    )
+    require_min_size(apply_overrides(bot, {"min-size": "0.01"}, ["ALT-BTC"]), files)
 
 
 def test_nbdev_sets_both_deviations_and_a_specific_flag_wins() -> None:
@@ -52,7 +170,7 @@ def test_symbol_flags_change_only_the_symbols_given_files(tmp_path: Path) -> Non
     bot = apply_overrides(
         choose_bot(config, "two", None), {"leverage": "7", "taker-fee": "0.2"}, ["BBB-USDT"]
     )
-    assert [s.leverage for s in bot.symbols] == [1.0, 7.0]
+    assert [s.leverage for s in bot.symbols] == [10.0, 7.0]  # SPEC 4.1 rule 10's default, 7
     assert bot.taker_fee == 0.2
 
 
