@@ -71,11 +71,17 @@ class StrategyConfig(_Model):
     slippage_pct: float = Field(0.05, ge=0, lt=100)
 
 
+# SPEC 4.1 rule 10's `min_size` and `price_decimals`, for a symbol whose bots file leaves them out
+# where no exchange supplies them: every source but ccxt, and a backtest of a bots file.
+DEFAULT_TERMS = MarketTerms(min_size="0.00001", price_decimals=2)
+
+
 class SymbolConfig(_Model):
     """One symbol a bot trades, with SPEC 4.1 rule 10's defaults. `min_size` and
-    `price_decimals` have none here: left out, the source supplies them (the `ccxt` source, from
-    the exchange's markets; `bandwagon backtest` reads price_decimals off its file); given, they
-    override it. Either way they are frozen with the bot's state (SPEC 4.1 rule 6)."""
+    `price_decimals` are None here when the file leaves them out, because the source decides:
+    the `ccxt` source supplies the exchange's (SPEC 4.1 rule 6), every other source
+    `DEFAULT_TERMS`. Given, they override the source. Either way they are frozen with the bot's
+    state (SPEC 4.1 rule 6)."""
 
     product_id: str = Field(pattern=r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,20}$")
     min_size: str | None = None
@@ -103,7 +109,7 @@ class SymbolConfig(_Model):
             raise ConfigError(
                 f"symbols[{self.product_id}].{missing}",
                 "(not set)",
-                "needed here: only the live ccxt source supplies it, from the exchange",
+                "needed here: the source supplies it when the bots file leaves it out",
             )
         return MarketTerms(min_size=self.min_size, price_decimals=self.price_decimals)
 

@@ -1,23 +1,30 @@
 """Market terms (`min_size`, `price_decimals`) a source supplies, and the ones a bot froze.
 
 The `ccxt` source reads them from the exchange's markets and stores them per market
-(`keys.market_terms`). A bot whose bots file leaves them out takes them from there when its
-state is created; from then on the frozen copy in its trading config is what it trades with,
-whatever the exchange says later (SPEC 4.1 rule 6): a change is only a warning, until
-`bandwagon reset --bot ID`.
+(`keys.market_terms`); every other source stores SPEC 4.1 rule 10's defaults (`DEFAULT_TERMS`)
+for the markets whose bots file leaves them out. A bot whose bots file leaves them out takes
+them from there when its state is created; from then on the frozen copy in its trading config
+is what it trades with, whatever the exchange says later (SPEC 4.1 rule 6): a change is only a
+warning, until `bandwagon reset --bot ID`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from libs import keys
 from libs.config import BotConfig, MarketTerms
+
+log = logging.getLogger(__name__)
 
 
 def frozen_terms(frozen_json: str | bytes) -> dict[str, MarketTerms]:
@@ -76,6 +83,31 @@ async def write_supplied_terms(
                 },
             )
         await pipe.execute()
+
+
+async def store_terms_until_stored(
+    redis: Redis,
+    terms_by_exchange: Mapping[str, Mapping[str, MarketTerms]],
+    stop: asyncio.Event,
+    then: Callable[[str, Mapping[str, MarketTerms]], Awaitable[None]] | None = None,
+) -> None:
+    """`write_supplied_terms` for each exchange (and `then` after each), retried with a capped
+    backoff while Redis is unreachable, until stored or `stop`: a bot waiting for its terms
+    must get them once Redis is back, whenever the source started."""
+    delay_s = 0.5
+    while not stop.is_set():
+        try:
+            for exchange, terms in terms_by_exchange.items():
+                await write_supplied_terms(redis, exchange, terms)
+                if then is not None:
+                    await then(exchange, terms)
+            return
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            log.warning("market terms not stored yet (%s); retrying in %g s", error, delay_s)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay_s)
+            except TimeoutError:
+                delay_s = min(delay_s * 2, 10.0)
 
 
 async def read_supplied_terms(redis: Redis, bot: BotConfig) -> dict[str, MarketTerms]:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from libs.config import DEFAULT_CONFIG_PATH, BotConfig, SymbolConfig, load_bots
+from libs.config import DEFAULT_CONFIG_PATH, DEFAULT_TERMS, BotConfig, SymbolConfig, load_bots
 from libs.core.batch import Bools, Ints, UpdateColumns
 from libs.errors import ConfigError
 from libs.market_files import (
@@ -129,9 +129,10 @@ def infer_price_decimals(
     (`price_decimals_of`: the most decimals among its prices), and a note for each, for the
     report and the JSON.
 
-    Only where neither a flag nor the config gives them: the demo's stand-in (`choose_bot`), or
-    a bots file that leaves them to the exchange. A file shows its prices, so this is a fair
-    reading of the market's tick; it shows no size step, so `min_size` is never inferred.
+    Only where neither a flag nor a bots file gives them: the demo's stand-in (`choose_bot`;
+    a bots file's silence means SPEC's defaults, `with_default_terms`). A file shows its prices,
+    so this is a fair reading of the market's tick; it shows no size step, so `min_size` is
+    never inferred.
     """
     paths = {market_file.product_id: market_file.path for market_file in files}
     symbols: list[SymbolConfig] = []
@@ -163,18 +164,26 @@ def stand_in_min_size_note(bot: BotConfig) -> str:
     )
 
 
-def require_min_size(bot: BotConfig, files: Sequence[MarketFile]) -> None:
-    """A bots file may leave `min_size` to the exchange (docs/live-data.md); a backtest has no
-    exchange and cannot read a size step off a market file, so a symbol given a file needs one."""
-    with_files = {market_file.product_id for market_file in files}
-    for symbol in bot.symbols:
-        if symbol.min_size is None and symbol.product_id in with_files:
-            raise ConfigError(
-                "--min-size",
-                "(not set)",
-                f"bot {bot.id} leaves {symbol.product_id}'s min_size to the exchange,"
-                " and a market file does not show it",
-            )
+def with_default_terms(bot: BotConfig, flagged: set[str]) -> tuple[BotConfig, list[str]]:
+    """A bots file's symbol silent on `min_size` or `price_decimals` trades, as it would live on
+    a replay or synthetic source, with SPEC 4.1 rule 10's defaults (`DEFAULT_TERMS`), so a
+    backtest and a live replay of one bots file agree; a note says so for each, unless a flag
+    set the term. Only a live ccxt source supplies an exchange's terms instead."""
+    defaults = {symbol.product_id: DEFAULT_TERMS for symbol in bot.symbols}
+    notes = [
+        f"{symbol.product_id}: {' and '.join(silent)} SPEC's default"
+        f" (min_size {DEFAULT_TERMS.min_size}, price_decimals {DEFAULT_TERMS.price_decimals}):"
+        " the bots file leaves them out (--min-size, --price-decimals set them)"
+        for symbol in bot.symbols
+        if (
+            silent := [
+                name
+                for name in ("min_size", "price_decimals")
+                if getattr(symbol, name) is None and name.replace("_", "-") not in flagged
+            ]
+        )
+    ]
+    return bot.with_market_terms(defaults), notes
 
 
 def _validated(data: dict[str, Any], option: str, value: object) -> BotConfig:

@@ -50,8 +50,8 @@ from services.backtest.inputs import (
     load_updates,
     parse_market_file,
     parse_time_ms,
-    require_min_size,
     stand_in_min_size_note,
+    with_default_terms,
 )
 from services.backtest.plot import check_plot_path, write_plot
 from services.backtest.report import currency_of, print_report
@@ -149,9 +149,11 @@ def resolve_bot(
     overrides = override_values(args)
     bot = apply_overrides(bot, overrides, [f.product_id for f in files])
     flagged = set(overrides) | {name for name, _ in grid}
-    if "min-size" not in flagged:
-        require_min_size(bot, files)
-    bot, notes = infer_price_decimals(bot, files)
+    notes: list[str] = []
+    if args.config is not None:
+        bot, notes = with_default_terms(bot, flagged)
+    bot, inferred = infer_price_decimals(bot, files)
+    notes += inferred
     if demo_stands_in(args.config, args.symbol) and "min-size" not in flagged:
         notes.append(stand_in_min_size_note(bot))
     return bot, files, notes

@@ -39,8 +39,6 @@ from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from libs import keys
 from libs.config import BotConfig, BotsFile, MarketTerms
@@ -65,7 +63,7 @@ from libs.exchange.markets import (
     new_exchange,
 )
 from libs.market_files import Reject
-from libs.market_terms import changed_terms, frozen_terms, write_supplied_terms
+from libs.market_terms import changed_terms, frozen_terms, store_terms_until_stored
 from libs.ops.health import Health
 from services.ingest.ccxt_markets import check_markets
 from services.ingest.sources import Item, LastEntry
@@ -649,22 +647,17 @@ class CcxtIngest:
         bots whose file leaves them out (their state freezes them when created), and a WARNING
         for each bot whose frozen terms the exchange has since changed: they stay (SPEC 4.1
         rule 6). Retried until Redis answers or the stop."""
-        delay_s = 0.5
-        while not stop.is_set():
-            try:
-                for exchange_id, metadata in self.metadata.items():
-                    terms = {product: found.terms for product, found in metadata.items()}
-                    await write_supplied_terms(redis, exchange_id, terms)
-                    for bot in self.bots.enabled_bots:
-                        if bot.exchange == exchange_id:
-                            await warn_of_changed_terms(redis, bot, terms)
-                return
-            except (RedisConnectionError, RedisTimeoutError) as error:
-                log.warning("market terms not stored yet (%s); retrying in %g s", error, delay_s)
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=delay_s)
-                except TimeoutError:
-                    delay_s = min(delay_s * 2, 10.0)
+        terms_by_exchange = {
+            exchange_id: {product: found.terms for product, found in metadata.items()}
+            for exchange_id, metadata in self.metadata.items()
+        }
+
+        async def warn_of_changes(exchange_id: str, terms: Mapping[str, MarketTerms]) -> None:
+            for bot in self.bots.enabled_bots:
+                if bot.exchange == exchange_id:
+                    await warn_of_changed_terms(redis, bot, terms)
+
+        await store_terms_until_stored(redis, terms_by_exchange, stop, then=warn_of_changes)
 
     async def run(self, redis: Redis, maxlen: int, batch_size: int, stop: asyncio.Event) -> None:
         await self.publish_terms(redis, stop)

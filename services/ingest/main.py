@@ -33,10 +33,11 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from libs.config import BotsFile, Settings, load_bots, load_settings
+from libs.config import DEFAULT_TERMS, BotsFile, MarketTerms, Settings, load_bots, load_settings
 from libs.errors import ConfigError
 from libs.exchange.markets import URLS_VARIABLE, parse_urls
 from libs.market_files import Reject, file_kind
+from libs.market_terms import store_terms_until_stored
 from libs.ops.health import Health, SidePort, ping_redis_forever
 from libs.ops.logs import setup_logging
 from libs.ops.redis_client import worker_redis
@@ -165,22 +166,19 @@ def watched_streams(bots: BotsFile) -> list[StreamSpec]:
     return list(streams)
 
 
-def require_market_terms(bots: BotsFile, source: str) -> None:
-    """Only the ccxt source supplies `min_size` and `price_decimals` (from the exchange's
-    markets); with any other source every symbol must give them, a disabled bot's too (its
-    state is created as well), or its bot would wait for them forever."""
+def default_market_terms(bots: BotsFile, source: str) -> dict[str, dict[str, MarketTerms]]:
+    """The terms this source supplies, by exchange and product, for the symbols whose bots
+    file leaves them out: none from ccxt here (it reads the exchange's markets once open), SPEC
+    4.1 rule 10's defaults from every other source. A disabled bot's too: its state is created
+    like any bot's, and would wait for them forever."""
     if source == "ccxt":
-        return
-    for index, bot in enumerate(bots.bots):
-        for position, symbol in enumerate(bot.symbols):
-            for name in ("min_size", "price_decimals"):
-                if getattr(symbol, name) is None:
-                    raise ConfigError(
-                        f"bots[{index}].symbols[{position}].{name}",
-                        "(not set)",
-                        f"required with the {source} source: only the ccxt source takes it "
-                        "from the exchange",
-                    )
+        return {}
+    supplied: dict[str, dict[str, MarketTerms]] = {}
+    for bot in bots.bots:
+        for symbol in bot.symbols:
+            if not symbol.has_market_terms:
+                supplied.setdefault(bot.exchange, {})[symbol.product_id] = DEFAULT_TERMS
+    return supplied
 
 
 def build_sources(
@@ -235,9 +233,12 @@ async def run_streams(
     maxlen: int,
     options: Options,
     stop: asyncio.Event,
+    default_terms: Mapping[str, Mapping[str, MarketTerms]],
 ) -> None:
-    """Every stream at once, each with its own batches; returns when every source has ended or,
-    after stop, when every batch is flushed."""
+    """The default terms this source supplies first (the bots waiting for them can then be
+    created), then every stream at once, each with its own batches; returns when every source
+    has ended or, after stop, when every batch is flushed."""
+    await store_terms_until_stored(redis, default_terms, stop)
     async with asyncio.TaskGroup() as group:
         for stream, source in plans:
             UPDATES.labels(stream=stream.name)  # exported as 0 from the start
@@ -253,7 +254,7 @@ def redis_client(url: str) -> Redis:
 
 async def serve(settings: Settings, bots: BotsFile, options: Options) -> int:
     streams = watched_streams(bots)
-    require_market_terms(bots, options.source)
+    default_terms = default_market_terms(bots, options.source)
     plans = build_sources(streams, options, start_time_ms=int(time.time() * 1000))
     health = Health("ingest")
     # Files were opened by build_sources, synthetic is always open; ccxt once markets are loaded.
@@ -293,7 +294,7 @@ async def serve(settings: Settings, bots: BotsFile, options: Options) -> int:
         extra={"source": options.source},
     )
     streams_task = asyncio.create_task(
-        run_streams(redis, plans, bots.market_stream_len, options, stop)
+        run_streams(redis, plans, bots.market_stream_len, options, stop, default_terms)
         if live is None
         else live.run(redis, bots.market_stream_len, options.batch_size, stop)
     )

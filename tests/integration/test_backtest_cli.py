@@ -238,35 +238,44 @@ def test_given_price_decimals_are_kept_without_a_note(tmp_path: Path) -> None:
     assert "note:" not in done.stdout
 
 
-def test_a_config_that_leaves_price_decimals_to_the_exchange_gets_the_files(
+def test_a_config_silent_on_terms_trades_with_spec_s_defaults_like_a_live_replay(
+    tmp_path: Path,
+) -> None:
+    """SPEC 4.1 rule 10: min_size "0.00001" and price_decimals 2 when the bots file leaves them
+    out, as a live replay or synthetic source gives them; a flag still sets a term."""
+    config = tmp_path / "bots.yaml"
+    config.write_text("bots:\n  - id: live\n    symbols:\n      - {product_id: ALT-BTC}\n")
+    out = tmp_path / "out.json"
+    done = backtest(
+        "--config", config, "--klines", KLINES, "--price-decimals", "8", "--json", out, "--quiet"
+    )
+    assert done.returncode == 0, done.stderr
+    document = orjson.loads(out.read_bytes())
+    assert document["notes"] == [
+        "ALT-BTC: min_size SPEC's default (min_size 0.00001, price_decimals 2): the bots file"
+        " leaves them out (--min-size, --price-decimals set them)"
+    ]
+    expected = BotConfig.model_validate(
+        {
+            "id": "live",
+            "symbols": [{"product_id": "ALT-BTC", "min_size": "0.00001", "price_decimals": 8}],
+        }
+    )
+    assert document["trades"] == core_trades(expected, klines(expected))
+    assert all(re.fullmatch(r"\d+\.\d{5}", t["size"]) for t in document["trades"])
+
+
+def test_a_config_silent_on_price_decimals_gets_2_and_refuses_to_write_a_price_as_zero(
     tmp_path: Path,
 ) -> None:
     config = tmp_path / "bots.yaml"
     config.write_text(
         'bots:\n  - id: live\n    symbols:\n      - {product_id: ALT-BTC, min_size: "0.01"}\n'
     )
-    out = tmp_path / "out.json"
-    done = backtest("--config", config, "--klines", KLINES, "--json", out, "--quiet")
-    assert done.returncode == 0, done.stderr
-    document = orjson.loads(out.read_bytes())
-    assert document["notes"] == [
-        f"ALT-BTC: price_decimals 8, the most decimals among the prices of {KLINES}"
-        " (--price-decimals sets it)"
-    ]
-    assert document["trades"] == core_trades(demo_bot_for_alt(), klines(demo_bot_for_alt()))
-
-
-def test_a_config_that_leaves_min_size_to_the_exchange_exits_78_naming_the_flag(
-    tmp_path: Path,
-) -> None:
-    config = tmp_path / "bots.yaml"
-    config.write_text("bots:\n  - id: live\n    symbols:\n      - {product_id: ALT-BTC}\n")
-    done = backtest("--config", config, "--klines", KLINES)
-    assert done.returncode == 78, done.stderr
-    assert done.stderr == (
-        "config error: --min-size: (not set): bot live leaves ALT-BTC's min_size to the"
-        " exchange, and a market file does not show it\n"
-    )
+    done = backtest("--config", config, "--klines", KLINES, "--json", tmp_path / "out.json")
+    assert done.returncode == 78, done.stdout
+    assert done.stderr.startswith("config error: --price-decimals: 2: ALT-BTC's fill at ")
+    assert not (tmp_path / "out.json").exists()
 
 
 @pytest.mark.parametrize(

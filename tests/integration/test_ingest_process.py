@@ -43,9 +43,11 @@ PORT_LINE = re.compile(r"health, readiness and metrics on port (\d+)")
 class Ingest:
     """One `python -m services.cli ingest` child with its stderr (JSON lines) in a file."""
 
-    def __init__(self, tmp_path: Path, redis_url: str, args: list[str], name: str) -> None:
+    def __init__(
+        self, tmp_path: Path, redis_url: str, args: list[str], name: str, bots_yaml: str = BOTS
+    ) -> None:
         bots = tmp_path / "bots.yaml"
-        bots.write_text(BOTS)
+        bots.write_text(bots_yaml)
         self.log_path = tmp_path / f"{name}.log"
         env = {
             **os.environ,
@@ -176,3 +178,22 @@ def test_a_missing_replay_file_is_a_config_error_exit_78(
     ingest = Ingest(tmp_path, redis_server.url, ["--replay", str(tmp_path / "nope.csv")], "bad")
     assert ingest.process.wait(timeout=15) == 78
     assert ingest.log.startswith("config error: ") and "nope.csv" in ingest.log
+
+
+def test_a_bots_file_silent_on_terms_gets_spec_s_defaults_from_a_replay_source(
+    tmp_path: Path, redis_server: RedisServer, sync_redis: SyncRedis
+) -> None:
+    """SPEC 4.1 rule 10: min_size "0.00001" and price_decimals 2 when the file leaves them out
+    and no exchange supplies them; the state freezes them like any source's (rule 6)."""
+    silent = BOTS.replace(', min_size: "0.1", price_decimals: 8', "")
+    assert "min_size" not in silent
+    ingest = Ingest(tmp_path, redis_server.url, REPLAY, "silent", bots_yaml=silent)
+    try:
+        wait_until(lambda: sync_redis.xlen(ALT) > 0)
+        for product_id in ("XRP-ETH", "ALT-BTC"):
+            stored = sync_redis.hgetall(f"bw:terms:{{mexc.{product_id}}}")
+            assert stored["min_size"] == "0.00001"
+            assert stored["price_decimals"] == "2"
+        assert ingest.terminate() == 0
+    finally:
+        ingest.kill()

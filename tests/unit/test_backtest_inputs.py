@@ -19,7 +19,7 @@ from services.backtest.inputs import (
     load_updates,
     parse_market_file,
     parse_time_ms,
-    require_min_size,
+    with_default_terms,
 )
 from services.backtest.sweep import combinations, parse_grid
 
@@ -138,18 +138,26 @@ def test_price_decimals_a_flag_or_the_config_gives_are_kept(tmp_path: Path) -> N
     assert len(notes) == 1 and notes[0].startswith("XRP-ETH: price_decimals 8, ")
 
 
-def test_a_min_size_left_to_the_exchange_must_be_given(tmp_path: Path) -> None:
+def test_a_bots_file_silent_on_terms_gets_spec_s_defaults_and_a_note(tmp_path: Path) -> None:
     config = tmp_path / "bots.yaml"
-    config.write_text("bots:\n  - id: live\n    symbols:\n      - {product_id: ALT-BTC}\n")
-    bot = choose_bot(config, None, None)
-    files = [MarketFile("ALT-BTC", DATA / "klines-1m-3000.csv", FileKind.KLINES)]
-    with pytest.raises(ConfigError) as error:
-        require_min_size(bot, files)
-    assert str(error.value) == (
-        "config error: --min-size: (not set): bot live leaves ALT-BTC's min_size to the"
-        " exchange, and a market file does not show it"
+    config.write_text(
+        "bots:\n  - id: live\n    symbols:\n"
+        "      - {product_id: ALT-BTC}\n"
+        '      - {product_id: XRP-ETH, min_size: "0.1"}\n'
+        '      - {product_id: SOL-USDT, min_size: "0.1", price_decimals: 3}\n'
     )
-    require_min_size(apply_overrides(bot, {"min-size": "0.01"}, ["ALT-BTC"]), files)
+    bot, notes = with_default_terms(choose_bot(config, None, None), set())
+    assert [(s.min_size, s.price_decimals) for s in bot.symbols] == [
+        ("0.00001", 2),
+        ("0.1", 2),
+        ("0.1", 3),
+    ]
+    assert notes == [
+        "ALT-BTC: min_size and price_decimals SPEC's default (min_size 0.00001, price_decimals"
+        " 2): the bots file leaves them out (--min-size, --price-decimals set them)",
+        "XRP-ETH: price_decimals SPEC's default (min_size 0.00001, price_decimals 2): the bots"
+        " file leaves them out (--min-size, --price-decimals set them)",
+    ]
 
 
 def test_nbdev_sets_both_deviations_and_a_specific_flag_wins() -> None:

@@ -14,7 +14,7 @@ from libs.errors import ConfigError
 from libs.market_terms import changed_terms, frozen_terms, missing_terms
 from libs.trading import symbol_terms
 from services.ingest.ccxt_markets import check_markets
-from services.ingest.main import require_market_terms
+from services.ingest.main import default_market_terms
 
 
 def bot(*symbols: dict[str, Any]) -> BotConfig:
@@ -71,22 +71,36 @@ def test_a_change_at_the_exchange_is_named_only_for_terms_left_to_it() -> None:
     assert changed_terms(configured, EXCHANGE, EXCHANGE) == []
 
 
-def test_sources_other_than_ccxt_need_the_terms_in_the_bots_file() -> None:
+def test_sources_other_than_ccxt_supply_spec_s_default_terms_where_the_bots_file_is_silent() -> (
+    None
+):
+    """SPEC 4.1 rule 10: min_size "0.00001" and price_decimals 2 unless the file says; only the
+    ccxt source has an exchange to ask instead (rule 6)."""
     bots = BotsFile.model_validate(
         {
             "bots": [
                 {"id": "a", "symbols": [{"product_id": "ETH-USDT", "min_size": "0.1"}]},
-                {"id": "b", "enabled": False, "symbols": [{"product_id": "BTC-USDT"}]},
+                {
+                    "id": "b",
+                    "exchange": "binance",
+                    "symbols": [
+                        {"product_id": "BTC-USDT"},
+                        {"product_id": "SOL-USDT", "min_size": "0.1", "price_decimals": 3},
+                    ],
+                },
             ]
         }
     )
-    require_market_terms(bots, "ccxt")
-    with pytest.raises(ConfigError) as error:
-        require_market_terms(bots, "synthetic")
-    assert str(error.value).startswith(
-        "config error: bots[0].symbols[0].price_decimals: (not set): required with the "
-        "synthetic source"
-    )
+    assert default_market_terms(bots, "ccxt") == {}
+    spec_default = MarketTerms(min_size="0.00001", price_decimals=2)
+    for source in ("synthetic", "replay"):
+        assert default_market_terms(bots, source) == {
+            "mexc": {"ETH-USDT": spec_default},
+            "binance": {"BTC-USDT": spec_default},
+        }
+    # the file's own min_size stays: a supplied term fills only what the file leaves out
+    resolved = bots.bots[0].with_market_terms(default_market_terms(bots, "replay")["mexc"])
+    assert resolved.symbols[0].terms == MarketTerms(min_size="0.1", price_decimals=2)
 
 
 def _binance_market(step: str | None, tick: str | None) -> dict[str, Any]:
@@ -143,9 +157,11 @@ def test_a_disabled_bot_gets_its_terms_too_and_an_unlisted_symbol_only_warns(
     assert "disabled bot parked: binance gives no terms for GONE-USDT" in caplog.text
 
 
-def test_other_sources_need_a_disabled_bot_s_terms_too() -> None:
+def test_other_sources_supply_a_disabled_bot_s_terms_too() -> None:
+    """Its state is created like any bot's (SPEC 4.1 rule 11): without terms it would wait."""
     bots = BotsFile.model_validate(
         {"bots": [{"id": "b", "enabled": False, "symbols": [{"product_id": "BTC-USDT"}]}]}
     )
-    with pytest.raises(ConfigError, match=r"bots\[0\]\.symbols\[0\]\.min_size"):
-        require_market_terms(bots, "replay")
+    assert default_market_terms(bots, "replay") == {
+        "mexc": {"BTC-USDT": MarketTerms(min_size="0.00001", price_decimals=2)}
+    }
