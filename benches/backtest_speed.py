@@ -51,12 +51,12 @@ from benches.strategies import (
     vectorbt_marks,
 )
 from benches.timing import machine_line, median_of, package_version, run_process
-from libs.backtest import BATCH_UPDATES, run_backtest
 from libs.config import BotConfig
 from libs.core.batch import UpdateColumns
 from libs.core.sim_exchange import Fill
 from libs.trading import new_symbol_strategy
-from services.backtest.inputs import apply_overrides, choose_bot
+from tools.backtest.engine import BATCH_UPDATES, run_backtest
+from tools.backtest.inputs import apply_overrides, choose_bot
 
 SYMBOL = "ETH-USDT"
 # Taker fills (what every peer can do); leverage 1 and a large capital keep the symbol trading
@@ -128,7 +128,7 @@ def bench_bot() -> BotConfig:
 def command_argv(data_file: Path, json_out: Path) -> list[str]:
     """The whole command as a user types it; the console script of this interpreter's venv."""
     script = Path(sys.executable).with_name("bandwagon")
-    head = [str(script)] if script.exists() else [sys.executable, "-m", "services.cli"]
+    head = [str(script)] if script.exists() else [sys.executable, "-m", "tools.cli"]
     flags = [item for name, value in OVERRIDES.items() for item in (f"--{name}", value)]
     return [
         *head,
@@ -145,8 +145,8 @@ def command_argv(data_file: Path, json_out: Path) -> list[str]:
 
 
 def run_core(bot: BotConfig, columns: UpdateColumns) -> list[Fill]:
-    """What `libs.backtest.run_symbol` runs of the core: `on_batch` over batches of the updates,
-    without per-kline bands (a backtest without a plot)."""
+    """What `tools.backtest.engine.run_symbol` runs of the core: `on_batch` over batches of the
+    updates, without per-kline bands (a backtest without a plot)."""
     strategy = new_symbol_strategy(bot, 0)
     fills: list[Fill] = []
     for start in range(0, len(columns), BATCH_UPDATES):
@@ -215,7 +215,7 @@ def measure(
     measured.append(
         Row(
             RUN_BACKTEST,
-            "`libs.backtest.run_backtest` on the file's updates as columns: core, kline series",
+            "`tools.backtest.engine.run_backtest` on the file's updates as columns: core, klines",
             whole.median,
             repeats.run_backtest,
             len(whole.result),

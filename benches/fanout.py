@@ -46,8 +46,8 @@ from benches.loadgen_stats import (
 from benches.timing import machine_line
 from libs.bot_state import ensure_state, publish_api_keys
 from libs.config import BotConfig
-from libs.redis_server import RedisServer, free_port
 from libs.store import init_message, read_snapshot
+from tools.run.redis_server import RedisServer, free_port
 
 DOC_PATH = ROOT / "docs" / "benchmarks.md"
 PLOT_PATH = ROOT / "docs" / "fanout.png"
@@ -158,7 +158,7 @@ class Bench:
             prefix = [sys.executable]
             if self.profile:
                 prefix += ["-m", "cProfile", "-o", str(self.workdir / f"gateway-{tag}.prof")]
-            argv = [*prefix, "-m", "services.cli", "gateway"]
+            argv = [*prefix, "-m", "tools.cli", "gateway"]
         else:
             argv = [sys.executable, "-m", "benches.fanout_servers", kind, "--port", str(port)]
             argv += ["--redis-url", self.redis_url, "--bot", FAN_BOT]

@@ -46,7 +46,7 @@ from benches.loadgen_stats import (
 )
 from benches.timing import machine_line
 from libs import keys
-from libs.redis_server import RedisServer, free_port
+from tools.run.redis_server import RedisServer, free_port
 
 DOC_PATH = ROOT / "docs" / "benchmarks.md"
 BEGIN_MARK = "<!-- pipeline-speed:begin (written by python -m benches.pipeline_speed) -->"
@@ -150,7 +150,7 @@ class Services:
                     sys.executable,
                     *(profile if name in self.profiled else []),
                     "-m",
-                    "services.cli",
+                    "tools.cli",
                     name,
                     *args,
                 ],

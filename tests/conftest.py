@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from libs.redis_server import RedisServer
 from tests.e2e.services import Deployment
+from tools.run.redis_server import RedisServer
 
 DATA_DIR = Path(__file__).parent / "data"
 

@@ -24,7 +24,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from libs import keys
-from libs.redis_server import free_port
+from tools.run.redis_server import free_port
 
 REPO = Path(__file__).parents[2]
 
@@ -101,7 +101,7 @@ class Deployment:
         log_path = self.log_dir / f"{label}.log"
         with log_path.open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", name, *args],
+                [sys.executable, "-m", "tools.cli", name, *args],
                 env=self.env(**{"WORKER_ID": label, **port_env, **env}),
                 cwd=REPO,
                 stdout=log,
@@ -131,7 +131,7 @@ class Deployment:
 def backtest_json(config: Path, bot: str, files: list[str], out: Path) -> dict[str, Any]:
     """`bandwagon backtest --json` on the same bots file and data (`--klines=PID=FILE`...), with
     TZ=UTC like the deployment: the uninterrupted reference the live pipeline must equal."""
-    command = [sys.executable, "-m", "services.cli", "backtest", "--config", str(config)]
+    command = [sys.executable, "-m", "tools.cli", "backtest", "--config", str(config)]
     done = subprocess.run(
         [*command, "--bot", bot, *files, "--json", str(out), "--quiet"],
         cwd=REPO,

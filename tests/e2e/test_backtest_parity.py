@@ -23,9 +23,9 @@ from redis.asyncio import Redis
 from libs.config import load_bots
 from libs.core.market import Kline
 from libs.market_files import read_market_file
-from libs.redis_server import RedisServer
 from libs.store import StateMissing, read_snapshot
 from tests.e2e.services import REPO, Deployment, backtest_json
+from tools.run.redis_server import RedisServer
 
 DATA = REPO / "tests" / "data"
 KLINES = DATA / "klines-1m-3000.csv"

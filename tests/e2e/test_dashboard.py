@@ -31,12 +31,12 @@ import websockets
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from libs.redis_server import RedisServer
 from services.gateway.dashboard import vendor
 from services.gateway.dashboard.routes import dashboard_routes
 from tests.e2e.services import REPO, Deployment, bot_seq
 from tests.integration.gateway_harness import client, expect_error, running_gateway, send_json
 from tests.integration.gateway_seed import seed_bot
+from tools.run.redis_server import RedisServer
 
 DATA = Path(__file__).parents[1] / "data"
 API_KEY = "dashboard+e2e/key=0123456789"  # "+", "/", "=": the #key= fragment keeps them

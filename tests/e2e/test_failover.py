@@ -33,9 +33,9 @@ from libs import keys
 from libs.core.market import Kline
 from libs.core.periods import kline_period_ms
 from libs.market_files import read_market_file
-from libs.redis_server import RedisServer
 from libs.store import Snapshot, StateMissing, read_snapshot
 from tests.e2e.services import REPO, Deployment, Service, backtest_json
+from tools.run.redis_server import RedisServer
 
 KLINES = REPO / "tests" / "data" / "klines-1m-3000.csv"
 KLINES_EVENT_S = 3000 * 60

@@ -30,7 +30,6 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from libs.redis_server import RedisServer
 from services.gateway.server import REDIS_MAX_CONNECTIONS
 from tests.e2e.services import (
     REPO,
@@ -47,6 +46,7 @@ from tests.e2e.services import (
     scrape_metrics,
     steady_tasks,
 )
+from tools.run.redis_server import RedisServer
 
 BOT = "hostile"
 API_KEY = "hostile-e2e-key-0123456789abcdef"

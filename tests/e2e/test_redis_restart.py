@@ -38,9 +38,9 @@ from libs.core.market import Kline
 from libs.core.periods import kline_period_ms
 from libs.market_files import read_market_file
 from libs.ops.health import REDIS_PING_FRESH_S
-from libs.redis_server import RedisServer, free_port
 from libs.store import Snapshot, StateMissing, read_snapshot
 from tests.e2e.services import REPO, Deployment, backtest_json
+from tools.run.redis_server import RedisServer, free_port
 
 KLINES = REPO / "tests" / "data" / "klines-1m-3000.csv"
 KLINES_EVENT_S = 3000 * 60  # the file's event-time span: 3000 one-minute klines

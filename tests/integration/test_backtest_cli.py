@@ -30,7 +30,7 @@ SYMBOL = ["--symbol", "ALT-BTC", "--price-decimals", "8", "--min-size", "0.01"]
 
 def backtest(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", "backtest", *map(str, args)],
+        [sys.executable, "-m", "tools.cli", "backtest", *map(str, args)],
         cwd=cwd,
         env={**os.environ, "TZ": "UTC", "PYTHONPATH": str(ROOT)},
         capture_output=True,

@@ -15,8 +15,8 @@ import pytest
 from libs.errors import ConfigError
 from libs.exchange.backoff import BackoffSettings
 from libs.market_files import read_market_file
-from services.download.main import HEADER, Request, download
 from tests.integration.exchange_standin import MINUTE, StandinExchange, StandinMarket
+from tools.download.main import HEADER, Request, download
 
 DAY_MS = 1_704_067_200_000  # 2024-01-01T00:00Z
 FAST = BackoffSettings(backoff_first_s=0.01, backoff_cap_s=0.05)
@@ -65,7 +65,7 @@ async def test_a_day_of_klines_is_written_in_pages_as_replay_and_backtest_read_i
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "services.cli",
+        "tools.cli",
         "backtest",
         "--klines",
         str(out),
@@ -127,7 +127,7 @@ async def test_the_command_line_downloads_with_a_progress_bar_and_exits_78_on_a_
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "services.cli",
+            "tools.cli",
             "download",
             "--exchange",
             "binance",

@@ -12,7 +12,6 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection
 
 from libs import keys
-from libs.redis_server import RedisServer
 from libs.wire.status import InitMessage, RefreshMessage, ResumeMessage
 from tests.integration.gateway_harness import (
     assert_quiet,
@@ -25,6 +24,7 @@ from tests.integration.gateway_harness import (
     send_json,
 )
 from tests.integration.gateway_seed import SeededBot, new_epoch, seed_bot
+from tools.run.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(40)
 

@@ -16,7 +16,6 @@ import pytest
 from redis.asyncio import Redis
 from websockets.exceptions import InvalidStatus
 
-from libs.redis_server import RedisServer, free_port
 from tests.integration.gateway_harness import (
     client,
     expect_close,
@@ -24,6 +23,7 @@ from tests.integration.gateway_harness import (
     send_json,
 )
 from tests.integration.gateway_seed import seed_bot
+from tools.run.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.timeout(30)
 DRAIN_S = 5.0
@@ -56,7 +56,7 @@ async def test_sigterm_closes_clients_1001_refuses_upgrades_and_exits_0(
         "GATEWAY_DRAIN_S": str(DRAIN_S),
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", "gateway",
+        sys.executable, "-m", "tools.cli", "gateway",
         env=env, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     url = f"ws://127.0.0.1:{port}/ws"
@@ -100,7 +100,7 @@ async def test_sigterm_closes_clients_1001_refuses_upgrades_and_exits_0(
 async def test_a_bad_setting_exits_78_with_one_line() -> None:
     env = {**os.environ, "GATEWAY_PORT": "eighty", "REDIS_URL": "redis://127.0.0.1:1/0"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", "gateway",
+        sys.executable, "-m", "tools.cli", "gateway",
         env=env, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     _, stderr = await asyncio.wait_for(process.communicate(), 10)

@@ -16,7 +16,6 @@ from redis.asyncio import Redis
 
 from libs import keys
 from libs.config import api_key_hash
-from libs.redis_server import RedisServer
 from libs.wire.status import InitMessage, RefreshMessage
 from tests.integration.gateway_harness import (
     RunningGateway,
@@ -31,6 +30,7 @@ from tests.integration.gateway_harness import (
     send_json,
 )
 from tests.integration.gateway_seed import api_key_for, seed_bot
+from tools.run.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(40)
 

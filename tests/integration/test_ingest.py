@@ -15,11 +15,11 @@ from redis.asyncio import Redis
 from libs import keys
 from libs.core.market import MISSING_FIELD, NOT_POSITIVE, ROW_TIME_OFF_PERIOD, MarketUpdate
 from libs.market_files import read_market_file
-from libs.redis_server import RedisServer
 from libs.wire.market import FIELDS, decode_update
 from services.ingest.main import Options, build_sources, redis_client, run_streams
 from services.ingest.sources import Item
 from services.ingest.writer import EARLIER_THAN_STREAM, StreamSpec, StreamWriter
+from tools.run.redis_server import RedisServer
 
 DATA = Path(__file__).parents[1] / "data"
 KLINES = DATA / "klines-1m-3000.csv"

@@ -26,11 +26,11 @@ from libs.errors import ConfigError
 from libs.exchange.markets import market_metadata, new_exchange
 from libs.market_terms import write_supplied_terms
 from libs.ops.health import Health
-from libs.redis_server import RedisServer
 from libs.wire.market import decode_update
 from services.ingest.ccxt_source import FRESH_CHECK, CcxtIngest, CcxtSettings
 from services.ingest.main import watched_streams
 from tests.integration.exchange_standin import MINUTE, StandinExchange, StandinMarket
+from tools.run.redis_server import RedisServer
 
 T0 = 1_700_000_040_000  # a minute's open (2023-11-14 22:14 UTC)
 KEY = "bw:market:{binance.ETH-USDT.1m}"
@@ -507,7 +507,7 @@ async def test_bandwagon_ingest_exits_78_on_an_unknown_symbol(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "services.cli",
+        "tools.cli",
         "ingest",
         "--source",
         "ccxt",

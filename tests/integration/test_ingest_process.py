@@ -17,8 +17,8 @@ import pytest
 from redis import Redis as SyncRedis
 
 from libs.core.market import MarketUpdate
-from libs.redis_server import RedisServer
 from libs.wire.market import decode_update
+from tools.run.redis_server import RedisServer
 
 ROOT = Path(__file__).parents[2]
 DATA = ROOT / "tests" / "data"
@@ -41,7 +41,7 @@ PORT_LINE = re.compile(r"health, readiness and metrics on port (\d+)")
 
 
 class Ingest:
-    """One `python -m services.cli ingest` child with its stderr (JSON lines) in a file."""
+    """One `python -m tools.cli ingest` child with its stderr (JSON lines) in a file."""
 
     def __init__(
         self, tmp_path: Path, redis_url: str, args: list[str], name: str, bots_yaml: str = BOTS
@@ -57,7 +57,7 @@ class Ingest:
         }
         with self.log_path.open("w") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "ingest", *args],
+                [sys.executable, "-m", "tools.cli", "ingest", *args],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.DEVNULL,

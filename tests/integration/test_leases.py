@@ -13,7 +13,7 @@ from libs import keys
 from libs.ops.leases import LeaseKeeper, LeaseLost
 from libs.ops.redis_client import worker_redis
 from libs.partitions import PartitionId
-from libs.redis_server import RedisServer, free_port
+from tools.run.redis_server import RedisServer, free_port
 
 PARTITIONS = [PartitionId(f"bot-{i}", "accounting") for i in range(6)]
 

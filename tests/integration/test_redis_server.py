@@ -2,8 +2,8 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from libs.redis_server import RedisServer
-from services.run.supervisor import _parse_args
+from tools.run.redis_server import RedisServer
+from tools.run.supervisor import _parse_args
 
 
 async def test_the_private_redis_server_speaks_at_least_redis_6_2(redis: Redis) -> None:

@@ -10,8 +10,8 @@ from libs.config import BotConfig, api_key_hash
 from libs.errors import ConfigError
 from libs.ops.leases import LeaseKeeper
 from libs.partitions import accounting_partitions
-from libs.redis_server import RedisServer
-from services.admin.reset import main as reset_main
+from tools.reset import main as reset_main
+from tools.run.redis_server import RedisServer
 
 
 def bot(bot_id: str) -> BotConfig:

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from libs.errors import ConfigError
-from services.run import demo
-from services.run.children import ChildSpec
-from services.run.supervisor import Backoff, Supervisor
+from tools.run import demo
+from tools.run.children import ChildSpec
+from tools.run.supervisor import Backoff, Supervisor
 
 FAST = Backoff(initial_s=0.1, max_s=0.2, healthy_after_s=30.0)
 CONFIG_ERROR_LINE = "config error: bots[0].id: Bad Id: String should match pattern"

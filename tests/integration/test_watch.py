@@ -12,8 +12,8 @@ import pytest
 from rich.console import Console
 from websockets.asyncio.server import Server, ServerConnection, serve
 
-from services.run import watch
-from services.run.watch import Follower, Verdict, Watcher
+from tools import watch
+from tools.watch import Follower, Verdict, Watcher
 
 KEY = "k" * 20
 EPOCH_A, EPOCH_B = "a" * 16, "b" * 16

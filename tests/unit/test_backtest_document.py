@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from libs.backtest import (
+from libs.config import BotConfig
+from libs.core.market import MarketUpdate
+from libs.core.sim_exchange import Fill
+from libs.market_files import read_market_file
+from libs.trading import new_symbol_strategy
+from libs.wire.convert import trade_wire
+from libs.wire.status import SYMBOL_SCALAR_FIELDS, StatusOut, SymbolOut, TradeOut
+from tools.backtest.engine import (
     BacktestResult,
     SymbolRun,
     backtest_document,
@@ -17,13 +24,6 @@ from libs.backtest import (
     fill_written_as_zero,
     run_backtest,
 )
-from libs.config import BotConfig
-from libs.core.market import MarketUpdate
-from libs.core.sim_exchange import Fill
-from libs.market_files import read_market_file
-from libs.trading import new_symbol_strategy
-from libs.wire.convert import trade_wire
-from libs.wire.status import SYMBOL_SCALAR_FIELDS, StatusOut, SymbolOut, TradeOut
 
 DATA = Path(__file__).parents[1] / "data"
 KLINES = DATA / "klines-1m-3000.csv"

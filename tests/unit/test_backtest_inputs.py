@@ -10,7 +10,7 @@ from libs.config import DEFAULT_CONFIG_PATH, load_bots
 from libs.core.batch import UpdateColumns
 from libs.errors import ConfigError
 from libs.market_files import FileKind, price_decimals_of, read_market_file, written_decimals
-from services.backtest.inputs import (
+from tools.backtest.inputs import (
     MarketFile,
     TimeRange,
     apply_overrides,
@@ -21,7 +21,7 @@ from services.backtest.inputs import (
     parse_time_ms,
     with_default_terms,
 )
-from services.backtest.sweep import combinations, parse_grid
+from tools.backtest.sweep import combinations, parse_grid
 
 DATA = Path(__file__).parents[1] / "data"
 

@@ -6,7 +6,11 @@ import math
 import random
 from typing import Any
 
-from libs.backtest import (
+from libs.config import BotConfig
+from libs.core.pnl import PositionSide, RoundTrip, Side
+from libs.core.sim_exchange import Fill
+from libs.trading import new_symbol_strategy
+from tools.backtest.engine import (
     BacktestResult,
     SymbolRun,
     _max_drawdown_stepwise,
@@ -17,10 +21,6 @@ from libs.backtest import (
     max_drawdown,
     position_intervals,
 )
-from libs.config import BotConfig
-from libs.core.pnl import PositionSide, RoundTrip, Side
-from libs.core.sim_exchange import Fill
-from libs.trading import new_symbol_strategy
 
 
 def bot_of(*symbols: dict[str, Any], start_capital: float = 100.0) -> BotConfig:

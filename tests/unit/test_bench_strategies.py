@@ -20,9 +20,9 @@ from benches.strategies import (
     numpy_floor,
     run_backtesting_py,
 )
-from libs.backtest import run_backtest
 from libs.config import BotConfig
 from libs.core.sim_exchange import Fill
+from tools.backtest.engine import run_backtest
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,6 +1,6 @@
 """`bandwagon backtest`: the live trading core over a klines or trades file, with a report, the
 Status API JSON and a plot. No Redis: the very `SymbolStrategy` the strategy worker runs is fed
-the file's updates here (`libs.backtest`), the way ingest's replay would feed it.
+the file's updates here (`tools.backtest.engine`), the way ingest's replay would feed it.
 
   --klines [PRODUCT_ID=]FILE   a klines CSV (repeat for other symbols of the bot)
   --trades [PRODUCT_ID=]FILE   a trades CSV, aggregated into forming klines
@@ -12,7 +12,7 @@ the file's updates here (`libs.backtest`), the way ingest's replay would feed it
   --json OUT  --plot OUT.html|OUT.png  --quiet
   --sweep NAME=V1,V2 ...       run the grid on a process pool and rank it by total PnL
 
-Wiring only: the runner and its statistics are `libs.backtest`, the rest `services.backtest.*`.
+Wiring only: the runner and its statistics are `tools.backtest.engine`, the rest `tools.backtest.*`.
 """
 
 from __future__ import annotations
@@ -26,19 +26,19 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from libs.backtest import (
+from libs.config import BotConfig
+from libs.core.batch import UpdateColumns
+from libs.errors import ConfigError
+from libs.market_files import price_decimals_of
+from libs.ops.timezone import local_time_zone_offset_min
+from tools.backtest.engine import (
     BacktestResult,
     backtest_document,
     backtest_stats,
     fill_written_as_zero,
     run_backtest,
 )
-from libs.config import BotConfig
-from libs.core.batch import UpdateColumns
-from libs.errors import ConfigError
-from libs.market_files import price_decimals_of
-from libs.ops.timezone import local_time_zone_offset_min
-from services.backtest.inputs import (
+from tools.backtest.inputs import (
     OVERRIDE_OPTIONS,
     MarketFile,
     TimeRange,
@@ -53,9 +53,9 @@ from services.backtest.inputs import (
     stand_in_min_size_note,
     with_default_terms,
 )
-from services.backtest.plot import check_plot_path, write_plot
-from services.backtest.report import currency_of, print_report
-from services.backtest.sweep import Grid, parse_grid, print_sweep, rows_document, run_sweep
+from tools.backtest.plot import check_plot_path, write_plot
+from tools.backtest.report import currency_of, print_report
+from tools.backtest.sweep import Grid, parse_grid, print_sweep, rows_document, run_sweep
 
 LONG_RUN_UPDATES = 20_000  # a progress bar below this would only flicker
 OVERRIDE_HELP = {

@@ -17,10 +17,10 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from libs.backtest import backtest_stats, run_backtest
 from libs.config import BotConfig
 from libs.errors import ConfigError
-from services.backtest.inputs import (
+from tools.backtest.engine import backtest_stats, run_backtest
+from tools.backtest.inputs import (
     OVERRIDE_OPTIONS,
     MarketFile,
     TimeRange,

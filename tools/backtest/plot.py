@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from libs.backtest import BacktestResult, KlineSeries, equity_curve
 from libs.core.sim_exchange import Fill
 from libs.errors import ConfigError
+from tools.backtest.engine import BacktestResult, KlineSeries, equity_curve
 
 PLOT_SUFFIXES = (".html", ".png")
 MAX_PLOTTED_KLINES = 20_000  # per symbol: beyond this every n-th kline is drawn; fills all are

@@ -1,6 +1,6 @@
 """The terminal report of a backtest: what a trader reads before deciding to run a bot live.
 
-Rich tables; the numbers are `libs.backtest.BacktestStats`, nothing is computed here.
+Rich tables; the numbers are `tools.backtest.engine.BacktestStats`, nothing is computed here.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from libs.backtest import BacktestStats
 from libs.config import BotConfig
+from tools.backtest.engine import BacktestStats
 
 
 def utc_text(time_ms: int) -> str:

@@ -22,9 +22,9 @@ from typing import Literal, Protocol
 
 from libs.config import API_KEY_PATTERN
 from libs.errors import ConfigError
-from libs.redis_server import RedisServer
 from services.gateway.dashboard import vendor
-from services.run.children import ChildSpec
+from tools.run.children import ChildSpec
+from tools.run.redis_server import RedisServer
 
 WORKER_HEALTH_PORTS = {"ingest": 9101, "strategy": 9102, "accounting": 9103}  # SPEC 4.1 rule 3
 SERVICES = ("ingest", "strategy", "accounting", "gateway")
@@ -191,7 +191,7 @@ def choose_ports(environ: Mapping[str, str], gateway_port: int | None, free_port
 def service_specs(
     base_env: Mapping[str, str], ports: Ports, ingest_args: Sequence[str]
 ) -> list[ChildSpec]:
-    """The four services as `python -m services.cli NAME`, each with its own port variables."""
+    """The four services as `python -m tools.cli NAME`, each with its own port variables."""
     specs: list[ChildSpec] = []
     for name in SERVICES:
         env = dict(base_env)
@@ -202,7 +202,7 @@ def service_specs(
             # a stable id: a restarted worker takes its own leases back at once, not after 10 s
             env.setdefault("WORKER_ID", f"run-{name}")
         args = list(ingest_args) if name == "ingest" else []
-        specs.append(ChildSpec(name, [sys.executable, "-m", "services.cli", name, *args], env))
+        specs.append(ChildSpec(name, [sys.executable, "-m", "tools.cli", name, *args], env))
     return specs
 
 
@@ -226,7 +226,7 @@ def _bandwagon_command() -> str:
     if script.exists():
         shown = _shown(script)
         return shown if "/" in shown else f"./{shown}"
-    return f"{shlex.quote(sys.executable)} -m services.cli"
+    return f"{shlex.quote(sys.executable)} -m tools.cli"
 
 
 def start_text(

@@ -13,11 +13,11 @@ COMMANDS = {
     "strategy": ("services.strategy.main", "Bollinger signals -> paper orders and fills"),
     "accounting": ("services.accounting.main", "fills -> status hashes and refreshes"),
     "gateway": ("services.gateway.main", "websocket Status API"),
-    "run": ("services.run.supervisor", "the whole demo: Redis and the four services"),
-    "watch": ("services.run.watch", "a websocket client printing a bot's refreshes"),
-    "reset": ("services.admin.reset", "delete one bot's state to start it over"),
-    "backtest": ("services.backtest.main", "the live trading core over a klines/trades file"),
-    "download": ("services.download.main", "exchange klines history -> a klines CSV (CCXT)"),
+    "run": ("tools.run.supervisor", "the whole demo: Redis and the four services"),
+    "watch": ("tools.watch", "a websocket client printing a bot's refreshes"),
+    "reset": ("tools.reset", "delete one bot's state to start it over"),
+    "backtest": ("tools.backtest.main", "the live trading core over a klines/trades file"),
+    "download": ("tools.download.main", "exchange klines history -> a klines CSV (CCXT)"),
 }
 
 

@@ -48,7 +48,7 @@ from libs.exchange.markets import (
     product_id,
 )
 from libs.market_files import KLINES_COLUMNS
-from services.backtest.inputs import parse_time_ms
+from tools.backtest.inputs import parse_time_ms
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def main(argv: list[str]) -> int:
     try:
         written = asyncio.run(download(request, urls, quiet=quiet))
     except ConfigError:
-        raise  # services.cli prints it and exits 78
+        raise  # tools.cli prints it and exits 78
     except Exception as error:
         print(
             f"download stopped: {type(error).__name__}: {str(error)[:300]}; run it again to "

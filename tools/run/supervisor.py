@@ -28,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from services.run.children import ChildSpec
+from tools.run.children import ChildSpec
 
 CONFIG_ERROR_EXIT = 78  # SPEC 4.1 rule 7; libs.errors.ConfigError.exit_code
 _TAIL_BYTES = 65_536
@@ -410,8 +410,8 @@ def _ingest_argv(args: argparse.Namespace) -> list[str]:
 def main(argv: list[str]) -> int:
     # Imported here so that tests of `Supervisor` need nothing of the demo's.
     from libs.config import DEFAULT_CONFIG_PATH, load_bots
-    from libs.redis_server import RedisServer, free_port
-    from services.run import demo
+    from tools.run import demo
+    from tools.run.redis_server import RedisServer, free_port
 
     args = _parse_args(argv)
     run_dir: Path = args.run_dir
