@@ -8,6 +8,7 @@ shown as `***`.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import socket
@@ -15,10 +16,19 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 from libs.core.periods import kline_period_ms
 from libs.errors import ConfigError
@@ -230,11 +240,51 @@ class BotsFile(_Model):
         raise ConfigError("bots[].id", bot_id, "no bot with this id in the config")
 
 
-class Settings(_Model):
+# -- the environment -------------------------------------------------------------------------------
+#
+# Every setting is a field of a pydantic-settings model, read from the variable named after it:
+# the field's name in upper case (after the model's prefix), or its `validation_alias` where the
+# name differs. Nothing lists the variables, so a new field cannot be left unread. Secrets are no
+# settings: a bot's key is read by `read_api_keys`, from the variable its `api_key_env` names.
+
+MarketSource = Literal["synthetic", "replay", "ccxt"]
+MARKET_SOURCES: tuple[MarketSource, ...] = get_args(MarketSource)
+
+
+def _comma_separated(value: object) -> object:
+    """A list variable is comma-separated (not JSON, pydantic-settings' default): `a, b` is
+    ("a", "b"); blanks are dropped. Given a sequence (in code), it is kept."""
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+class _EnvironmentSettings(BaseSettings):
+    """Read only by `load_settings` and `load_ingest_settings`, from the environment (or the
+    mapping tests pass). Constructing one reads nothing but its arguments, so a model built in
+    code never depends on the environment of the process that builds it."""
+
+    model_config = SettingsConfigDict(
+        frozen=True, extra="forbid", validate_default=False, env_ignore_empty=True
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+class Settings(_EnvironmentSettings):
     """Everything a service reads from the environment, with SPEC defaults."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
-    config_path: Path = DEFAULT_CONFIG_PATH
+    config_path: Path = Field(DEFAULT_CONFIG_PATH, validation_alias="BANDWAGON_CONFIG")
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8080, ge=0, le=65535)
     health_port: int | None = None
@@ -244,13 +294,13 @@ class Settings(_Model):
     gateway_rate_burst: int = Field(20, ge=1)
     gateway_rate_per_s: float = Field(10.0, gt=0)
     gateway_auth_fails_per_min: int = Field(20, ge=1)
-    gateway_trusted_proxies: tuple[str, ...] = ()
+    gateway_trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     gateway_send_queue: int = Field(64, ge=1)
     gateway_send_stall_s: float = Field(10.0, gt=0)
     gateway_ping_interval_s: float = Field(20.0, gt=0)
     gateway_ping_timeout_s: float = Field(20.0, gt=0)
     gateway_drain_s: float = Field(10.0, gt=0)
-    gateway_allowed_origins: tuple[str, ...] = ()
+    gateway_allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
     log_level: str = "INFO"
     worker_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
@@ -258,52 +308,145 @@ class Settings(_Model):
     )
     lease_ttl_s: float = Field(10.0, ge=1.0)
 
+    @field_validator("gateway_trusted_proxies", "gateway_allowed_origins", mode="before")
+    @classmethod
+    def _lists(cls, value: object) -> object:
+        return _comma_separated(value)
 
-_ENV_FIELDS: dict[str, str] = {
-    "REDIS_URL": "redis_url",
-    "BANDWAGON_CONFIG": "config_path",
-    "GATEWAY_HOST": "gateway_host",
-    "GATEWAY_PORT": "gateway_port",
-    "HEALTH_PORT": "health_port",
-    "HEALTH_HOST": "health_host",
-    "GATEWAY_MAX_MESSAGE_BYTES": "gateway_max_message_bytes",
-    "GATEWAY_AUTH_TIMEOUT_S": "gateway_auth_timeout_s",
-    "GATEWAY_RATE_BURST": "gateway_rate_burst",
-    "GATEWAY_RATE_PER_S": "gateway_rate_per_s",
-    "GATEWAY_AUTH_FAILS_PER_MIN": "gateway_auth_fails_per_min",
-    "GATEWAY_TRUSTED_PROXIES": "gateway_trusted_proxies",
-    "GATEWAY_SEND_QUEUE": "gateway_send_queue",
-    "GATEWAY_SEND_STALL_S": "gateway_send_stall_s",
-    "GATEWAY_PING_INTERVAL_S": "gateway_ping_interval_s",
-    "GATEWAY_PING_TIMEOUT_S": "gateway_ping_timeout_s",
-    "GATEWAY_DRAIN_S": "gateway_drain_s",
-    "GATEWAY_ALLOWED_ORIGINS": "gateway_allowed_origins",
-    "LOG_LEVEL": "log_level",
-    "WORKER_ID": "worker_id",
-    "LEASE_TTL_S": "lease_ttl_s",
-}
-_LIST_FIELDS = {"gateway_trusted_proxies", "gateway_allowed_origins"}
+
+class IngestSettings(_EnvironmentSettings):
+    """`bandwagon ingest`'s market source, from `BANDWAGON_<FIELD>`; its flags of the same names
+    (`--stale-periods` is `stale_periods`) win over the variables (`load_ingest_settings`)."""
+
+    model_config = SettingsConfigDict(env_prefix="BANDWAGON_")
+
+    source: MarketSource | None = None  # None: replay when files are given, else synthetic
+    replay: Annotated[tuple[str, ...], NoDecode] = ()  # [PRODUCT_ID=]FILE each
+    speed: float = 60.0  # event time per wall time; 0 = as fast as possible
+    seed: int = 1  # the synthetic random walk's
+    stale_periods: float = 3.0  # ccxt: no word from the exchange for this many kline periods
+    ccxt_websocket: bool = True  # ccxt: False polls REST even where CCXT has websockets
+    ccxt_urls: str = ""  # ccxt: JSON, parsed by `libs.exchange.markets.parse_urls`
+
+    @field_validator("replay", mode="before")
+    @classmethod
+    def _list(cls, value: object) -> object:
+        return _comma_separated(value)
+
+    # The reasons are ingest's own (PydanticCustomError: no "Value error, " before them).
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _known_source(cls, value: object) -> object:
+        if value is not None and value not in MARKET_SOURCES:
+            raise PydanticCustomError("source", f"must be one of {', '.join(MARKET_SOURCES)}")
+        return value
+
+    @field_validator("speed", mode="before")
+    @classmethod
+    def _speed_or_max(cls, value: object) -> float:
+        if isinstance(value, str) and value.strip().lower() == "max":
+            return 0.0
+        speed = _float_or_nan(value)
+        if not (math.isfinite(speed) and speed >= 0):
+            raise PydanticCustomError("speed", "must be a number >= 0, or max (0 = max)")
+        return speed
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _integer(cls, value: object) -> int:
+        try:
+            return int(value if isinstance(value, int | str) else "?")
+        except ValueError:
+            raise PydanticCustomError("seed", "not an integer") from None
+
+    @field_validator("stale_periods", mode="before")
+    @classmethod
+    def _positive_periods(cls, value: object) -> float:
+        periods = _float_or_nan(value)
+        if not (math.isfinite(periods) and periods > 0):
+            raise PydanticCustomError("stale_periods", "must be a number of periods > 0")
+        return periods
+
+    @field_validator("ccxt_websocket", mode="before")
+    @classmethod
+    def _one_or_zero(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        text = value.strip().lower()
+        if text not in ("0", "1", "false", "true", "no", "yes", ""):
+            raise PydanticCustomError("ccxt_websocket", "must be 1 or 0")
+        return text not in ("0", "false", "no")
+
+
+def _float_or_nan(value: object) -> float:
+    """A number as `float()` reads it (" 2.5", "1e3", "inf"); anything else is nan."""
+    try:
+        return float(value if isinstance(value, int | float | str) else "nan")
+    except ValueError:
+        return math.nan
+
+
+def _variable_name(model: type[BaseSettings], field: str) -> str:
+    """The environment variable a field of a settings model is read from."""
+    alias = model.model_fields[field].validation_alias
+    if isinstance(alias, str):
+        return alias
+    return (model.model_config.get("env_prefix", "") + field).upper()
+
+
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' reading of the environment (names, empty = unset), from a given mapping
+    rather than always `os.environ`. Only names spelled in upper case count: `redis_url` is not
+    `REDIS_URL`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        variables = {name: value for name, value in self._environ.items() if name == name.upper()}
+        return parse_env_vars(
+            variables, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
+_Read = TypeVar("_Read", bound=_EnvironmentSettings)
+
+
+def _read(
+    model: type[_Read], environ: Mapping[str, str] | None, flags: Mapping[str, object]
+) -> _Read:
+    """`model` from the environment, `flags` (by field name) winning over it; a bad value is a
+    `ConfigError` naming its variable, or its flag (`--stale-periods` for `stale_periods`)."""
+    env = os.environ if environ is None else environ
+    values = {key: value for key, value in _Environment(model, env)().items() if key not in flags}
+    try:
+        return model.model_validate({**values, **flags})
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = next(
+            name
+            for name, info in model.model_fields.items()
+            if first["loc"][0] in (name, info.validation_alias)
+        )
+        if field in flags:
+            raise ConfigError(f"--{field.replace('_', '-')}", flags[field], first["msg"]) from None
+        variable = _variable_name(model, field)
+        raise ConfigError(variable, env.get(variable, ""), first["msg"]) from None
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read `Settings` from the environment; a bad value names its variable."""
-    env = os.environ if environ is None else environ
-    raw: dict[str, Any] = {}
-    for variable, field in _ENV_FIELDS.items():
-        value = env.get(variable)
-        if value is None or value == "":
-            continue
-        if field in _LIST_FIELDS:
-            raw[field] = tuple(item.strip() for item in value.split(",") if item.strip())
-        else:
-            raw[field] = value
-    try:
-        return Settings(**raw)
-    except ValidationError as error:
-        first = error.errors()[0]
-        field = str(first["loc"][0])
-        variable = next(name for name, f in _ENV_FIELDS.items() if f == field)
-        raise ConfigError(variable, env.get(variable, ""), first["msg"]) from None
+    return _read(Settings, environ, {})
+
+
+def load_ingest_settings(
+    environ: Mapping[str, str] | None = None, flags: Mapping[str, object] | None = None
+) -> IngestSettings:
+    """Read `IngestSettings` from the environment, the command line's `flags` (values by field
+    name) winning over the variables: a variable a flag overrides is not even checked."""
+    return _read(IngestSettings, environ, flags or {})
 
 
 def _error_path(loc: tuple[int | str, ...]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
-VERSION = "0.1.0"
+VERSION = importlib.metadata.version("bandwagon")  # pyproject.toml's, as installed
 REDIS_PING_FRESH_S = 5.0
 
 BUILD_INFO = Gauge("bandwagon_build_info", "Build of this process", ["service", "version"])

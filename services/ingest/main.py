@@ -2,7 +2,7 @@
 enabled bot watches (SPEC section 1, 4.1 rules 8 and 12). Wiring only: sources, pacing and writing
 live in `sources.py` and `writer.py`, parsing and aggregation in `libs.core.market`.
 
-Options (a flag wins over its variable):
+Options (a flag wins over its variable; the variables are `libs.config.IngestSettings`):
   --source synthetic|replay|ccxt  BANDWAGON_SOURCE  (default synthetic; replay when files are given;
                               ccxt: live exchange data, docs/live-data.md)
   --replay [PRODUCT_ID=]FILE  BANDWAGON_REPLAY  (comma-separated; repeatable flag)
@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
-import os
 import re
 import signal
 import time
@@ -33,9 +31,18 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from libs.config import DEFAULT_TERMS, BotsFile, MarketTerms, Settings, load_bots, load_settings
+from libs.config import (
+    DEFAULT_TERMS,
+    MARKET_SOURCES,
+    BotsFile,
+    MarketTerms,
+    Settings,
+    load_bots,
+    load_ingest_settings,
+    load_settings,
+)
 from libs.errors import ConfigError
-from libs.exchange.markets import URLS_VARIABLE, parse_urls
+from libs.exchange.markets import parse_urls
 from libs.market_files import Reject, file_kind
 from libs.market_terms import store_terms_until_stored
 from libs.ops.health import Health, SidePort, ping_redis_forever
@@ -55,8 +62,6 @@ from services.ingest.writer import (
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("synthetic", "replay", "ccxt")
-DEFAULT_SPEED = 60.0
 DEFAULT_HEALTH_PORT = 9101
 DEFAULT_BATCH_SIZE = 500
 _PRODUCT_PREFIX = re.compile(r"^([A-Z0-9]{1,20}-[A-Z0-9]{1,20})=(.+)$")
@@ -72,18 +77,6 @@ class Options:
     ccxt: CcxtSettings = field(default_factory=CcxtSettings)
 
 
-def _parse_speed(text: str, path: str) -> float:
-    if text.strip().lower() == "max":
-        return 0.0
-    try:
-        speed = float(text)
-    except ValueError:
-        speed = math.nan
-    if not math.isfinite(speed) or speed < 0:
-        raise ConfigError(path, text, "must be a number >= 0, or max (0 = max)")
-    return speed
-
-
 def _parse_replay(text: str) -> tuple[str | None, Path]:
     match = _PRODUCT_PREFIX.fullmatch(text.strip())
     if match is None:
@@ -91,9 +84,10 @@ def _parse_replay(text: str) -> tuple[str | None, Path]:
     return match.group(1), Path(match.group(2))
 
 
-def parse_options(argv: list[str], environ: Mapping[str, str]) -> Options:
+def parse_options(argv: list[str], environ: Mapping[str, str] | None = None) -> Options:
+    """The flags, over `IngestSettings` read from `environ` (None: the process's environment)."""
     parser = argparse.ArgumentParser(prog="bandwagon ingest", description=__doc__.split("\n")[0])
-    parser.add_argument("--source", choices=SOURCES)
+    parser.add_argument("--source", choices=MARKET_SOURCES)
     parser.add_argument("--replay", action="append", metavar="[PRODUCT_ID=]FILE")
     parser.add_argument("--speed", metavar="X|max")
     parser.add_argument("--seed", type=int)
@@ -101,58 +95,28 @@ def parse_options(argv: list[str], environ: Mapping[str, str]) -> Options:
     parser.add_argument("--stale-periods", metavar="N")
     parser.add_argument("--no-websocket", action="store_true")
     args = parser.parse_args(argv)
+    # A flag's destination is its setting's field name, so a given flag overrides its variable.
+    flags = {
+        name: getattr(args, name)
+        for name in ("source", "replay", "speed", "seed", "stale_periods")
+        if getattr(args, name) is not None
+    }
+    settings = load_ingest_settings(environ, flags)
 
-    replay_texts: list[str] = args.replay or [
-        part for part in environ.get("BANDWAGON_REPLAY", "").split(",") if part.strip()
-    ]
-    replays = tuple(_parse_replay(text) for text in replay_texts)
-    source = (
-        args.source or environ.get("BANDWAGON_SOURCE") or ("replay" if replays else "synthetic")
-    )
-    if source not in SOURCES:
-        raise ConfigError("BANDWAGON_SOURCE", source, f"must be one of {', '.join(SOURCES)}")
+    replays = tuple(_parse_replay(text) for text in settings.replay)
+    source = settings.source or ("replay" if replays else "synthetic")
     if source == "replay" and not replays:
         raise ConfigError("--replay", "", "the replay source needs at least one file")
-    if args.speed is not None:
-        speed = _parse_speed(args.speed, "--speed")
-    elif environ.get("BANDWAGON_SPEED"):
-        speed = _parse_speed(environ["BANDWAGON_SPEED"], "BANDWAGON_SPEED")
-    else:
-        speed = DEFAULT_SPEED
-    if source == "synthetic" and speed == 0:
+    if source == "synthetic" and settings.speed == 0:
         raise ConfigError("--speed", "max", "the synthetic source never ends: give it a speed")
-    seed = args.seed
-    if seed is None:
-        try:
-            seed = int(environ.get("BANDWAGON_SEED") or 1)
-        except ValueError:
-            raise ConfigError(
-                "BANDWAGON_SEED", environ["BANDWAGON_SEED"], "not an integer"
-            ) from None
     if args.batch_size < 1:
         raise ConfigError("--batch-size", args.batch_size, "must be >= 1")
-    return Options(source, replays, speed, seed, args.batch_size, _ccxt_settings(args, environ))
-
-
-def _ccxt_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> CcxtSettings:
-    stale_text, stale_path = args.stale_periods, "--stale-periods"
-    if stale_text is None:
-        stale_text, stale_path = (
-            environ.get("BANDWAGON_STALE_PERIODS") or "3",
-            "BANDWAGON_STALE_PERIODS",
-        )
-    try:
-        stale_periods = float(stale_text)
-    except ValueError:
-        stale_periods = math.nan
-    if not math.isfinite(stale_periods) or stale_periods <= 0:
-        raise ConfigError(stale_path, stale_text, "must be a number of periods > 0")
-    websocket_text = environ.get("BANDWAGON_CCXT_WEBSOCKET", "1").strip().lower()
-    if websocket_text not in ("0", "1", "false", "true", "no", "yes", ""):
-        raise ConfigError("BANDWAGON_CCXT_WEBSOCKET", websocket_text, "must be 1 or 0")
-    websocket = not args.no_websocket and websocket_text not in ("0", "false", "no")
-    urls = parse_urls(environ.get(URLS_VARIABLE, ""))
-    return CcxtSettings(stale_periods=stale_periods, websocket=websocket, urls=urls)
+    ccxt = CcxtSettings(
+        stale_periods=settings.stale_periods,
+        websocket=settings.ccxt_websocket and not args.no_websocket,
+        urls=parse_urls(settings.ccxt_urls),
+    )
+    return Options(source, replays, settings.speed, settings.seed, args.batch_size, ccxt)
 
 
 def watched_streams(bots: BotsFile) -> list[StreamSpec]:
@@ -320,6 +284,6 @@ async def serve(settings: Settings, bots: BotsFile, options: Options) -> int:
 def main(argv: list[str]) -> int:
     settings = load_settings()
     setup_logging("ingest", settings.log_level)
-    options = parse_options(argv, os.environ)
+    options = parse_options(argv)
     bots = load_bots(settings.config_path)
     return asyncio.run(serve(settings, bots, options))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from libs.config import API_KEY_PATTERN
+from libs.config import API_KEY_PATTERN, Settings, load_settings
 from libs.errors import ConfigError
 from services.gateway.dashboard import vendor
 from tools.run.children import ChildSpec
@@ -28,7 +28,7 @@ from tools.run.redis_server import RedisServer
 
 WORKER_HEALTH_PORTS = {"ingest": 9101, "strategy": 9102, "accounting": 9103}  # SPEC 4.1 rule 3
 SERVICES = ("ingest", "strategy", "accounting", "gateway")
-DEFAULT_GATEWAY_PORT = 8080
+DEFAULT_GATEWAY_PORT: int = Settings.model_fields["gateway_port"].get_default()
 KEY_FILE = "demo-api-key"
 _WILDCARDS = ("", "0.0.0.0", "::")
 
@@ -141,21 +141,22 @@ def _any_free_port(host: str, taken: set[int]) -> int:
             return port
 
 
-def choose_ports(environ: Mapping[str, str], gateway_port: int | None, free_ports: bool) -> Ports:
+def choose_ports(
+    settings: Settings | Mapping[str, str], gateway_port: int | None, free_ports: bool
+) -> Ports:
     """SPEC defaults (gateway 8080, workers 9101-9103) unless taken, then free ones, with a note.
 
-    A gateway port the user asked for (flag or $GATEWAY_PORT) that is taken is a config error:
-    silently moving it would break whatever expects it there.
+    `settings` are the demo's (a mapping is read with `load_settings`). A gateway port the user
+    asked for (flag or $GATEWAY_PORT) that is taken is a config error: silently moving it would
+    break whatever expects it there.
     """
-    host = environ.get("GATEWAY_HOST") or "127.0.0.1"
+    if not isinstance(settings, Settings):
+        settings = load_settings(settings)
+    host = settings.gateway_host
     asked: int | None = gateway_port
     source = "--gateway-port"
-    if asked is None and environ.get("GATEWAY_PORT"):
-        source = "GATEWAY_PORT"
-        try:
-            asked = int(environ["GATEWAY_PORT"])
-        except ValueError:
-            raise ConfigError(source, environ["GATEWAY_PORT"], "not a port number") from None
+    if asked is None and "gateway_port" in settings.model_fields_set:
+        asked, source = settings.gateway_port, "GATEWAY_PORT"
     if asked is not None and not 0 <= asked <= 65535:
         raise ConfigError(source, asked, "not a port number (0-65535)")
     notes: list[str] = []

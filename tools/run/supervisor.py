@@ -409,7 +409,7 @@ def _ingest_argv(args: argparse.Namespace) -> list[str]:
 
 def main(argv: list[str]) -> int:
     # Imported here so that tests of `Supervisor` need nothing of the demo's.
-    from libs.config import DEFAULT_CONFIG_PATH, load_bots
+    from libs.config import load_bots, load_settings
     from tools.run import demo
     from tools.run.redis_server import RedisServer, free_port
 
@@ -417,11 +417,14 @@ def main(argv: list[str]) -> int:
     run_dir: Path = args.run_dir
     redis_dir = run_dir / "redis"
     log_dir = run_dir / "logs"
-    # A bad bots file, key or port stops the demo here, before anything starts (exit 78).
-    load_bots(Path(os.environ.get("BANDWAGON_CONFIG") or DEFAULT_CONFIG_PATH))
-    ports = demo.choose_ports(os.environ, args.gateway_port, args.free_ports)
+    # The services inherit this environment, less HEALTH_PORT: the demo gives each worker its own.
+    inherited = {name: value for name, value in os.environ.items() if name != "HEALTH_PORT"}
+    # A bad setting, bots file, key or port stops the demo here, before anything starts (exit 78).
+    settings = load_settings(inherited)
+    load_bots(settings.config_path)
+    ports = demo.choose_ports(settings, args.gateway_port, args.free_ports)
     run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key = demo.demo_api_key(run_dir, os.environ)
+    key = demo.demo_api_key(run_dir, inherited)  # a secret, not a setting (libs/config.py)
     if args.fresh and redis_dir.exists():
         shutil.rmtree(redis_dir)
         print(f"bandwagon run: --fresh: deleted {redis_dir}")
@@ -431,9 +434,8 @@ def main(argv: list[str]) -> int:
         data_dir=redis_dir.resolve(), port=free_port(), appendfsync=args.appendfsync
     )
 
-    base_env = dict(os.environ)
+    base_env = dict(inherited)
     base_env.update(REDIS_URL=redis.url, BOT_API_KEY=key.value, PYTHONUNBUFFERED="1")
-    base_env.pop("HEALTH_PORT", None)
     specs = demo.service_specs(base_env, ports, _ingest_argv(args))
 
     def check_redis() -> int | None:
