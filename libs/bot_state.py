@@ -19,7 +19,7 @@ from libs.core.pnl import Ledger
 from libs.core.portfolio import status_figures, symbol_figures
 from libs.errors import ConfigError, MarketTermsPending
 from libs.market_terms import frozen_terms, missing_terms, read_supplied_terms
-from libs.store import Display, encode_fields
+from libs.store import Display, encode_fields, read_server
 from libs.wire.convert import status_wire, symbol_scalars, with_lists
 
 
@@ -123,7 +123,8 @@ async def ensure_state(redis: Redis, bot: BotConfig, time_zone_offset_min: int) 
     """Create the bot's state unless it exists, else check the frozen config. WATCH makes two
     accounting replicas starting at once create it only once. Market terms the bots file
     leaves out are taken from the source's report (`libs.market_terms`) and frozen with the
-    state; MarketTermsPending while the source has not reported them."""
+    state; MarketTermsPending while the source has not reported them. A new state records the
+    redis-server it is created on (`libs.store.ServerRecord`, SPEC 2.1 rule 19)."""
     meta_key = keys.meta(bot.id)
     display = display_of(bot)
     while True:
@@ -146,6 +147,9 @@ async def ensure_state(redis: Redis, bot: BotConfig, time_zone_offset_min: int) 
                 symbols = initial_scalars(resolved)
                 status = initial_status(resolved, time_zone_offset_min)
                 text = first_refresh(epoch, symbols, status)
+                # the server the new history starts on (SPEC 2.1 rule 19), read on the watching
+                # connection: the very server EXEC runs on
+                server = await read_server(tx)
                 tx.multi()  # type: ignore[no-untyped-call]
                 tx.delete(
                     keys.refresh_log(bot.id),
@@ -160,6 +164,7 @@ async def ensure_state(redis: Redis, bot: BotConfig, time_zone_offset_min: int) 
                         "seq": "1",
                         "config": orjson.dumps(resolved.trading_config()),
                         "display": display.to_json(),
+                        **server.record.fields(),
                     },
                 )
                 tx.hset(keys.status(bot.id), mapping=encode_fields(status))

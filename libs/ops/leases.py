@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -187,9 +187,19 @@ class LeaseKeeper:
         PARTITIONS_OWNED.set(len(self.tokens))
         return set(self.tokens)
 
-    async def guard(self, tx: Pipeline, partitions: Iterable[PartitionId]) -> None:
+    async def guard(
+        self,
+        tx: Pipeline,
+        partitions: Iterable[PartitionId],
+        check: Callable[[Pipeline], Awaitable[None]] | None = None,
+    ) -> None:
         """Start a fenced commit on `tx`: WATCH the leases of `partitions` and check they hold
-        this owner's tokens, then MULTI. The caller adds its commands and calls `commit`."""
+        this owner's tokens, then MULTI. The caller adds its commands and calls `commit`.
+
+        `check`, when given, runs on the watching connection before MULTI and may raise to
+        abort: what it reads holds until EXEC, since a Redis that goes away takes the
+        connection and the WATCH with it (accounting confirms the server is the one its
+        memory was read from, SPEC 2.1 rule 19)."""
         partitions = sorted(set(partitions))
         lost = [p for p in partitions if p not in self.tokens]
         if lost:
@@ -206,6 +216,11 @@ class LeaseKeeper:
         if lost:  # the caller's `async with` resets the pipeline, which UNWATCHes
             self.forget(lost)
             raise LeaseLost(lost)
+        if check is not None:
+            try:
+                await check(tx)
+            except WatchError as error:
+                raise _connection_lost(error) from error
         tx.multi()  # type: ignore[no-untyped-call]
         for partition in partitions:
             tx.xadd(

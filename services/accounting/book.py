@@ -72,6 +72,8 @@ class BotBook:
     fill_pending: bool = False
     unsaved_events: int = 0
     newest_entry_id: str = ""
+    redis_run_id: str = ""
+    """The redis-server this book was read from: the only one it may be committed to."""
 
     @classmethod
     def fresh(cls, bot: BotConfig, epoch: str, seq: int) -> BotBook:

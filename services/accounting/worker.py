@@ -5,14 +5,15 @@ Events are folded in memory and committed only with a refresh (or, when nothing 
 with a bare checkpoint), so a crash between commits just re-reads the uncommitted events.
 
 Each bot is a partition: replicas share the bots through leases (`libs.ops.leases`) and every
-commit is fenced by the bot's lease token.
+commit is fenced by the bot's lease token, and runs only on the redis-server the bot's book was
+read from, whose history was vouched for when the bot was taken (SPEC 2.1 rule 19,
+`services.accounting.history`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from typing import cast
@@ -28,8 +29,21 @@ from libs.errors import MarketTermsPending
 from libs.ops.leases import LeaseKeeper, LeaseLost
 from libs.ops.timezone import local_time_zone_offset_min
 from libs.partitions import PartitionId
-from libs.store import read_snapshot, stage_refresh_commit
+from libs.store import (
+    ServerState,
+    on_server,
+    read_server,
+    read_server_record,
+    stage_refresh_commit,
+)
 from services.accounting.book import BotBook, Refresh
+from services.accounting.history import (
+    Continuity,
+    continuity,
+    describe,
+    record_server,
+    renew_epoch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +104,8 @@ class AccountingWorker:
         self.books: dict[str, BotBook] = {}
         self.last_publish_s: dict[str, float] = {}
         # (epoch, seq) of each bot's last commit by this process: survives reloads, so a Redis
-        # that comes back without some of them (AOF `everysec`) is noticed (SPEC 2.1 rule 5).
+        # that comes back without some of them is noticed even if its record says it cannot
+        # have lost them (a damaged AOF). The server record decides otherwise (rule 19).
         self.committed: dict[str, tuple[str, int]] = {}
 
     async def load(self) -> None:
@@ -120,49 +135,57 @@ class AccountingWorker:
                 continue
             if created:
                 log.info("bot state created", extra={"bot": bot.id})
+            # the server first, the book after: every commit confirms this server still
+            # answers, so the book it commits from was read from this server too
+            server = await read_server(self.redis)
             book = await load_book(self.redis, bot)
+            book.redis_run_id = server.record.run_id
             book.unsaved_events = 1  # check once: config changes such as `enabled` show at start
             self.books[bot.id] = book
             self.last_publish_s.setdefault(bot.id, -1e9)
             try:
-                await self._renew_history_if_lost(book)
+                await self._vouch_for_history(book, server)
             except LeaseLost:
                 del self.books[bot.id]
 
-    async def _renew_history_if_lost(self, book: BotBook) -> None:
-        """SPEC 2.1 rule 5: a state lost gets a new epoch. Redis came back holding an older seq
-        of this epoch than this process committed (a Redis host crash under `appendfsync
-        everysec` loses up to a second of writes): refreshes clients saw no longer exist and are
-        about to be recomputed with other contents. So the history starts again: refresh 1 of a
-        new epoch is the state as Redis holds it now, and the old log goes, so no client resumes
-        across the loss; every client sees the new epoch and re-inits (rule 8)."""
+    async def _vouch_for_history(self, book: BotBook, server: ServerState) -> None:
+        """SPEC 2.1 rule 19, before anything more of the bot is published: a Redis that may
+        have lost acknowledged writes gets the bot a new epoch (rule 5, state lost), whether or
+        not any service saw it go down; one that cannot have keeps the epoch and is recorded."""
         bot = book.bot
-        remembered = self.committed.get(bot.id)
-        if remembered is None or remembered[0] != book.epoch or remembered[1] <= book.seq:
-            return
-        snapshot = await read_snapshot(self.redis, bot.id)
-        epoch = secrets.token_hex(8)
-        data = {"symbols": snapshot.symbols, "status": snapshot.status}
-        text = orjson.dumps({"action": "refresh", "seq": 1, "epoch": epoch, "data": data})
         partition = partition_of(bot.id)
-        async with self.redis.pipeline(transaction=True) as tx:
-            await self.keeper.guard(tx, [partition])
-            tx.delete(keys.refresh_log(bot.id))
-            tx.hset(keys.meta(bot.id), mapping={"epoch": epoch, "seq": "1"})
-            tx.xadd(keys.refresh_log(bot.id), {"msg": text}, id="1-0")
-            tx.publish(keys.refresh_channel(bot.id), text)
-            await self.keeper.commit(tx, [partition])
-        log.warning(
-            "state lost: Redis holds seq %d of epoch %s, this worker had committed seq %d; "
-            "new epoch %s",
-            book.seq,
-            book.epoch,
-            remembered[1],
-            epoch,
-            extra={"bot": bot.id},
-        )
-        book.epoch, book.seq = epoch, 1
-        self.committed[bot.id] = (epoch, 1)
+        recorded = await read_server_record(self.redis, bot.id)
+        verdict = continuity(recorded, server)
+        reason = describe(recorded, server)
+        remembered = self.committed.get(bot.id)
+        if remembered is not None and remembered[0] == book.epoch and remembered[1] > book.seq:
+            # whatever the server says (a damaged AOF): this process committed more than is left
+            verdict = Continuity.MAY_HAVE_LOST
+            reason = f"Redis holds seq {book.seq}, this worker had committed seq {remembered[1]}"
+        if verdict is Continuity.MAY_HAVE_LOST:
+            epoch = await renew_epoch(self.redis, self.keeper, partition, server.record)
+            log.warning(
+                "state lost (SPEC 2.1 rule 19): %s; epoch %s ends at seq %d, new epoch %s",
+                reason,
+                book.epoch,
+                book.seq,
+                epoch,
+                extra={"bot": bot.id},
+            )
+            book.epoch, book.seq = epoch, 1
+            self.committed[bot.id] = (epoch, 1)
+            REFRESHES.labels(bot=bot.id).inc()
+            SEQ.labels(bot=bot.id).set(1)
+        elif recorded != server.record:
+            await record_server(self.redis, self.keeper, partition, server.record)
+            if verdict is Continuity.DURABLE_RESTART:
+                log.info(
+                    "Redis restarted under appendfsync always, nothing acknowledged was lost: "
+                    "epoch %s kept on %s",
+                    book.epoch,
+                    server.record.run_id,
+                    extra={"bot": bot.id},
+                )
 
     def _due_s(self, book: BotBook) -> float:
         """When this bot may publish next, given what is pending (SPEC 2.1 rule 10)."""
@@ -214,7 +237,7 @@ class AccountingWorker:
         bot = book.bot
         partition = partition_of(bot.id)
         async with self.redis.pipeline(transaction=True) as tx:
-            await self.keeper.guard(tx, [partition])
+            await self.keeper.guard(tx, [partition], check=on_server(book.redis_run_id))
             stage_refresh_commit(
                 tx,
                 bot=bot.id,
@@ -239,7 +262,7 @@ class AccountingWorker:
     async def _save_checkpoint(self, book: BotBook) -> None:
         partition = partition_of(book.bot.id)
         async with self.redis.pipeline(transaction=True) as tx:
-            await self.keeper.guard(tx, [partition])
+            await self.keeper.guard(tx, [partition], check=on_server(book.redis_run_id))
             tx.hset(keys.accounting_state(book.bot.id), mapping=book.accounting_fields())
             tx.xtrim(keys.events(book.bot.id), minid=book.checkpoint, approximate=True)
             await self.keeper.commit(tx, [partition])

@@ -5,13 +5,16 @@ stays connected through it.
 
 Three faults, each followed by a start on the same port and data dir:
 - a clean stop (SIGTERM: with AOF on, Redis keeps every write), long enough for every `/readyz`
-  to turn 503. Nothing is lost, so the client must see every seq once, in order, with no gap and
+  to turn 503, under `appendfsync always`. Nothing is lost, and a restart under `always` keeps
+  the epoch (SPEC 2.1 rule 19), so the client must see every seq once, in order, with no gap and
   no re-init, and its folded state must equal the final `init` (SPEC 2.1 rules 7 and 12);
-- a process crash (SIGKILL, `appendfsync everysec`): the AOF was already written to the page
-  cache, so again nothing acknowledged is lost, and the same holds;
+- a process crash (SIGKILL) under `always`: the same holds. (Under `everysec` a process crash
+  loses nothing either, the page cache has the AOF, but nothing tells it from a host crash, so
+  rule 19 counts it as a loss: a new epoch; `tests/integration/test_lost_history_detection.py`);
 - a host crash under `everysec`: SIGKILL and the AOF cut back to its length a second earlier,
   the second that was not fsynced. The services must recompute it from their checkpoints, never
-  corrupt it (SPEC 4.1 rule 12).
+  corrupt it (SPEC 4.1 rule 12), and the bot gets a new epoch (rule 19).
+`test_lost_history.py` loses accounting with Redis in that host crash.
 
 The refresh log and the final state are read from Redis with `libs.store.read_snapshot` (what a
 gateway's `init` sends) and compared with `bandwagon backtest --json` as in
@@ -38,7 +41,14 @@ from libs.core.market import Kline
 from libs.core.periods import kline_period_ms
 from libs.market_files import read_market_file
 from libs.ops.health import REDIS_PING_FRESH_S
-from libs.store import Snapshot, StateMissing, read_snapshot
+from libs.store import (
+    ServerRecord,
+    Snapshot,
+    StateMissing,
+    read_server,
+    read_server_record,
+    read_snapshot,
+)
 from tests.e2e.services import REPO, Deployment, backtest_json
 from tools.run.redis_server import RedisServer, free_port
 
@@ -82,10 +92,12 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+def own_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
     """Not the session's server: this one is stopped and killed. A fixed port, so the services'
-    REDIS_URL stays valid across restarts; AOF `everysec`, the default durability."""
-    server = RedisServer(tmp_path / "redis", port=free_port(), appendfsync="everysec").start()
+    REDIS_URL stays valid across restarts; AOF `everysec`, the default durability, unless a test
+    asks for another policy (`indirect` parametrization)."""
+    appendfsync = getattr(request, "param", "everysec")
+    server = RedisServer(tmp_path / "redis", port=free_port(), appendfsync=appendfsync).start()
     yield server
     server.stop()
 
@@ -237,6 +249,7 @@ class Run:
     back_at_s: float
     seq_before_fault: int
     epoch_before_fault: str
+    server_before_fault: ServerRecord  # the redis-server as it was before the fault
     log: StreamEntries  # the refresh log
     sources: list[str]  # `src` of every market stream entry, in stream order
 
@@ -262,8 +275,10 @@ async def run_with_fault(
         deployment.start("strategy")
         deployment.start("ingest", "--source=replay", f"--replay={PRODUCT_ID}={KLINES}",
                          f"--speed={speed}")  # fmt: skip
-        replay_started_s = time.monotonic()
         deployment.wait_ready("strategy", "ingest")
+        # the replay starts once ingest runs: on a busy machine starting the two processes
+        # alone can take longer than FAULT_AFTER_S
+        replay_started_s = time.monotonic()
 
         stop = asyncio.Event()
         probes = Probes()
@@ -275,6 +290,8 @@ async def run_with_fault(
             await asyncio.sleep(max(0.0, replay_started_s + FAULT_AFTER_S - time.monotonic()))
             assert client.closed is None and client.seq > 1, "refreshes flow before the fault"
             seq_before_fault, epoch_before_fault = client.seq, client.epoch
+            async with Redis.from_url(server.url, decode_responses=True) as redis:
+                server_before_fault = (await read_server(redis)).record
             fault_at_s = time.monotonic()
             await fault(server)
             back_at_s = time.monotonic()
@@ -301,6 +318,7 @@ async def run_with_fault(
         back_at_s,
         seq_before_fault,
         epoch_before_fault,
+        server_before_fault,
         log,
         sources,
     )
@@ -382,10 +400,13 @@ def aof_file(server: RedisServer) -> Path:
     )
 
 
-async def crash_losing_the_last_second(server: RedisServer) -> None:
+async def crash_losing_the_last_second(
+    server: RedisServer, *, with_it: Callable[[], None] = lambda: None
+) -> None:
     """A host crash under `everysec`: what was written in the last second had not been fsynced and
     is gone. Modelled as SIGKILL, then cutting the AOF back to its length a second earlier (the
-    cut may fall inside a command or a MULTI: Redis loads the whole ones, `aof-load-truncated`)."""
+    cut may fall inside a command or a MULTI: Redis loads the whole ones, `aof-load-truncated`).
+    `with_it` kills what else the host ran, in the same instant."""
     assert server.process is not None
     path = aof_file(server)
     lengths: list[tuple[float, int]] = []
@@ -393,6 +414,7 @@ async def crash_losing_the_last_second(server: RedisServer) -> None:
     while time.monotonic() < sampling_until_s:
         lengths.append((time.monotonic(), path.stat().st_size))
         await asyncio.sleep(0.02)
+    with_it()
     server.process.kill()
     killed_at_s = time.monotonic()
     server.process.wait()
@@ -489,6 +511,19 @@ def check_client_saw_every_refresh(run: Run) -> None:
 # --- the tests --------------------------------------------------------------------------------
 
 
+async def check_epoch_kept_on_the_new_server(run: Run, server: RedisServer) -> None:
+    """SPEC 2.1 rule 19: a restart under `appendfsync always` keeps the epoch, and the bot's meta
+    now names the server that came back, so a later loss is measured from it."""
+    assert run.snapshot.epoch == run.epoch_before_fault
+    async with Redis.from_url(server.url, decode_responses=True) as redis:
+        now = (await read_server(redis)).record
+        recorded = await read_server_record(redis, BOT)
+    assert now.run_id != run.server_before_fault.run_id, "Redis really restarted"
+    assert recorded == now
+    assert run.server_before_fault.appendfsync == now.appendfsync == "always"
+
+
+@pytest.mark.parametrize("own_redis", ["always"], indirect=True)
 async def test_a_clean_redis_restart_mid_replay_loses_nothing_and_no_client_notices(
     deployment: Deployment, own_redis: RedisServer, tmp_path: Path
 ) -> None:
@@ -499,6 +534,7 @@ async def test_a_clean_redis_restart_mid_replay_loses_nothing_and_no_client_noti
         assert run.probes.unready_between(name, run.fault_at_s, run.back_at_s), (
             f"{name} stayed ready through a {CLEAN_OUTAGE_S} s outage"
         )
+    await check_epoch_kept_on_the_new_server(run, own_redis)
     check_refresh_log(run)
     check_client_saw_every_refresh(run)
     check_every_row_written_once(run)
@@ -507,12 +543,14 @@ async def test_a_clean_redis_restart_mid_replay_loses_nothing_and_no_client_noti
     )
 
 
+@pytest.mark.parametrize("own_redis", ["always"], indirect=True)
 async def test_a_redis_process_crash_mid_replay_loses_nothing_acknowledged(
     deployment: Deployment, own_redis: RedisServer, tmp_path: Path
 ) -> None:
     speed = KLINES_EVENT_S / 6  # a 6 s replay
     run = await run_with_fault(deployment, own_redis, speed, crash_restart, exact=True)
     check_services_rode_it_out(run, deployment)
+    await check_epoch_kept_on_the_new_server(run, own_redis)
     check_refresh_log(run)
     check_client_saw_every_refresh(run)
     check_every_row_written_once(run)
@@ -531,8 +569,9 @@ async def test_a_redis_host_crash_losing_the_last_second_is_recomputed_from_chec
     check_services_rode_it_out(run, deployment)
     # Refreshes clients saw in the lost second no longer exist, and recomputing them from the
     # checkpoints that survived gives other contents (other batch boundaries). So the state counts
-    # as lost (SPEC 2.1 rule 5): accounting notices Redis holds an older seq than it committed and
-    # starts a new epoch, whose refresh 1 is the state Redis kept; the old epoch's log goes. What
+    # as lost (SPEC 2.1 rules 5 and 19): accounting finds another redis-server than the one the
+    # bot's meta records, under `everysec`, and starts a new epoch, whose refresh 1 is the state
+    # Redis kept; the old epoch's log goes. What
     # SPEC promises is checked: the log is whole and consecutive in the new epoch, no row is
     # skipped or doubled (issue 5 point 1), no trade is lost or doubled, the final state is exactly
     # the backtest's (SPEC 4.1 rule 12), and the client saw the new epoch, re-inited with a full
