@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from libs.core.batch import UpdateColumns
 from libs.core.market import MarketUpdate
-from libs.market_files import read_market_columns, read_market_file
+from libs.exchange.market_files import read_market_columns, read_market_file
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]

@@ -44,9 +44,9 @@ from benches.loadgen_stats import (
     rss_bytes,
 )
 from benches.timing import machine_line
-from libs.bot_state import ensure_state, publish_api_keys
 from libs.config import BotConfig
-from libs.store import init_message, read_snapshot
+from libs.store.bot_state import ensure_state, publish_api_keys
+from libs.store.published import init_message, read_snapshot
 from tools.run.redis_server import RedisServer, free_port
 
 DOC_PATH = ROOT / "docs" / "benchmarks.md"

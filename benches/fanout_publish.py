@@ -22,10 +22,10 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from libs import keys
-from libs.bot_state import display_of, ensure_state, initial_scalars, initial_status
 from libs.config import BotConfig, BotsFile, load_bots
-from libs.store import SymbolCommit, stage_refresh_commit
+from libs.store import keys
+from libs.store.bot_state import display_of, ensure_state, initial_scalars, initial_status
+from libs.store.published import SymbolCommit, stage_refresh_commit
 
 MINUTE_MS = 60_000
 START_MS = 1_704_067_200_000

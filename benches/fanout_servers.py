@@ -24,8 +24,8 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from redis.asyncio import Redis
 
 from benches.loadgen_stats import raise_open_files
-from libs import keys
 from libs.ops.health import ServerWithoutSignals
+from libs.store import keys
 
 ACK = '{"action":"init"}'
 

@@ -45,7 +45,7 @@ from benches.loadgen_stats import (
     subtract_histograms,
 )
 from benches.timing import machine_line
-from libs import keys
+from libs.store import keys
 from tools.run.redis_server import RedisServer, free_port
 
 DOC_PATH = ROOT / "docs" / "benchmarks.md"

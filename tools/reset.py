@@ -15,9 +15,9 @@ import sys
 
 from redis.asyncio import Redis
 
-from libs.bot_state import live_owners, reset_bot
 from libs.config import BOT_ID_PATTERN, load_settings
 from libs.errors import ConfigError
+from libs.store.bot_state import live_owners, reset_bot
 
 
 async def _owners(redis_url: str, bot_id: str) -> list[str]:

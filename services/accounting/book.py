@@ -18,7 +18,7 @@ from libs.core.pnl import Ledger
 from libs.core.portfolio import status_figures, symbol_figures
 from libs.core.sim_exchange import Signal
 from libs.core.strategy import ledger_from_state, ledger_state
-from libs.store import SymbolCommit
+from libs.store.published import SymbolCommit
 from libs.wire.convert import status_wire, symbol_scalars, with_lists
 
 JSON = dict[str, Any]

@@ -34,10 +34,10 @@ import secrets
 import orjson
 from redis.asyncio import Redis
 
-from libs import keys
-from libs.ops.leases import LeaseKeeper
-from libs.partitions import PartitionId
-from libs.store import ALWAYS, ServerRecord, ServerState, on_server, read_snapshot
+from libs.store import keys
+from libs.store.leases import LeaseKeeper
+from libs.store.partitions import PartitionId
+from libs.store.published import ALWAYS, ServerRecord, ServerState, on_server, read_snapshot
 
 log = logging.getLogger(__name__)
 

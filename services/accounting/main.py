@@ -8,15 +8,15 @@ import logging
 
 from redis.asyncio import Redis
 
-from libs.bot_state import ensure_state, publish_api_keys
 from libs.config import BotsFile, load_bots, load_settings, read_api_keys
 from libs.errors import MarketTermsPending
-from libs.ops.leases import LeaseKeeper
 from libs.ops.logs import setup_logging
-from libs.ops.redis_client import worker_redis
 from libs.ops.timezone import local_time_zone_offset_min
 from libs.ops.worker_shell import run_worker
-from libs.partitions import accounting_partitions
+from libs.store.bot_state import ensure_state, publish_api_keys
+from libs.store.client import worker_redis
+from libs.store.leases import LeaseKeeper
+from libs.store.partitions import accounting_partitions
 from services.accounting.worker import AccountingWorker
 
 log = logging.getLogger("bandwagon.accounting")

@@ -4,7 +4,7 @@ atomic commit (SPEC 2.1 rule 6), at the cadence of SPEC 2.1 rule 10.
 Events are folded in memory and committed only with a refresh (or, when nothing visible changed,
 with a bare checkpoint), so a crash between commits just re-reads the uncommitted events.
 
-Each bot is a partition: replicas share the bots through leases (`libs.ops.leases`) and every
+Each bot is a partition: replicas share the bots through leases (`libs.store.leases`) and every
 commit is fenced by the bot's lease token, and runs only on the redis-server the bot's book was
 read from, whose history was vouched for when the bot was taken (SPEC 2.1 rule 19,
 `services.accounting.history`).
@@ -22,14 +22,14 @@ import orjson
 from prometheus_client import Counter, Gauge, Histogram
 from redis.asyncio import Redis
 
-from libs import keys
-from libs.bot_state import display_of, ensure_state
 from libs.config import BotConfig
 from libs.errors import MarketTermsPending
-from libs.ops.leases import LeaseKeeper, LeaseLost
 from libs.ops.timezone import local_time_zone_offset_min
-from libs.partitions import PartitionId
-from libs.store import (
+from libs.store import keys
+from libs.store.bot_state import display_of, ensure_state
+from libs.store.leases import LeaseKeeper, LeaseLost
+from libs.store.partitions import PartitionId
+from libs.store.published import (
     ServerState,
     on_server,
     read_server,

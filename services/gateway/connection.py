@@ -21,10 +21,10 @@ from typing import Any, Literal, cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from libs import keys
 from libs.config import Settings, api_key_hash
 from libs.errors import ClientError
-from libs.store import StateMissing
+from libs.store import keys
+from libs.store.published import StateMissing
 from services.gateway import metrics
 from services.gateway.hub import Hub, LogEntries, Refresh, read_log
 from services.gateway.inits import BuiltInit, InitCache

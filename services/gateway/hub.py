@@ -25,8 +25,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from libs import keys
 from libs.ops.health import Health
+from libs.store import keys
 from services.gateway.protocol import refresh_head, seq_of_entry_id
 from services.gateway.wsprotocol import text_frame
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from libs import keys
-from libs.store import StateMissing, init_message, read_snapshot
+from libs.store import keys
+from libs.store.published import StateMissing, init_message, read_snapshot
 from services.gateway.wsprotocol import text_frame
 
 

@@ -170,5 +170,5 @@ def refresh_head(text: str) -> tuple[int, str] | None:
 
 
 def seq_of_entry_id(entry_id: str) -> int:
-    """The refresh log's entry id is `<seq>-0` (libs/keys.py `refresh_log`)."""
+    """The refresh log's entry id is `<seq>-0` (libs/store/keys.py `refresh_log`)."""
     return int(entry_id.partition("-")[0])

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from libs import keys
 from libs.errors import BandwagonError
 from libs.ops.health import Health
+from libs.store import keys
 
 log = logging.getLogger("bandwagon.gateway.registry")
 

@@ -40,7 +40,6 @@ from typing import Any, TypeVar
 from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
 
-from libs import keys
 from libs.config import BotConfig, BotsFile, MarketTerms
 from libs.core.market import (
     ROW_TIME_NOT_INCREASING,
@@ -54,6 +53,7 @@ from libs.core.periods import kline_close_time, kline_open_time
 from libs.errors import BadMarketData
 from libs.exchange.backoff import BackoffSettings, ExchangeBackoff, SocketReplaced, error_kind
 from libs.exchange.candles import candle_pages, parse_candle, parse_trade
+from libs.exchange.market_files import Reject
 from libs.exchange.markets import (
     SymbolMetadata,
     ccxt_symbol,
@@ -62,9 +62,9 @@ from libs.exchange.markets import (
     exchange_ids,
     new_exchange,
 )
-from libs.market_files import Reject
-from libs.market_terms import changed_terms, frozen_terms, store_terms_until_stored
 from libs.ops.health import Health
+from libs.store import keys
+from libs.store.market_terms import changed_terms, frozen_terms, store_terms_until_stored
 from services.ingest.ccxt_markets import check_markets
 from services.ingest.sources import Item, LastEntry
 from services.ingest.writer import (

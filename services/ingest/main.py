@@ -42,12 +42,12 @@ from libs.config import (
     load_settings,
 )
 from libs.errors import ConfigError
+from libs.exchange.market_files import Reject, file_kind
 from libs.exchange.markets import parse_urls
-from libs.market_files import Reject, file_kind
-from libs.market_terms import store_terms_until_stored
 from libs.ops.health import Health, SidePort, ping_redis_forever
 from libs.ops.logs import setup_logging
-from libs.ops.redis_client import worker_redis
+from libs.store.client import worker_redis
+from libs.store.market_terms import store_terms_until_stored
 from services.ingest.ccxt_source import CcxtIngest, CcxtSettings, Stopped
 from services.ingest.sources import ReplaySource, Source, SyntheticSource
 from services.ingest.writer import (

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from libs.core.market import MarketUpdate, Trade, TradeKlineBuilder
 from libs.core.periods import kline_close_time
-from libs.market_files import Reject, read_market_file
+from libs.exchange.market_files import Reject, read_market_file
 
 
 @dataclass(frozen=True, slots=True)

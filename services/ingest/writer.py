@@ -24,9 +24,9 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from libs import keys
 from libs.core.periods import kline_period_ms
-from libs.market_files import Reject
+from libs.exchange.market_files import Reject
+from libs.store import keys
 from libs.wire.market import FIELDS, decode_update, encode_update
 from services.ingest.sources import Item, LastEntry, Source
 

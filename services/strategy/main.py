@@ -7,11 +7,11 @@ import asyncio
 
 from libs.config import load_bots, load_settings
 from libs.ops.health import Health
-from libs.ops.leases import LeaseKeeper
 from libs.ops.logs import setup_logging
-from libs.ops.redis_client import worker_redis
 from libs.ops.worker_shell import run_worker
-from libs.partitions import strategy_partitions
+from libs.store.client import worker_redis
+from libs.store.leases import LeaseKeeper
+from libs.store.partitions import strategy_partitions
 from services.strategy.worker import StrategyWorker
 
 DEFAULT_HEALTH_PORT = 9102

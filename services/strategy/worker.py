@@ -5,7 +5,7 @@ stored in the bot's slot beside its state, so a batch's events and the checkpoin
 them land together or not at all (SPEC 4.1 rule 12). After any failed commit the in-memory state
 is thrown away and reloaded from Redis: Redis, not memory, is the truth.
 
-Replicas share the partitions through leases (`libs.ops.leases`): a replica works only on the
+Replicas share the partitions through leases (`libs.store.leases`): a replica works only on the
 partitions it holds, and every commit is fenced by their tokens, so a replica that lost one
 while paused writes nothing.
 """
@@ -22,14 +22,14 @@ import orjson
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
-from libs import keys
-from libs.bot_state import thawed
 from libs.config import BotConfig
 from libs.core.market import MarketUpdate
 from libs.core.strategy import AnnotatedKline, SymbolStrategy
 from libs.ops.health import Health
-from libs.ops.leases import LeaseKeeper, LeaseLost
-from libs.partitions import PartitionId
+from libs.store import keys
+from libs.store.bot_state import thawed
+from libs.store.leases import LeaseKeeper, LeaseLost
+from libs.store.partitions import PartitionId
 from libs.trading import new_symbol_strategy, strategy_params, symbol_terms
 from libs.wire.convert import kline_wire, trade_wire
 from libs.wire.market import decode_update

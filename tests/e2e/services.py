@@ -23,7 +23,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from libs import keys
+from libs.store import keys
 from tools.run.redis_server import free_port
 
 REPO = Path(__file__).parents[2]

@@ -22,8 +22,8 @@ from redis.asyncio import Redis
 
 from libs.config import load_bots
 from libs.core.market import Kline
-from libs.market_files import read_market_file
-from libs.store import StateMissing, read_snapshot
+from libs.exchange.market_files import read_market_file
+from libs.store.published import StateMissing, read_snapshot
 from tests.e2e.services import REPO, Deployment, backtest_json
 from tools.run.redis_server import RedisServer
 

@@ -13,8 +13,8 @@ import pytest
 import websockets
 
 from libs.config import load_bots
-from libs.market_files import read_market_file
-from libs.store import CAPABILITIES
+from libs.exchange.market_files import read_market_file
+from libs.store.published import CAPABILITIES
 from libs.trading import new_symbol_strategy
 from libs.wire.convert import trade_wire
 from libs.wire.status import ErrorMessage, InitMessage, RefreshMessage

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from libs import keys
+from libs.store import keys
 from libs.wire.status import ErrorMessage, InitMessage
 from services.gateway.hub import SUBSCRIPTION_CHECK
 from tests.e2e.services import Deployment

@@ -4,7 +4,7 @@ Bot `alpha` trades ALT-BTC (klines) on `binance` data, bot `beta` XRP-ETH (trade
 data; both are replayed by one ingest, traded by one strategy, accounted by one accounting and
 served by one gateway. Checked at two levels while both bots publish:
 
-- Redis: each bot's keys and refresh channel are its own (libs/keys.py, hash tag `{bot}`); a
+- Redis: each bot's keys and refresh channel are its own (libs/store/keys.py, hash tag `{bot}`); a
   subscriber of alpha's channel, one of beta's and one of the gateway's pattern see, on each
   channel, only that bot's refreshes (its epoch, symbols, exchange, capital), seq by seq.
 - Sockets: a client of alpha receives nothing that mentions beta (id, symbols, exchange, epoch,
@@ -24,8 +24,8 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from libs import keys
 from libs.config import api_key_hash
+from libs.store import keys
 from tests.e2e.services import REPO, Deployment, bot_seq, log_texts
 
 DATA = REPO / "tests" / "data"

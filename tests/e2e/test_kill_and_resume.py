@@ -33,10 +33,10 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from libs import keys
 from libs.core.market import MarketUpdate
-from libs.market_files import read_market_file
-from libs.store import Snapshot, StateMissing, read_snapshot
+from libs.exchange.market_files import read_market_file
+from libs.store import keys
+from libs.store.published import Snapshot, StateMissing, read_snapshot
 from libs.wire.market import decode_update
 from tests.e2e.services import REPO, Deployment, Service, backtest_json
 

@@ -31,9 +31,9 @@ import pytest
 import websockets
 from redis.asyncio import Redis
 
-from libs import keys
 from libs.config import MarketTerms, load_bots
 from libs.core.market import Kline, MarketUpdate
+from libs.store import keys
 from libs.trading import new_symbol_strategy
 from libs.wire.convert import trade_wire
 from libs.wire.status import InitMessage, RefreshMessage

@@ -30,11 +30,11 @@ import websockets
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from libs import keys
 from libs.config import load_bots
 from libs.core.market import Kline
-from libs.market_files import read_market_file
-from libs.store import Snapshot, read_snapshot
+from libs.exchange.market_files import read_market_file
+from libs.store import keys
+from libs.store.published import Snapshot, read_snapshot
 from tests.e2e.services import Deployment
 from tests.e2e.test_redis_restart import (
     API_KEY,

@@ -35,13 +35,13 @@ import pytest
 import websockets
 from redis.asyncio import Redis
 
-from libs import keys
 from libs.config import load_bots
 from libs.core.market import Kline
 from libs.core.periods import kline_period_ms
-from libs.market_files import read_market_file
+from libs.exchange.market_files import read_market_file
 from libs.ops.health import REDIS_PING_FRESH_S
-from libs.store import (
+from libs.store import keys
+from libs.store.published import (
     ServerRecord,
     Snapshot,
     StateMissing,

@@ -1,4 +1,4 @@
-"""A bot's state written the way accounting writes it (libs/store.py), for gateway tests.
+"""A bot's state written the way accounting writes it (libs/store/published.py), for gateway tests.
 
 Each refresh is one MULTI with `stage_refresh_commit`: hashes, seq, log entry `<seq>-0` and the
 PUBLISH together. The seed remembers every published text and the state an `init` must show, so a
@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from libs import keys
 from libs.config import api_key_hash
-from libs.store import CAPABILITIES, Display, SymbolCommit, stage_refresh_commit
+from libs.store import keys
+from libs.store.published import CAPABILITIES, Display, SymbolCommit, stage_refresh_commit
 from libs.wire.convert import with_lists
 from libs.wire.status import STATUS_FIELDS, SYMBOL_SCALAR_FIELDS
 

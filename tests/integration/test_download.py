@@ -14,7 +14,7 @@ import pytest
 
 from libs.errors import ConfigError
 from libs.exchange.backoff import BackoffSettings
-from libs.market_files import read_market_file
+from libs.exchange.market_files import read_market_file
 from tests.integration.exchange_standin import MINUTE, StandinExchange, StandinMarket
 from tools.download.main import HEADER, Request, download
 

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection
 
-from libs import keys
+from libs.store import keys
 from libs.wire.status import InitMessage, RefreshMessage, ResumeMessage
 from tests.integration.gateway_harness import (
     assert_quiet,

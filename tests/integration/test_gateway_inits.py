@@ -11,7 +11,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from libs.store import Snapshot, StateMissing
+from libs.store.published import Snapshot, StateMissing
 from services.gateway import inits
 from services.gateway.inits import InitCache
 from tests.integration.gateway_seed import seed_bot

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from libs import keys
 from libs.config import api_key_hash
+from libs.store import keys
 from libs.wire.status import InitMessage, RefreshMessage
 from tests.integration.gateway_harness import (
     RunningGateway,

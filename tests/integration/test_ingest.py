@@ -12,9 +12,9 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from libs import keys
 from libs.core.market import MISSING_FIELD, NOT_POSITIVE, ROW_TIME_OFF_PERIOD, MarketUpdate
-from libs.market_files import read_market_file
+from libs.exchange.market_files import read_market_file
+from libs.store import keys
 from libs.wire.market import FIELDS, decode_update
 from services.ingest.main import Options, build_sources, redis_client, run_streams
 from services.ingest.sources import Item

@@ -19,13 +19,13 @@ import yaml
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from libs.bot_state import ensure_state
 from libs.config import BotsFile, MarketTerms
 from libs.core.market import NOT_A_NUMBER, ROW_TIME_NOT_INCREASING, ROW_TIME_OFF_PERIOD
 from libs.errors import ConfigError
 from libs.exchange.markets import market_metadata, new_exchange
-from libs.market_terms import write_supplied_terms
 from libs.ops.health import Health
+from libs.store.bot_state import ensure_state
+from libs.store.market_terms import write_supplied_terms
 from libs.wire.market import decode_update
 from services.ingest.ccxt_source import FRESH_CHECK, CcxtIngest, CcxtSettings
 from services.ingest.main import watched_streams

@@ -9,10 +9,10 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
 
-from libs import keys
-from libs.ops.leases import LeaseKeeper, LeaseLost
-from libs.ops.redis_client import worker_redis
-from libs.partitions import PartitionId
+from libs.store import keys
+from libs.store.client import worker_redis
+from libs.store.leases import LeaseKeeper, LeaseLost
+from libs.store.partitions import PartitionId
 from tools.run.redis_server import RedisServer, free_port
 
 PARTITIONS = [PartitionId(f"bot-{i}", "accounting") for i in range(6)]

@@ -19,13 +19,13 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from libs import keys
-from libs.bot_state import ensure_state
 from libs.config import BotConfig
-from libs.ops.leases import LeaseKeeper
-from libs.ops.redis_client import worker_redis
-from libs.partitions import accounting_partitions
-from libs.store import (
+from libs.store import keys
+from libs.store.bot_state import ensure_state
+from libs.store.client import worker_redis
+from libs.store.leases import LeaseKeeper
+from libs.store.partitions import accounting_partitions
+from libs.store.published import (
     RedisReplaced,
     ServerRecord,
     ServerState,

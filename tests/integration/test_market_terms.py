@@ -12,11 +12,11 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from libs import bot_state, keys
-from libs.bot_state import ensure_state, reset_bot
 from libs.config import BotConfig, BotsFile, MarketTerms
 from libs.errors import ConfigError, MarketTermsPending
-from libs.market_terms import write_supplied_terms
+from libs.store import bot_state, keys
+from libs.store.bot_state import ensure_state, reset_bot
+from libs.store.market_terms import write_supplied_terms
 from services.ingest.ccxt_source import warn_of_changed_terms
 from services.strategy.worker import load_partitions
 

@@ -16,14 +16,14 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from libs import keys
-from libs.bot_state import ensure_state
 from libs.config import BotConfig
 from libs.core.market import Kline, MarketUpdate
 from libs.ops.health import Health
-from libs.ops.leases import LeaseKeeper
-from libs.partitions import accounting_partitions, strategy_partitions
-from libs.store import read_snapshot
+from libs.store import keys
+from libs.store.bot_state import ensure_state
+from libs.store.leases import LeaseKeeper
+from libs.store.partitions import accounting_partitions, strategy_partitions
+from libs.store.published import read_snapshot
 from libs.trading import new_symbol_strategy
 from libs.wire.convert import trade_wire
 from libs.wire.market import encode_update

@@ -4,12 +4,12 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from libs import keys
-from libs.bot_state import ensure_state, live_owners, publish_api_keys, reset_bot
 from libs.config import BotConfig, api_key_hash
 from libs.errors import ConfigError
-from libs.ops.leases import LeaseKeeper
-from libs.partitions import accounting_partitions
+from libs.store import keys
+from libs.store.bot_state import ensure_state, live_owners, publish_api_keys, reset_bot
+from libs.store.leases import LeaseKeeper
+from libs.store.partitions import accounting_partitions
 from tools.reset import main as reset_main
 from tools.run.redis_server import RedisServer
 

@@ -11,7 +11,7 @@ import pytest
 from libs.config import BotConfig
 from libs.core.market import MarketUpdate
 from libs.core.sim_exchange import Fill
-from libs.market_files import read_market_file
+from libs.exchange.market_files import read_market_file
 from libs.trading import new_symbol_strategy
 from libs.wire.convert import trade_wire
 from libs.wire.status import SYMBOL_SCALAR_FIELDS, StatusOut, SymbolOut, TradeOut

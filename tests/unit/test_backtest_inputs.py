@@ -9,7 +9,12 @@ import pytest
 from libs.config import DEFAULT_CONFIG_PATH, load_bots
 from libs.core.batch import UpdateColumns
 from libs.errors import ConfigError
-from libs.market_files import FileKind, price_decimals_of, read_market_file, written_decimals
+from libs.exchange.market_files import (
+    FileKind,
+    price_decimals_of,
+    read_market_file,
+    written_decimals,
+)
 from tools.backtest.inputs import (
     MarketFile,
     TimeRange,

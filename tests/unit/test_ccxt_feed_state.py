@@ -19,7 +19,7 @@ from libs.core.market import (
     MarketUpdate,
 )
 from libs.exchange.candles import candle_pages, cut_page
-from libs.market_files import Reject
+from libs.exchange.market_files import Reject
 from services.ingest.ccxt_source import FeedState
 from services.ingest.sources import Item, LastEntry
 

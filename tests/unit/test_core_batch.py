@@ -22,7 +22,7 @@ from libs.core.pnl import Ledger
 from libs.core.sim_exchange import Fill, OrderType, SymbolTerms
 from libs.core.strategy import AnnotatedKline, Mode, StrategyParams, SymbolStrategy
 from libs.errors import BadMarketData
-from libs.market_files import read_market_file
+from libs.exchange.market_files import read_market_file
 
 DATA = Path(__file__).parents[1] / "data"
 MINUTE_MS = 60_000

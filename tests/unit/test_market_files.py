@@ -19,7 +19,7 @@ from libs.core.market import (
     parse_trade_row,
 )
 from libs.errors import ConfigError
-from libs.market_files import (
+from libs.exchange.market_files import (
     FileKind,
     Reject,
     clean_klines_columns,

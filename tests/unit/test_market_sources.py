@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from libs.core.market import Trade, TradeKlineBuilder
-from libs.market_files import Reject
+from libs.exchange.market_files import Reject
 from services.ingest.sources import (
     Item,
     LastEntry,

@@ -11,7 +11,7 @@ import pytest
 
 from libs.config import BotConfig, BotsFile, MarketTerms
 from libs.errors import ConfigError
-from libs.market_terms import changed_terms, frozen_terms, missing_terms
+from libs.store.market_terms import changed_terms, frozen_terms, missing_terms
 from libs.trading import symbol_terms
 from services.ingest.ccxt_markets import check_markets
 from services.ingest.main import default_market_terms

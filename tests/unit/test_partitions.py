@@ -3,7 +3,7 @@ the same member list, and a member joining or leaving moves only its own share."
 
 from __future__ import annotations
 
-from libs.partitions import PartitionId, assigned_to, owner_of
+from libs.store.partitions import PartitionId, assigned_to, owner_of
 
 PARTITIONS = [PartitionId(f"bot-{b}", f"strategy:SYM-{s}") for b in range(10) for s in range(10)]
 

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from libs.config import DEFAULT_CONFIG_PATH, DEFAULT_TERMS, BotConfig, SymbolConfig, load_bots
 from libs.core.batch import Bools, Ints, UpdateColumns
 from libs.errors import ConfigError
-from libs.market_files import (
+from libs.exchange.market_files import (
     FileKind,
     Reject,
     file_kind,

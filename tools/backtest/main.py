@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from libs.config import BotConfig
 from libs.core.batch import UpdateColumns
 from libs.errors import ConfigError
-from libs.market_files import price_decimals_of
+from libs.exchange.market_files import price_decimals_of
 from libs.ops.timezone import local_time_zone_offset_min
 from tools.backtest.engine import (
     BacktestResult,

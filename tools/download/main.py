@@ -36,6 +36,7 @@ from libs.core.periods import kline_open_time, kline_period_ms
 from libs.errors import BadMarketData, ConfigError
 from libs.exchange.backoff import BackoffSettings, ExchangeBackoff, error_kind
 from libs.exchange.candles import candle_pages, parse_candle
+from libs.exchange.market_files import KLINES_COLUMNS
 from libs.exchange.markets import (
     URLS_VARIABLE,
     ccxt_symbol,
@@ -47,7 +48,6 @@ from libs.exchange.markets import (
     parse_urls,
     product_id,
 )
-from libs.market_files import KLINES_COLUMNS
 from tools.backtest.inputs import parse_time_ms
 
 log = logging.getLogger(__name__)

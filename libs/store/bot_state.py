@@ -13,13 +13,13 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 from redis.typing import EncodableT, FieldT
 
-from libs import keys
 from libs.config import BotConfig, api_key_hash
 from libs.core.pnl import Ledger
 from libs.core.portfolio import status_figures, symbol_figures
 from libs.errors import ConfigError, MarketTermsPending
-from libs.market_terms import frozen_terms, missing_terms, read_supplied_terms
-from libs.store import Display, encode_fields, read_server
+from libs.store import keys
+from libs.store.market_terms import frozen_terms, missing_terms, read_supplied_terms
+from libs.store.published import Display, encode_fields, read_server
 from libs.wire.convert import status_wire, symbol_scalars, with_lists
 
 
@@ -122,7 +122,7 @@ def thawed(bot: BotConfig, frozen_json: str | bytes) -> BotConfig:
 async def ensure_state(redis: Redis, bot: BotConfig, time_zone_offset_min: int) -> StateReady:
     """Create the bot's state unless it exists, else check the frozen config. WATCH makes two
     accounting replicas starting at once create it only once. Market terms the bots file
-    leaves out are taken from the source's report (`libs.market_terms`) and frozen with the
+    leaves out are taken from the source's report (`libs.store.market_terms`) and frozen with the
     state; MarketTermsPending while the source has not reported them. A new state records the
     redis-server it is created on (`libs.store.ServerRecord`, SPEC 2.1 rule 19)."""
     meta_key = keys.meta(bot.id)

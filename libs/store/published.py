@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
-from libs import keys
+from libs.store import keys
 from libs.wire.convert import with_lists
 from libs.wire.status import STATUS_FIELDS, SYMBOL_SCALAR_FIELDS
 

@@ -1,7 +1,7 @@
 """Partition leases with fencing tokens, in Redis (SPEC 4.1 rule 9, 5.1 rule 12).
 
 Each replica of a partitioned worker joins its service's membership, computes from the live
-members which partitions it should own (`libs.partitions`), and holds a lease on each: a key
+members which partitions it should own (`libs.store.partitions`), and holds a lease on each: a key
 `<worker id>:<token>` with a 10 s TTL, renewed every 3 s. The token comes from a per-partition
 counter incremented by every acquisition, so each ownership has its own number.
 
@@ -28,10 +28,10 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import WatchError
 
-from libs import keys
 from libs.config import Settings
 from libs.ops.health import PARTITIONS_OWNED
-from libs.partitions import PartitionId, assigned_to
+from libs.store import keys
+from libs.store.partitions import PartitionId, assigned_to
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from libs import keys
 from libs.config import BotConfig, MarketTerms
+from libs.store import keys
 
 log = logging.getLogger(__name__)
 
