@@ -30,12 +30,16 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
-from libs.core.periods import kline_period_ms
 from libs.errors import ConfigError
 
 BOT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
 API_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{16,256}$")
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("demo-bots.yaml")
+# SPEC 2.1 rule 14's kline sizes, <n>m, <n>h, <n>d, as the bots file may give them. The core's
+# periods module reads sizes the same way for period ids; config keeps its own copy so that a
+# service that only reads settings (the gateway) never loads the trading core.
+_KLINE_SIZE = re.compile(r"^([1-9][0-9]{0,3})([mhd])$")
+_KLINE_UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
 class _Model(BaseModel):
@@ -151,7 +155,10 @@ class BotConfig(_Model):
     @field_validator("kline_size")
     @classmethod
     def _known_kline_size(cls, value: str) -> str:
-        kline_period_ms(value)  # raises ValueError naming the accepted forms
+        if _KLINE_SIZE.fullmatch(value) is None:
+            raise ValueError(
+                f"kline size {value!r} must be <n>m, <n>h or <n>d, e.g. 1m, 5m, 1h, 1d"
+            )
         return value
 
     @field_validator("symbols")
@@ -166,7 +173,9 @@ class BotConfig(_Model):
 
     @cached_property
     def period_ms(self) -> int:
-        return kline_period_ms(self.kline_size)
+        size = _KLINE_SIZE.fullmatch(self.kline_size)
+        assert size is not None  # validated above
+        return int(size.group(1)) * _KLINE_UNIT_MS[size.group(2)]
 
     def trading_config(self) -> dict[str, Any]:
         """The part of the config frozen with the bot's state (SPEC 4.1 rule 6)."""

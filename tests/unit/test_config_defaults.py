@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from libs.config import load_bots
+import pytest
+from pydantic import ValidationError
+
+from libs.config import BotConfig, load_bots
+from libs.core.periods import kline_period_ms
 
 MINIMAL = """\
 bots:
@@ -77,3 +81,22 @@ def test_the_market_terms_left_out_are_left_to_the_source(tmp_path: Path) -> Non
     symbol = load_bots(path).bots[0].symbols[0]
     assert (symbol.min_size, symbol.price_decimals) == (None, None)
     assert symbol.has_market_terms is False
+
+
+@pytest.mark.parametrize("size", ["1m", "5m", "15m", "1h", "4h", "1d", "9999m"])
+def test_the_bots_file_reads_a_kline_size_as_the_core_does(size: str) -> None:
+    """Config keeps its own copy of the size grammar (the gateway must not load the core)."""
+    bot = BotConfig.model_validate(
+        {"id": "a", "kline_size": size, "symbols": [{"product_id": "A-B"}]}
+    )
+    assert bot.period_ms == kline_period_ms(size)
+
+
+@pytest.mark.parametrize("size", ["0m", "1w", "m", "1M", "10000m", " 1m"])
+def test_a_kline_size_the_core_refuses_is_refused_by_the_bots_file(size: str) -> None:
+    with pytest.raises(ValueError):
+        kline_period_ms(size)
+    with pytest.raises(ValidationError, match="must be <n>m, <n>h or <n>d"):
+        BotConfig.model_validate(
+            {"id": "a", "kline_size": size, "symbols": [{"product_id": "A-B"}]}
+        )
