@@ -1,4 +1,7 @@
-"""One JSON object per log line, with the same context keys everywhere and never a secret."""
+"""One JSON object per log line, with the same context keys everywhere and never a secret.
+
+Every module logs through `logging.getLogger(__name__)`, so a line's `logger` is the module that
+wrote it (`services.gateway.hub`), and a level is set per package (`services.gateway`)."""
 
 from __future__ import annotations
 

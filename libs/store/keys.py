@@ -77,6 +77,13 @@ def bot_from_refresh_channel(channel: str) -> str:
     return channel[len(PREFIX) + 2 : -len("}:refresh")]
 
 
+def bot_of(key: str) -> str:
+    """The bot whose `{bot}` hash tag a bot key carries (the inverse of every per-bot function
+    here): a reply naming its stream, such as XREAD's, is routed back to its bot."""
+    start = key.index("{") + 1
+    return key[start : key.index("}", start)]
+
+
 def events(bot: str) -> str:
     """Stream of strategy events (annotated klines, fills, position) for accounting to fold."""
     return f"{PREFIX}:{{{bot}}}:events"

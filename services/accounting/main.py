@@ -19,7 +19,7 @@ from libs.store.leases import LeaseKeeper
 from libs.store.partitions import accounting_partitions
 from services.accounting.worker import AccountingWorker
 
-log = logging.getLogger("bandwagon.accounting")
+log = logging.getLogger(__name__)
 DEFAULT_HEALTH_PORT = 9103
 
 

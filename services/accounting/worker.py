@@ -210,7 +210,7 @@ class AccountingWorker:
             await self.redis.xread(streams, count=self.batch_size, block=block_ms),  # type: ignore[arg-type]
         )
         for stream, entries in reply or []:
-            book = self.books[stream.split("{", 1)[1].split("}", 1)[0]]
+            book = self.books[keys.bot_of(stream)]
             for entry_id, fields in entries:
                 book.apply(entry_id, orjson.loads(fields["data"]))
             EVENTS.labels(bot=book.bot.id).inc(len(entries))

@@ -49,7 +49,7 @@ from services.gateway.protocol import (
 from services.gateway.registry import KeyRegistry, RegistryMissing
 from services.gateway.wsprotocol import TransportControl
 
-log = logging.getLogger("bandwagon.gateway.connection")
+log = logging.getLogger(__name__)
 
 ASGIMessage = dict[str, Any]
 ASGIReceive = Callable[[], Awaitable[ASGIMessage]]

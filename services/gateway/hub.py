@@ -30,7 +30,7 @@ from libs.store import keys
 from services.gateway.protocol import refresh_head, seq_of_entry_id
 from services.gateway.wsprotocol import text_frame
 
-log = logging.getLogger("bandwagon.gateway.hub")
+log = logging.getLogger(__name__)
 
 LogEntries = list[tuple[str, dict[str, str]]]
 SUBSCRIPTION_CHECK = "refresh_subscription"

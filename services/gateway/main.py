@@ -13,7 +13,7 @@ from libs.config import Settings, load_settings
 from libs.ops.logs import setup_logging
 from services.gateway.server import GatewayServer
 
-log = logging.getLogger("bandwagon.gateway")
+log = logging.getLogger(__name__)
 
 GC_FULL_AFTER_MIDDLE = 1000  # middle-generation collections before a full one (default 10)
 GC_FULL_EVERY_S = 60.0  # ...and a full one on a clock, so churn's garbage cycles stay bounded

@@ -21,7 +21,7 @@ from libs.errors import BandwagonError
 from libs.ops.health import Health
 from libs.store import keys
 
-log = logging.getLogger("bandwagon.gateway.registry")
+log = logging.getLogger(__name__)
 
 REGISTRY_CHECK = "key_registry"
 POLL_S = 1.0  # how soon `/readyz` follows the registry appearing or vanishing

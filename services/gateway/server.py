@@ -16,7 +16,7 @@ from services.gateway.app import build_app
 from services.gateway.service import Gateway
 from services.gateway.wsprotocol import GatewayWebSocketProtocol
 
-log = logging.getLogger("bandwagon.gateway")
+log = logging.getLogger(__name__)
 
 REDIS_CONNECT_TIMEOUT_S = 2.0
 REDIS_MAX_CONNECTIONS = 64

@@ -31,7 +31,7 @@ from services.gateway.protocol import (
 )
 from services.gateway.registry import KeyRegistry, RegistryMissing
 
-log = logging.getLogger("bandwagon.gateway")
+log = logging.getLogger(__name__)
 
 SWEEP_EVERY_S = 1.0
 KEY_CHECK_EVERY_S = 5.0  # SPEC 2.1 rule 16: rotated keys' connections closed within 10 s

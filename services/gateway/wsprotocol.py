@@ -24,7 +24,7 @@ from services.gateway.lean import LeanEvent, LeanQueue
 SCOPE_EXTENSION = "bandwagon.transport"
 CLOSE_INVALID_UTF8 = 1007  # SPEC 2.1 rules 2 and 4
 
-log = logging.getLogger("bandwagon.gateway.wsprotocol")
+log = logging.getLogger(__name__)
 
 
 def text_frame(text: str) -> bytes:

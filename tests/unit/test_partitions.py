@@ -42,3 +42,12 @@ def test_a_member_not_yet_in_the_list_counts_itself_and_no_member_means_no_owner
     partition = PARTITIONS[0]
     assert assigned_to("a", [partition], []) == {partition}
     assert owner_of(partition, []) is None
+
+
+def test_a_bot_key_names_its_bot_back() -> None:
+    from libs.store import keys
+
+    for bot in ("demo", "a", "bot-7-x"):
+        for key in (keys.events(bot), keys.status(bot), keys.symbol(bot, "ETH-USDT")):
+            assert keys.bot_of(key) == bot
+    assert keys.bot_of("bw:{alpha}:events") == "alpha"

@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, PlainTextResponse, Response
 
 from services.gateway.dashboard.vendor import VENDOR_DIR, VendorError, read_lock
 
-log = logging.getLogger("bandwagon.gateway")
+log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 PREFIX = "/dashboard/"
