@@ -209,15 +209,12 @@ async def live_owners(redis: Redis, bot_id: str) -> list[str]:
 
 
 async def reset_bot(redis: Redis, bot_id: str) -> int:
-    """Delete every key of one bot (its `{bot}` slot) and its key hashes; nothing else. Market
-    streams are shared and stay. Returns the number of keys deleted."""
+    """Delete every key of one bot (its `{bot}` slot); nothing else. Market streams are shared
+    and stay, and so do its key hashes: the key is still configured, so until accounting creates
+    the state anew its clients get `unavailable` and retry, never `unauthorized` (SPEC 2.1 rule
+    18); accounting drops a key from the registry when the bots file does. Returns the number of
+    keys deleted."""
     doomed = [key async for key in redis.scan_iter(match=keys.bot_keys_pattern(bot_id), count=500)]
-    hashes = await redis.hgetall(keys.api_keys())
-    owned = [digest for digest, owner in hashes.items() if owner == bot_id]
-    async with redis.pipeline(transaction=True) as tx:
-        if doomed:
-            tx.delete(*doomed)
-        if owned:
-            tx.hdel(keys.api_keys(), *owned)
-        await tx.execute()
+    if doomed:
+        await redis.delete(*doomed)  # one slot, one command: atomic
     return len(doomed)

@@ -31,7 +31,9 @@ async def test_reset_clears_one_bot_and_nothing_else(redis: Redis) -> None:
     assert await reset_bot(redis, "one") > 0
 
     assert await redis.keys("bw:{one}:*") == []
-    assert await redis.hget(keys.api_keys(), api_key_hash("key-of-bot-one-000")) is None
+    # the key is still configured: its clients get `unavailable` until the state is back, not a
+    # 4401 that tells them never to retry (SPEC 2.1 rule 18)
+    assert await redis.hget(keys.api_keys(), api_key_hash("key-of-bot-one-000")) == "one"
     assert await redis.hget(keys.api_keys(), api_key_hash("key-of-bot-two-000")) == "two"
     assert await redis.exists(keys.meta("two"), keys.status("two")) == 2
     assert await redis.xlen(keys.market_stream("mexc", "ETH-USDT", "1m")) == 1
