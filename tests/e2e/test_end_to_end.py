@@ -14,7 +14,6 @@ import websockets
 
 from libs.config import load_bots
 from libs.exchange.market_files import read_market_file
-from libs.store.published import CAPABILITIES
 from libs.trading import new_symbol_strategy
 from libs.wire.convert import trade_wire
 from libs.wire.status import ErrorMessage, InitMessage, RefreshMessage
@@ -23,6 +22,8 @@ from tests.e2e.services import Deployment
 DATA = Path(__file__).parents[1] / "data"
 FILES = {"ALT-BTC": DATA / "klines-1m-3000.csv", "XRP-ETH": DATA / "trades-2000.csv"}
 API_KEY = "e2e-test-key-0123456789"
+# SPEC 2.1 rule 11: static flags, all four true once the backtest module exists; `init` only.
+CAPABILITIES = {"hasConfig": True, "hasStrategy": True, "hasMarket": True, "hasBacktest": True}
 
 BOTS_YAML = """
 bots:
@@ -107,7 +108,8 @@ async def test_a_replay_reaches_clients_exactly_as_the_core_trades_it(
             assert symbol["price"] == 0 and symbol["klines"] == [] and symbol["trades"] == []
             assert symbol["assetCaptial"] == 0 and symbol["dynamicUsdtProfit"] == 0
         assert init["status"]["startTime"] == 0 and init["status"]["currentCapital"] == 1.0
-        assert init["status"]["hasConfig"] is True and init["status"]["tradeListLen"] == 2
+        assert init["status"]["tradeListLen"] == 2
+        assert {k: init["status"][k] for k in CAPABILITIES} == CAPABILITIES
 
         deployment.start("strategy")
         replays = [f"--replay={pid}={path}" for pid, path in FILES.items()]

@@ -16,11 +16,13 @@ from redis.asyncio import Redis
 
 from libs.config import api_key_hash
 from libs.store import keys
-from libs.store.published import CAPABILITIES, Display, SymbolCommit, stage_refresh_commit
+from libs.store.published import Display, SymbolCommit, stage_refresh_commit
 from libs.wire.convert import with_lists
 from libs.wire.status import STATUS_FIELDS, SYMBOL_SCALAR_FIELDS
 
 KLINE_PERIOD_MS = 60_000
+# SPEC 2.1 rule 11: static flags, all four true once the backtest module exists; `init` only.
+CAPABILITIES = {"hasConfig": True, "hasStrategy": True, "hasMarket": True, "hasBacktest": True}
 FIRST_KLINE_MS = 1_681_105_620_000
 
 

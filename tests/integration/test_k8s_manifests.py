@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from libs.config import load_bots
+from libs.config import Settings, load_bots
 from services.accounting.main import DEFAULT_HEALTH_PORT as ACCOUNTING_PORT
 from services.ingest.main import DEFAULT_HEALTH_PORT as INGEST_PORT
 from services.strategy.main import DEFAULT_HEALTH_PORT as STRATEGY_PORT
@@ -24,7 +24,9 @@ ROOT = Path(__file__).parents[2]
 KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
 OVERLAYS = ("dev", "prod")
 SERVICES = ("ingest", "strategy", "accounting", "gateway")
-WORKER_PORTS = {"ingest": INGEST_PORT, "strategy": STRATEGY_PORT, "accounting": ACCOUNTING_PORT}
+# SPEC 4.1 rule 3: each worker's HEALTH_PORT by default; the gateway's GATEWAY_PORT, everywhere.
+WORKER_PORTS = {"ingest": 9101, "strategy": 9102, "accounting": 9103}
+GATEWAY_PORT = 8080
 PARTITIONED = ("strategy", "accounting")
 
 pytestmark = pytest.mark.skipif(
@@ -120,6 +122,7 @@ def test_liveness_is_healthz_and_readiness_is_readyz_on_each_services_own_port(
         env = env_of(container)
         if service == "gateway":
             port = int(env["GATEWAY_PORT"]["value"])
+            assert port == GATEWAY_PORT, "the gateway moved off its port"
         else:
             port = int(env["HEALTH_PORT"]["value"])
             assert port == WORKER_PORTS[service], f"{service} moved off its default port"
@@ -267,6 +270,9 @@ def test_one_released_image_runs_every_service(overlay: str) -> None:
 def test_the_image_and_compose_check_each_service_on_the_manifests_ports() -> None:
     """The Dockerfile's HEALTHCHECK falls back to each worker's default port, and the compose
     file probes it: both must agree with the code (and so with the manifests above)."""
+    defaults = {"ingest": INGEST_PORT, "strategy": STRATEGY_PORT, "accounting": ACCOUNTING_PORT}
+    assert defaults == WORKER_PORTS
+    assert Settings.model_fields["gateway_port"].default == GATEWAY_PORT
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text(encoding="utf-8")
     compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text(encoding="utf-8"))
     for service, port in WORKER_PORTS.items():
@@ -274,6 +280,7 @@ def test_the_image_and_compose_check_each_service_on_the_manifests_ports() -> No
         assert f"127.0.0.1:{port}/healthz" in " ".join(
             compose["services"][service]["healthcheck"]["test"]
         )
-    assert "127.0.0.1:8080/healthz" in " ".join(
+    assert f"os.environ.get('GATEWAY_PORT') or '{GATEWAY_PORT}'" in dockerfile
+    assert f"127.0.0.1:{GATEWAY_PORT}/healthz" in " ".join(
         compose["services"]["gateway"]["healthcheck"]["test"]
     )

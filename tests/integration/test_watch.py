@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -66,15 +67,44 @@ def test_the_follower_applies_next_ignores_old_and_resyncs_on_gaps_and_new_epoch
     )
 
 
-def test_the_reconnect_delay_has_full_jitter_under_a_ceiling_doubling_to_30_s() -> None:
-    reconnect = watch.Reconnect()
-    for ceiling in (1, 2, 4, 8, 16, 30, 30):
-        assert 0 <= reconnect.next_delay_s() <= ceiling
-    reconnect.reset()
-    assert reconnect.next_delay_s() <= 1
+# SPEC 2.1 rule 4: the n-th reconnect waits a delay drawn uniformly from 0 to 1 s doubled n-1 times,
+# at most 30 s ("full jitter"); a successful init starts again from 1 s.
+CEILINGS_S = (1, 2, 4, 8, 16, 30, 30, 30)
+DRAWS = 400
+
+
+def check_full_jitter(delays_s: list[float], ceiling_s: float) -> None:
+    """Uniform on [0, ceiling]: inside it, reaching near both ends, averaging half of it."""
+    assert all(0 <= delay <= ceiling_s for delay in delays_s), ceiling_s
+    assert min(delays_s) <= 0.05 * ceiling_s, ceiling_s
+    assert max(delays_s) >= 0.95 * ceiling_s, ceiling_s
+    assert abs(sum(delays_s) / len(delays_s) - ceiling_s / 2) <= 0.08 * ceiling_s, ceiling_s
+
+
+def test_the_reconnect_delay_has_full_jitter_under_a_ceiling_doubling_from_1_s_to_30_s() -> None:
+    state = random.getstate()
+    random.seed(14)  # the same draws each run; any seed passes
+    try:
+        runs = []
+        for _ in range(DRAWS):
+            reconnect = watch.Reconnect()
+            runs.append([reconnect.next_delay_s() for _ in CEILINGS_S])
+        after_reset = []
+        for _ in range(DRAWS):
+            reconnect = watch.Reconnect()
+            for _ in CEILINGS_S:
+                reconnect.next_delay_s()
+            reconnect.reset()
+            after_reset.append(reconnect.next_delay_s())
+    finally:
+        random.setstate(state)
+    for attempt, ceiling_s in enumerate(CEILINGS_S):
+        check_full_jitter([run[attempt] for run in runs], ceiling_s)
+    check_full_jitter(after_reset, CEILINGS_S[0])
 
 
 Requests = list[dict[str, Any]]
+RECONNECT_DELAY_S = 0.3  # what the jitter draws, in the test below
 Script = Callable[[ServerConnection, int, Requests], Awaitable[None]]
 
 
@@ -96,9 +126,11 @@ async def start(script: Script) -> tuple[Server, int, Requests]:
 async def test_watch_resumes_after_a_gap_and_reconnects_after_a_close(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(random, "uniform", lambda low, high: 0.05)
+    monkeypatch.setattr(random, "uniform", lambda low, high: RECONNECT_DELAY_S)
+    moments: dict[str, float] = {}
 
     async def script(connection: ServerConnection, number: int, requests: Requests) -> None:
+        moments.setdefault(f"open {number}", time.monotonic())
         requests.append(json.loads(await connection.recv()))
         if number == 1:
             await connection.send(init(5, EPOCH_A))
@@ -124,6 +156,7 @@ async def test_watch_resumes_after_a_gap_and_reconnects_after_a_close(
                 )
             )
             await connection.close(1001, "going_away")
+            moments["closed 1"] = time.monotonic()
         else:
             await connection.send(init(1, EPOCH_B))
             await connection.send(refresh(2, EPOCH_B))
@@ -145,7 +178,8 @@ async def test_watch_resumes_after_a_gap_and_reconnects_after_a_close(
     assert "gap: seq 8 after 6; sending init with since=6" in text
     assert "#6" in text and "#7" in text and "#2" in text and "#9" not in text
     assert "trade ETH-USDT #1 buy 0.1 @ 3000.50 maker BollingerBands_buy_long" in text
-    assert "closed 1001 (going_away); reconnecting" in text
+    assert "closed 1001 (going_away); reconnecting in 0.3 s" in text
+    assert moments["open 2"] - moments["closed 1"] >= RECONNECT_DELAY_S - 0.05, moments
     assert KEY not in text
 
 
