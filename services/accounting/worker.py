@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 
 EVENTS = Counter("bandwagon_accounting_events_total", "Strategy events applied", ["bot"])
 REFRESHES = Counter("bandwagon_refreshes_total", "Refreshes published", ["bot"])
+# Redis times a BLOCK out in its server cron, so up to 1/hz late (hz 10 by default): a wait for
+# a due refresh ends this much early in Redis and the rest is slept here (SPEC 2.1 rule 10).
+BLOCK_LATENESS_S = 0.1
+
 SEQ = Gauge("bandwagon_refresh_seq", "Seq of the last published refresh", ["bot"])
 UPDATE_TO_PUBLISH = Histogram(
     "bandwagon_update_to_publish_seconds",
@@ -147,6 +151,8 @@ class AccountingWorker:
                 await self._vouch_for_history(book, server)
             except LeaseLost:
                 del self.books[bot.id]
+                continue
+            SEQ.labels(bot=bot.id).set(book.seq)  # SPEC 4.1 rule 5: also for a bot yet to trade
 
     async def _vouch_for_history(self, book: BotBook, server: ServerState) -> None:
         """SPEC 2.1 rule 19, before anything more of the bot is published: a Redis that may
@@ -203,7 +209,17 @@ class AccountingWorker:
             return
         now = self.clock()
         waits = [self._due_s(book) - now for book in self.books.values() if book.unsaved_events]
-        block_ms = max(1, min([max_block_ms, *(int(w * 1000) + 1 for w in waits)]))
+        due_in_s = min(waits, default=None)
+        block_ms: int | None
+        if due_in_s is not None and due_in_s <= BLOCK_LATENESS_S:
+            # Redis would time this wait out late: sleep it here, then read without blocking
+            await asyncio.sleep(max(0.0, due_in_s))
+            block_ms = None
+        else:
+            budget_s = max_block_ms / 1000
+            if due_in_s is not None:
+                budget_s = min(budget_s, due_in_s - BLOCK_LATENESS_S)
+            block_ms = max(1, int(budget_s * 1000))
         streams = {keys.events(bot_id): book.checkpoint for bot_id, book in self.books.items()}
         reply = cast(
             StreamReply,

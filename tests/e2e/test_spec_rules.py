@@ -574,13 +574,6 @@ async def test_refreshes_are_100_ms_apart_fills_do_not_wait_and_other_changes_do
     assert max(delays_s) <= LATE_S, delays_s
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: accounting waits for a refresh's due time in XREAD BLOCK, which Redis times "
-    "out only at its next event-loop wake-up (hz 10: up to 100 ms late), so a fill applied just "
-    "after a refresh is published 100 to 200 ms after it (175 ms on average), not within 100 ms; "
-    "sleeping to the due time before a non-blocking XREAD gives 101 ms",
-)
 async def test_a_fill_applied_just_after_a_refresh_is_published_100_ms_after_that_refresh(
     stack: Stack,
 ) -> None:
@@ -669,12 +662,6 @@ async def test_strategy_and_accounting_metrics_count_what_was_done(stack: Stack)
     assert 0 < total_s / count < INTERVAL_S + LATE_S
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: accounting sets bandwagon_refresh_seq{bot} only when it commits a refresh, so a "
-    "bot whose newest refresh is its state's creation (seq 1) has no sample, and neither has any "
-    "bot after an accounting restart until its next refresh",
-)
 async def test_refresh_seq_is_the_init_seq_of_a_bot_that_has_not_traded(stack: Stack) -> None:
     accounting = scrape_metrics(stack.deployment.services["accounting"])
     init = await init_of(stack.deployment.ws_url, HALTED_KEY)
