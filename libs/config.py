@@ -323,11 +323,18 @@ class Settings(_EnvironmentSettings):
         return _comma_separated(value)
 
 
-class IngestSettings(_EnvironmentSettings):
-    """`bandwagon ingest`'s market source, from `BANDWAGON_<FIELD>`; its flags of the same names
-    (`--stale-periods` is `stale_periods`) win over the variables (`load_ingest_settings`)."""
+class ExchangeSettings(_EnvironmentSettings):
+    """Where CCXT reaches each exchange, for ingest's ccxt source and `bandwagon download` alike
+    (`BANDWAGON_CCXT_URLS`)."""
 
     model_config = SettingsConfigDict(env_prefix="BANDWAGON_")
+
+    ccxt_urls: str = ""  # JSON {exchange: {endpoint: url}}, parsed by `libs.exchange.markets`
+
+
+class IngestSettings(ExchangeSettings):
+    """`bandwagon ingest`'s market source, from `BANDWAGON_<FIELD>`; its flags of the same names
+    (`--stale-periods` is `stale_periods`) win over the variables (`load_ingest_settings`)."""
 
     source: MarketSource | None = None  # None: replay when files are given, else synthetic
     replay: Annotated[tuple[str, ...], NoDecode] = ()  # [PRODUCT_ID=]FILE each
@@ -335,7 +342,6 @@ class IngestSettings(_EnvironmentSettings):
     seed: int = 1  # the synthetic random walk's
     stale_periods: float = 3.0  # ccxt: no word from the exchange for this many kline periods
     ccxt_websocket: bool = True  # ccxt: False polls REST even where CCXT has websockets
-    ccxt_urls: str = ""  # ccxt: JSON, parsed by `libs.exchange.markets.parse_urls`
 
     @field_validator("replay", mode="before")
     @classmethod
@@ -448,6 +454,10 @@ def _read(
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read `Settings` from the environment; a bad value names its variable."""
     return _read(Settings, environ, {})
+
+
+def load_exchange_settings(environ: Mapping[str, str] | None = None) -> ExchangeSettings:
+    return _read(ExchangeSettings, environ, {})
 
 
 def load_ingest_settings(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from libs.config import load_exchange_settings
 from libs.core.market import KlineRowReader
 from libs.core.periods import kline_open_time, kline_period_ms
 from libs.errors import BadMarketData, ConfigError
@@ -38,7 +38,6 @@ from libs.exchange.backoff import BackoffSettings, ExchangeBackoff, error_kind
 from libs.exchange.candles import candle_pages, parse_candle
 from libs.exchange.market_files import KLINES_COLUMNS
 from libs.exchange.markets import (
-    URLS_VARIABLE,
     ccxt_symbol,
     check_exchange_id,
     check_symbol,
@@ -214,7 +213,7 @@ async def download(
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     request, quiet = parse_args(argv)
-    urls = parse_urls(os.environ.get(URLS_VARIABLE, "")).get(request.exchange_id)
+    urls = parse_urls(load_exchange_settings().ccxt_urls).get(request.exchange_id)
     try:
         written = asyncio.run(download(request, urls, quiet=quiet))
     except ConfigError:
