@@ -197,12 +197,12 @@ async def run_streams(
     maxlen: int,
     options: Options,
     stop: asyncio.Event,
-    default_terms: Mapping[str, Mapping[str, MarketTerms]],
+    default_terms: Mapping[str, Mapping[str, MarketTerms]] | None = None,
 ) -> None:
     """The default terms this source supplies first (the bots waiting for them can then be
     created), then every stream at once, each with its own batches; returns when every source
     has ended or, after stop, when every batch is flushed."""
-    await store_terms_until_stored(redis, default_terms, stop)
+    await store_terms_until_stored(redis, default_terms or {}, stop)
     async with asyncio.TaskGroup() as group:
         for stream, source in plans:
             UPDATES.labels(stream=stream.name)  # exported as 0 from the start
