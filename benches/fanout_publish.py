@@ -26,6 +26,7 @@ from libs.config import BotConfig, BotsFile, load_bots
 from libs.store import keys
 from libs.store.bot_state import display_of, ensure_state, initial_scalars, initial_status
 from libs.store.published import SymbolCommit, stage_refresh_commit
+from libs.wire.frames import refresh_frame, with_lists
 
 MINUTE_MS = 60_000
 START_MS = 1_704_067_200_000
@@ -138,13 +139,7 @@ class RefreshMaker:
                 "dynamicProfit": 0.000123456789 * (seq % 11),
                 "signal": "buying" if seq % 2 else "bought",
             }
-            symbol: dict[str, Any] = {}
-            for name, value in scalars.items():
-                if name == "lastTradeTime":
-                    symbol["trades"] = trades
-                symbol[name] = value
-            symbol["klines"] = klines
-            listed.append(symbol)
+            listed.append(with_lists(scalars, trades=trades, klines=klines))
             commits.append(
                 SymbolCommit(
                     product_id=product_id,
@@ -155,14 +150,7 @@ class RefreshMaker:
                 )
             )
         status = {**self.status, "dynamicUsdtProfit": 0.370370367 * (seq % 11)}
-        text = orjson.dumps(
-            {
-                "action": "refresh",
-                "seq": seq,
-                "epoch": self.epoch,
-                "data": {"symbols": listed, "status": status},
-            }
-        )
+        text = refresh_frame(seq=seq, epoch=self.epoch, symbols=listed, status=status)
         return seq, text, commits
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any, Protocol
+
 
 class BandwagonError(Exception):
     """Root of every error Bandwagon raises on purpose."""
@@ -48,3 +51,25 @@ class ClientError(BandwagonError):
     def __init__(self, code: str, message: str, close_code: int | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code, self.message, self.close_code = code, message, close_code
+
+
+class StateMissing(BandwagonError, LookupError):
+    """The bot's state has not been created yet (SPEC 4.1 rule 11): `init` gets `unavailable`.
+
+    The message is the bot's id."""
+
+
+class _Partition(Protocol):
+    """A partition as leases name it (`libs.store.partitions.PartitionId`): hashable, ordered."""
+
+    def __hash__(self) -> int: ...
+    def __lt__(self, other: Any, /) -> bool: ...
+
+
+class LeaseLost(BandwagonError):
+    """A commit's partitions are no longer all this worker's: nothing was written; drop them
+    and reload from Redis (`libs.store.leases`, SPEC 4.1 rule 9)."""
+
+    def __init__(self, partitions: Iterable[_Partition]) -> None:
+        self.partitions = sorted(set(partitions))
+        super().__init__("lease lost: " + ", ".join(str(p) for p in self.partitions))

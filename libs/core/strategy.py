@@ -11,7 +11,7 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from libs.core.batch import (
     windows_of,
 )
 from libs.core.market import Kline, MarketUpdate
-from libs.core.pnl import Ledger, Position, Side
+from libs.core.pnl import Ledger, Side
 from libs.core.sim_exchange import (
     Fill,
     Order,
@@ -114,7 +114,8 @@ class BatchStep:
 
 @dataclass
 class SymbolStrategy:
-    """State of one symbol of one bot. `to_state`/`from_state` let the worker checkpoint it."""
+    """State of one symbol of one bot; `libs.wire.checkpoint` turns it into the worker's
+    checkpoint and back."""
 
     terms: SymbolTerms
     params: StrategyParams
@@ -487,116 +488,3 @@ class SymbolStrategy:
         self.price = float(columns.price[-1])
         self.last_time_ms = int(columns.time_ms[-1])
         return tuple(klines)
-
-    # --- checkpoints ---------------------------------------------------------------------------
-
-    def to_state(self) -> dict[str, Any]:
-        """Plain JSON-able state; floats round-trip exactly through orjson."""
-        kline = self.kline
-        return {
-            "ledger": ledger_state(self.ledger),
-            "closed_closes": list(self.closed_closes),
-            "kline": None if kline is None else _kline_state(kline),
-            "price": self.price,
-            "last_time_ms": self.last_time_ms,
-            "first_time_ms": self.first_time_ms,
-            "signal": self.signal,
-            "order": None if self.order is None else _order_state(self.order),
-            "buy_condition": self.buy_condition,
-            "sell_condition": self.sell_condition,
-        }
-
-    @classmethod
-    def from_state(
-        cls, terms: SymbolTerms, params: StrategyParams, state: dict[str, Any]
-    ) -> SymbolStrategy:
-        return cls(
-            terms=terms,
-            params=params,
-            ledger=ledger_from_state(state["ledger"]),
-            closed_closes=deque(state["closed_closes"]),
-            kline=None if state["kline"] is None else _kline_from_state(state["kline"]),
-            price=state["price"],
-            last_time_ms=state["last_time_ms"],
-            first_time_ms=state["first_time_ms"],
-            signal=state["signal"],
-            order=None if state["order"] is None else Order(**state["order"]),
-            buy_condition=state["buy_condition"],
-            sell_condition=state["sell_condition"],
-        )
-
-
-def ledger_state(ledger: Ledger) -> dict[str, Any]:
-    position = ledger.position
-    return {
-        "allocation": ledger.allocation,
-        "realized_pnl": ledger.realized_pnl,
-        "fill_count": ledger.fill_count,
-        "win": ledger.win,
-        "lost": ledger.lost,
-        "last_trade_time_ms": ledger.last_trade_time_ms,
-        "position": None
-        if position is None
-        else {
-            "side": position.side,
-            "entry_price": position.entry_price,
-            "size": position.size,
-            "margin": position.margin,
-            "opening_fee": position.opening_fee,
-        },
-    }
-
-
-def ledger_from_state(state: dict[str, Any]) -> Ledger:
-    position = state["position"]
-    return Ledger(
-        allocation=state["allocation"],
-        realized_pnl=state["realized_pnl"],
-        fill_count=state["fill_count"],
-        win=state["win"],
-        lost=state["lost"],
-        last_trade_time_ms=state["last_trade_time_ms"],
-        position=None if position is None else Position(**position),
-    )
-
-
-def _order_state(order: Order) -> dict[str, Any]:
-    return {
-        "side": order.side,
-        "closes": order.closes,
-        "opens": order.opens,
-        "order_type": order.order_type,
-        "signal_time_ms": order.signal_time_ms,
-        "signal_price": order.signal_price,
-        "previous_signal": order.previous_signal,
-    }
-
-
-def _kline_state(annotated: AnnotatedKline) -> dict[str, Any]:
-    kline, annotation = annotated.kline, annotated.annotation
-    bands = annotation.bands
-    return {
-        "kline": [kline.time_ms, kline.open, kline.high, kline.low, kline.close, kline.volume],
-        "counts": [annotation.buy_cross_count, annotation.sell_cross_count],
-        "ordered": [annotation.buy_ordered, annotation.sell_ordered],
-        "bands": None if bands is None else [bands.middle, bands.upper, bands.lower],
-        "percent_b": annotation.percent_b,
-        "width_pct": annotation.width_pct,
-    }
-
-
-def _kline_from_state(state: dict[str, Any]) -> AnnotatedKline:
-    time_ms, open_, high, low, close, volume = state["kline"]
-    bands = state["bands"]
-    return AnnotatedKline(
-        kline=Kline(time_ms, open_, high, low, close, volume),
-        annotation=KlineAnnotation(
-            buy_cross_count=state["counts"][0],
-            sell_cross_count=state["counts"][1],
-            buy_ordered=state["ordered"][0],
-            sell_ordered=state["ordered"][1],
-            bands=None if bands is None else Bands(*bands),
-            percent_b=state["percent_b"],
-            width_pct=state["width_pct"],
-        ),
-    )

@@ -20,7 +20,8 @@ from libs.errors import ConfigError, MarketTermsPending
 from libs.store import keys
 from libs.store.market_terms import frozen_terms, missing_terms, read_supplied_terms
 from libs.store.published import Display, encode_fields, read_server
-from libs.wire.convert import status_wire, symbol_scalars, with_lists
+from libs.wire.convert import status_wire, symbol_scalars
+from libs.wire.frames import refresh_frame, with_lists
 
 
 def display_of(bot: BotConfig) -> Display:
@@ -94,14 +95,7 @@ def initial_status(bot: BotConfig, time_zone_offset_min: int) -> dict[str, Any]:
 def first_refresh(epoch: str, symbols: list[dict[str, Any]], status: dict[str, Any]) -> bytes:
     """Refresh seq 1: every symbol, empty `klines` and `trades` (SPEC 2.1 rule 5)."""
     listed = [with_lists(scalars, trades=[], klines=[]) for scalars in symbols]
-    return orjson.dumps(
-        {
-            "action": "refresh",
-            "seq": 1,
-            "epoch": epoch,
-            "data": {"symbols": listed, "status": status},
-        }
-    )
+    return refresh_frame(seq=1, epoch=epoch, symbols=listed, status=status)
 
 
 class StateReady(NamedTuple):

@@ -29,6 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import WatchError
 
 from libs.config import Settings
+from libs.errors import LeaseLost as LeaseLost  # re-exported: services/accounting/worker.py
 from libs.ops.health import PARTITIONS_OWNED
 from libs.store import keys
 from libs.store.partitions import PartitionId, assigned_to
@@ -86,14 +87,6 @@ def _is_connection_loss(error: WatchError) -> bool:
 
 def _connection_lost(error: WatchError) -> RedisConnectionError:
     return RedisConnectionError(str(error))
-
-
-class LeaseLost(Exception):
-    """A commit's partitions are no longer all this worker's: nothing was written; drop them."""
-
-    def __init__(self, partitions: Iterable[PartitionId]) -> None:
-        self.partitions = sorted(set(partitions))
-        super().__init__("lease lost: " + ", ".join(str(p) for p in self.partitions))
 
 
 class LeaseKeeper:

@@ -22,8 +22,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
+from libs.errors import StateMissing
 from libs.store import keys
-from libs.wire.convert import with_lists
+from libs.wire.frames import init_frame, with_lists
 from libs.wire.status import STATUS_FIELDS, SYMBOL_SCALAR_FIELDS
 
 log = logging.getLogger(__name__)
@@ -135,12 +136,9 @@ class Snapshot:
     symbols: list[dict[str, JSONValue]]
 
 
-class StateMissing(LookupError):
-    """The bot's state has not been created yet (SPEC 4.1 rule 11): `init` gets `unavailable`."""
-
-
 async def read_snapshot(redis: Redis, bot: str) -> Snapshot:
-    """Read meta first (for the symbol list), then every hash and list in one MULTI."""
+    """Read meta first (for the symbol list), then every hash and list in one MULTI. Raises
+    StateMissing before the bot's state is created."""
     display_json = await redis.hget(keys.meta(bot), "display")
     if display_json is None:
         raise StateMissing(bot)
@@ -170,24 +168,15 @@ async def read_snapshot(redis: Redis, bot: str) -> Snapshot:
     return Snapshot(seq=int(seq_text), epoch=epoch, display=display, status=status, symbols=symbols)
 
 
-CAPABILITIES = {"hasConfig": True, "hasStrategy": True, "hasMarket": True, "hasBacktest": True}
-
-
 def init_message(snapshot: Snapshot) -> bytes:
-    """The `init` frame (SPEC section 2): the snapshot plus the static capability flags."""
-    return orjson.dumps(
-        {
-            "action": "init",
-            "seq": snapshot.seq,
-            "epoch": snapshot.epoch,
-            "exchange": {
-                "name": "sim",
-                "makerFee": snapshot.display.maker_fee,
-                "takerFee": snapshot.display.taker_fee,
-            },
-            "symbols": snapshot.symbols,
-            "status": {**snapshot.status, **CAPABILITIES},
-        }
+    """The `init` frame (`libs.wire.frames.init_frame`) of a snapshot."""
+    return init_frame(
+        seq=snapshot.seq,
+        epoch=snapshot.epoch,
+        maker_fee=snapshot.display.maker_fee,
+        taker_fee=snapshot.display.taker_fee,
+        symbols=snapshot.symbols,
+        status=snapshot.status,
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from libs.core.decimals import format_decimal
@@ -10,6 +9,9 @@ from libs.core.periods import kline_close_time, period_id
 from libs.core.portfolio import StatusFigures, SymbolFigures
 from libs.core.sim_exchange import Fill, Signal
 from libs.core.strategy import AnnotatedKline
+
+# Kept here, re-exported, for tests/integration/gateway_seed.py, which imports it from this module.
+from libs.wire.frames import with_lists as with_lists
 
 STRATEGY_NAME = "BollingerBands"
 
@@ -125,16 +127,3 @@ def status_wire(
         "timeZoneOffset": time_zone_offset_min,
         "status": "work" if enabled else "stop",
     }
-
-
-def with_lists(
-    scalars: Mapping[str, Any], *, trades: list[Any], klines: list[Any]
-) -> dict[str, Any]:
-    """A SYMBOL in wire order: scalars, with `trades` before `lastTradeTime` and `klines` last."""
-    symbol: dict[str, Any] = {}
-    for name, value in scalars.items():
-        if name == "lastTradeTime":
-            symbol["trades"] = trades
-        symbol[name] = value
-    symbol["klines"] = klines
-    return symbol

@@ -7,6 +7,7 @@ when the cadence allows, and commits what it returns.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,11 +18,11 @@ from libs.config import BotConfig
 from libs.core.pnl import Ledger
 from libs.core.portfolio import status_figures, symbol_figures
 from libs.core.sim_exchange import Signal
-from libs.core.strategy import ledger_from_state, ledger_state
 from libs.store.published import SymbolCommit
-from libs.wire.convert import status_wire, symbol_scalars, with_lists
-
-JSON = dict[str, Any]
+from libs.wire.checkpoint import ledger_from_state, ledger_state
+from libs.wire.convert import status_wire, symbol_scalars
+from libs.wire.events import StrategyEvent
+from libs.wire.frames import JSONObject, refresh_frame, with_lists
 
 
 @dataclass
@@ -31,13 +32,13 @@ class SymbolBook:
     price: float = 0.0
     signal: Signal | None = None
     first_time_ms: int = 0
-    published_scalars: JSON = field(default_factory=dict)
-    last_published_kline: JSON | None = None
+    published_scalars: JSONObject = field(default_factory=dict)
+    last_published_kline: JSONObject | None = None
     last_published_order_id: int = 0
-    pending_klines: dict[int, JSON] = field(default_factory=dict)
-    pending_trades: list[JSON] = field(default_factory=list)
+    pending_klines: dict[int, JSONObject] = field(default_factory=dict)
+    pending_trades: list[JSONObject] = field(default_factory=list)
 
-    def state(self) -> JSON:
+    def state(self) -> JSONObject:
         return {
             "ledger": ledger_state(self.ledger),
             "price": self.price,
@@ -45,7 +46,7 @@ class SymbolBook:
             "first_time_ms": self.first_time_ms,
         }
 
-    def restore(self, state: JSON) -> None:
+    def restore(self, state: JSONObject) -> None:
         self.ledger = ledger_from_state(state["ledger"])
         self.price = state["price"]
         self.signal = state["signal"]
@@ -56,7 +57,7 @@ class SymbolBook:
 class Refresh:
     seq: int
     text: bytes
-    status: JSON
+    status: JSONObject
     symbols: list[SymbolCommit]
     newest_entry_id: str
 
@@ -67,7 +68,7 @@ class BotBook:
     epoch: str
     seq: int
     symbols: list[SymbolBook]
-    published_status: JSON
+    published_status: JSONObject
     checkpoint: str = "0-0"
     fill_pending: bool = False
     unsaved_events: int = 0
@@ -85,20 +86,23 @@ class BotBook:
 
     # --- folding -------------------------------------------------------------------------------
 
-    def apply(self, entry_id: str, event: JSON) -> None:
-        """Fold one strategy event. Events of one symbol arrive in the order they were made."""
-        book = self._symbol(event["symbol"])
-        book.ledger = ledger_from_state(event["ledger"])
-        book.price = event["price"]
-        book.signal = event["signal"]
-        book.first_time_ms = event["first_time"]
-        for kline in event["klines"]:
+    def apply(self, entry_id: str, event: StrategyEvent | Mapping[str, Any]) -> None:
+        """Fold one strategy event. Events of one symbol arrive in the order they were made.
+        An event may come as the JSON object its entry holds (`StrategyEvent.to_value`)."""
+        if not isinstance(event, StrategyEvent):
+            event = StrategyEvent.from_value(event)
+        book = self._symbol(event.product_id)
+        book.ledger = event.ledger
+        book.price = event.price
+        book.signal = event.signal
+        book.first_time_ms = event.first_time_ms
+        for kline in event.klines:
             book.pending_klines[kline["time"]] = kline
-        if event["trades"]:
-            book.pending_trades.extend(event["trades"])
+        if event.trades:
+            book.pending_trades.extend(event.trades)
             self.fill_pending = True
         self.checkpoint = entry_id
-        self.newest_entry_id = event.get("entry_id", "")
+        self.newest_entry_id = event.entry_id
         self.unsaved_events += 1
 
     def _symbol(self, product_id: str) -> SymbolBook:
@@ -109,7 +113,7 @@ class BotBook:
 
     # --- figures -------------------------------------------------------------------------------
 
-    def scalars(self, index: int) -> JSON:
+    def scalars(self, index: int) -> JSONObject:
         book, config = self.symbols[index], self.bot.symbols[index]
         return symbol_scalars(
             product_id=config.product_id,
@@ -121,7 +125,7 @@ class BotBook:
             signal=book.signal,
         )
 
-    def status(self, time_zone_offset_min: int) -> JSON:
+    def status(self, time_zone_offset_min: int) -> JSONObject:
         figures = [symbol_figures(book.ledger, book.price) for book in self.symbols]
         started = [book.first_time_ms for book in self.symbols if book.first_time_ms]
         return status_wire(
@@ -138,7 +142,7 @@ class BotBook:
         """The refresh after `seq`, or None when nothing a client sees has changed."""
         status = self.status(time_zone_offset_min)
         changed = status != self.published_status
-        listed: list[JSON] = []
+        listed: list[JSONObject] = []
         commits: list[SymbolCommit] = []
         for index, book in enumerate(self.symbols):
             scalars = self.scalars(index)
@@ -161,17 +165,10 @@ class BotBook:
         if not changed:
             return None
         seq = self.seq + 1
-        text = orjson.dumps(
-            {
-                "action": "refresh",
-                "seq": seq,
-                "epoch": self.epoch,
-                "data": {"symbols": listed, "status": status},
-            }
-        )
+        text = refresh_frame(seq=seq, epoch=self.epoch, symbols=listed, status=status)
         return Refresh(seq, text, status, commits, self.newest_entry_id)
 
-    def _changed_klines(self, book: SymbolBook) -> tuple[list[JSON], int]:
+    def _changed_klines(self, book: SymbolBook) -> tuple[list[JSONObject], int]:
         """Klines that differ from the previous refresh, newest `kline_history`, ascending; and
         whether the first of them replaces the last kline already published (the forming one)."""
         last = book.last_published_kline

@@ -31,13 +31,13 @@ import enum
 import logging
 import secrets
 
-import orjson
 from redis.asyncio import Redis
 
 from libs.store import keys
 from libs.store.leases import LeaseKeeper
 from libs.store.partitions import PartitionId
 from libs.store.published import ALWAYS, ServerRecord, ServerState, on_server, read_snapshot
+from libs.wire.frames import refresh_frame
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,7 @@ async def renew_epoch(
     bot = partition.bot
     snapshot = await read_snapshot(redis, bot)
     epoch = secrets.token_hex(8)
-    data = {"symbols": snapshot.symbols, "status": snapshot.status}
-    text = orjson.dumps({"action": "refresh", "seq": 1, "epoch": epoch, "data": data})
+    text = refresh_frame(seq=1, epoch=epoch, symbols=snapshot.symbols, status=snapshot.status)
     async with redis.pipeline(transaction=True) as tx:
         await keeper.guard(tx, [partition], check=on_server(server.run_id))
         tx.delete(keys.refresh_log(bot))

@@ -22,9 +22,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from libs.config import Settings, api_key_hash
-from libs.errors import ClientError
+from libs.errors import ClientError, StateMissing
 from libs.store import keys
-from libs.store.published import StateMissing
+from libs.wire.frames import error_frame, refresh_head, resume_frame
 from services.gateway import metrics
 from services.gateway.hub import Hub, LogEntries, Refresh, read_log
 from services.gateway.inits import BuiltInit, InitCache
@@ -38,11 +38,8 @@ from services.gateway.protocol import (
     check_action,
     check_key_present,
     check_resume_fields,
-    error_frame,
     key_could_be_configured,
     parse_frame,
-    refresh_head,
-    resume_frame,
     seq_of_entry_id,
     unauthorized,
 )

@@ -27,7 +27,8 @@ from redis.exceptions import RedisError
 
 from libs.ops.health import Health
 from libs.store import keys
-from services.gateway.protocol import refresh_head, seq_of_entry_id
+from libs.wire.frames import refresh_head
+from services.gateway.protocol import seq_of_entry_id
 from services.gateway.wsprotocol import text_frame
 
 log = logging.getLogger(__name__)

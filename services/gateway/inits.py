@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from libs.errors import StateMissing
 from libs.store import keys
-from libs.store.published import StateMissing, init_message, read_snapshot
+from libs.store.published import init_message, read_snapshot
 from services.gateway.wsprotocol import text_frame
 
 

@@ -2,14 +2,13 @@
 
 Pure functions, no IO: the reader calls them one after the other and the first `ClientError` is the
 answer, so the order of the checks is the order of the calls and unit tests pin it without a socket.
-Frames the gateway builds itself (errors, `resume`) are spelled here too, and so is the one cheap
-look at a published refresh's head that the hub needs (seq and epoch, never the whole body).
+Frames the gateway sends (errors, `resume`, `init`) and the look at a published refresh's head are
+spelled in `libs.wire.frames`, beside the refresh builder whose key order that look relies on.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Literal
 
 import orjson
@@ -20,7 +19,6 @@ from libs.errors import ClientError
 MAX_NESTING_LEVELS = 32  # SPEC 2.1 rule 1
 MAX_SINCE = 2**53 - 1  # SPEC 2.1 rule 2
 MAX_KEY_CHARS = 256  # SPEC 5.1 rule 10
-MAX_ERROR_MESSAGE_CHARS = 200  # SPEC 2.1 rule 3
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_RATE_LIMITED = 1008
 CLOSE_UNAVAILABLE = 1013
@@ -31,10 +29,6 @@ REASON_GOING_AWAY = "going_away"
 
 Action = Literal["init", "refresh"]
 Document = dict[str, object]
-
-# orjson writes the refresh's keys in the order accounting builds them, so seq and epoch sit in a
-# fixed head; anything else falls back to a full parse (SPEC 2.1 rule 11: forwarded, never rebuilt).
-_REFRESH_HEAD = re.compile(r'\{"action":"refresh","seq":(\d{1,16}),"epoch":"([0-9a-f]{16})"')
 
 
 def _reject_constant(name: str) -> object:
@@ -138,35 +132,6 @@ def check_resume_fields(document: Document) -> tuple[int | None, str | None]:
     if "epoch" in document and not isinstance(epoch, str):
         raise ClientError("bad_request", "epoch must be a string")
     return (since if isinstance(since, int) else None), (epoch if isinstance(epoch, str) else None)
-
-
-def error_frame(code: str, message: str) -> str:
-    """Exactly `{"action":"error","code":C,"message":M}` (SPEC 2.1 rule 3)."""
-    return orjson.dumps(
-        {"action": "error", "code": code, "message": message[:MAX_ERROR_MESSAGE_CHARS]}
-    ).decode()
-
-
-def resume_frame(seq: int, epoch: str) -> str:
-    """SPEC 2.1 rule 15: the reply that replaces `init` when the log still holds the gap."""
-    return orjson.dumps({"action": "resume", "seq": seq, "epoch": epoch}).decode()
-
-
-def refresh_head(text: str) -> tuple[int, str] | None:
-    """(seq, epoch) of a published refresh, or None when the text is not one."""
-    match = _REFRESH_HEAD.match(text)
-    if match is not None:
-        return int(match.group(1)), match.group(2)
-    try:
-        document = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(document, dict) or document.get("action") != "refresh":
-        return None
-    seq, epoch = document.get("seq"), document.get("epoch")
-    if isinstance(seq, int) and not isinstance(seq, bool) and isinstance(epoch, str):
-        return seq, epoch
-    return None
 
 
 def seq_of_entry_id(entry_id: str) -> int:

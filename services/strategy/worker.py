@@ -18,20 +18,23 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import orjson
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from libs.config import BotConfig
 from libs.core.market import MarketUpdate
 from libs.core.strategy import AnnotatedKline, SymbolStrategy
+from libs.errors import LeaseLost
 from libs.ops.health import Health
 from libs.store import keys
 from libs.store.bot_state import thawed
-from libs.store.leases import LeaseKeeper, LeaseLost
+from libs.store.leases import LeaseKeeper
 from libs.store.partitions import PartitionId
 from libs.trading import new_symbol_strategy, strategy_params, symbol_terms
+from libs.wire.checkpoint import decode_strategy, encode_strategy
 from libs.wire.convert import kline_wire, trade_wire
+from libs.wire.events import StrategyEvent
+from libs.wire.frames import JSONObject
 from libs.wire.market import decode_update
 
 log = logging.getLogger(__name__)
@@ -82,7 +85,7 @@ class BatchOutput:
     """What one partition produced in one batch, turned into one event."""
 
     klines: dict[int, AnnotatedKline] = field(default_factory=dict)
-    trades: list[dict[str, Any]] = field(default_factory=list)
+    trades: list[JSONObject] = field(default_factory=list)
     last_entry_id: str = ""
 
 
@@ -111,8 +114,8 @@ async def load_partitions(
                 continue
             saved = await redis.hgetall(keys.strategy_state(bot.id, symbol.product_id))
             if saved:
-                strategy = SymbolStrategy.from_state(
-                    symbol_terms(bot, index), strategy_params(bot), orjson.loads(saved["state"])
+                strategy = decode_strategy(
+                    symbol_terms(bot, index), strategy_params(bot), saved["state"]
                 )
                 checkpoint = str(saved["checkpoint"])
             else:
@@ -160,24 +163,30 @@ def apply_entries(partition: Partition, entries: StreamEntries, output: BatchOut
     FILLS.labels(bot=bot.id).inc(len(step.fills))
 
 
-def event_of(partition: Partition, output: BatchOutput) -> dict[str, Any]:
+def strategy_event(partition: Partition, output: BatchOutput) -> StrategyEvent:
     """The event accounting folds: the symbol's ledger and position as they now stand, the klines
     touched (newest `kline_history`, last version each) and the fills, in order."""
     bot, strategy = partition.bot, partition.strategy
     times = sorted(output.klines)[-bot.kline_history :]
-    return {
-        "symbol": partition.product_id,
-        "entry_id": output.last_entry_id,
-        "time": strategy.last_time_ms,
-        "first_time": strategy.first_time_ms,
-        "price": strategy.price,
-        "signal": strategy.signal,
-        "ledger": strategy.to_state()["ledger"],
-        "klines": [
+    return StrategyEvent(
+        product_id=partition.product_id,
+        entry_id=output.last_entry_id,
+        time_ms=strategy.last_time_ms,
+        first_time_ms=strategy.first_time_ms,
+        price=strategy.price,
+        signal=strategy.signal,
+        ledger=strategy.ledger,
+        klines=tuple(
             kline_wire(output.klines[time], bot.kline_size, bot.period_ms) for time in times
-        ],
-        "trades": output.trades,
-    }
+        ),
+        trades=tuple(output.trades),
+    )
+
+
+def event_of(partition: Partition, output: BatchOutput) -> dict[str, Any]:
+    """`strategy_event` as the JSON object its stream entry holds; kept for
+    tests/unit/test_refresh_cadence.py, which reads events as objects."""
+    return strategy_event(partition, output).to_value()
 
 
 class StrategyWorker:
@@ -317,12 +326,13 @@ class StrategyWorker:
                 await self.keeper.guard(tx, ids)
                 for partition, output in items:
                     if output.klines or output.trades:
-                        event = orjson.dumps(event_of(partition, output))
-                        tx.xadd(keys.events(bot_id), {"data": event})
+                        fields = strategy_event(partition, output).to_fields()
+                        # copied into the dict type redis-py declares (dicts are invariant)
+                        tx.xadd(keys.events(bot_id), {name: data for name, data in fields.items()})
                     tx.hset(
                         keys.strategy_state(bot_id, partition.product_id),
                         mapping={
-                            "state": orjson.dumps(partition.strategy.to_state()),
+                            "state": encode_strategy(partition.strategy),
                             "checkpoint": partition.checkpoint,
                         },
                     )

@@ -22,8 +22,9 @@ from redis.asyncio import Redis
 
 from libs.config import load_bots
 from libs.core.market import Kline
+from libs.errors import StateMissing
 from libs.exchange.market_files import read_market_file
-from libs.store.published import StateMissing, read_snapshot
+from libs.store.published import read_snapshot
 from tests.e2e.services import REPO, Deployment, backtest_json
 from tools.run.redis_server import RedisServer
 

@@ -31,9 +31,10 @@ from redis.asyncio import Redis
 
 from libs.core.market import Kline
 from libs.core.periods import kline_period_ms
+from libs.errors import StateMissing
 from libs.exchange.market_files import read_market_file
 from libs.store import keys
-from libs.store.published import Snapshot, StateMissing, read_snapshot
+from libs.store.published import Snapshot, read_snapshot
 from tests.e2e.services import REPO, Deployment, Service, backtest_json
 from tools.run.redis_server import RedisServer
 

@@ -38,13 +38,13 @@ from redis.asyncio import Redis
 from libs.config import load_bots
 from libs.core.market import Kline
 from libs.core.periods import kline_period_ms
+from libs.errors import StateMissing
 from libs.exchange.market_files import read_market_file
 from libs.ops.health import REDIS_PING_FRESH_S
 from libs.store import keys
 from libs.store.published import (
     ServerRecord,
     Snapshot,
-    StateMissing,
     read_server,
     read_server_record,
     read_snapshot,

@@ -11,7 +11,8 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from libs.store.published import Snapshot, StateMissing
+from libs.errors import StateMissing
+from libs.store.published import Snapshot
 from services.gateway import inits
 from services.gateway.inits import InitCache
 from tests.integration.gateway_seed import seed_bot

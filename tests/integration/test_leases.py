@@ -9,9 +9,10 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
 
+from libs.errors import LeaseLost
 from libs.store import keys
 from libs.store.client import worker_redis
-from libs.store.leases import LeaseKeeper, LeaseLost
+from libs.store.leases import LeaseKeeper
 from libs.store.partitions import PartitionId
 from tools.run.redis_server import RedisServer, free_port
 

@@ -23,6 +23,7 @@ from libs.core.sim_exchange import Fill, OrderType, SymbolTerms
 from libs.core.strategy import AnnotatedKline, Mode, StrategyParams, SymbolStrategy
 from libs.errors import BadMarketData
 from libs.exchange.market_files import read_market_file
+from libs.wire.checkpoint import strategy_state
 
 DATA = Path(__file__).parents[1] / "data"
 MINUTE_MS = 60_000
@@ -163,7 +164,7 @@ def test_batches_of_any_size_trade_exactly_like_one_update_at_a_time(
         fills, klines = in_batches(batched, updates, sizes)
         assert fills == expected_fills
         assert klines == expected_klines
-        assert batched.to_state() == reference.to_state()
+        assert strategy_state(batched) == strategy_state(reference)
 
 
 @pytest.mark.parametrize("source", ["random-klines", "random-trades"])
@@ -184,7 +185,7 @@ def test_a_kline_limit_annotates_only_the_batch_s_last_klines_and_trades_the_sam
         step = limited.on_batch(chunk, kline_limit=limit)
         assert step.klines == full.klines[-limit:]
         assert step.fills == full.fills
-        assert limited.to_state() == everything.to_state()
+        assert strategy_state(limited) == strategy_state(everything)
 
 
 def test_a_batch_skips_updates_of_an_older_kline_as_one_update_at_a_time_refuses_them() -> None:
@@ -196,7 +197,7 @@ def test_a_batch_skips_updates_of_an_older_kline_as_one_update_at_a_time_refuses
     step = batched.on_batch(shuffled)
     assert step.rejected == (100,)
     assert list(step.fills) == expected[0]
-    assert batched.to_state() == reference.to_state()
+    assert strategy_state(batched) == strategy_state(reference)
 
 
 def flat_and_near_flat_klines(seed: int, count: int) -> list[MarketUpdate]:
@@ -270,7 +271,7 @@ def test_batches_trade_exactly_like_one_update_at_a_time_with_bands_in_small_blo
     fills, klines = in_batches(batched, updates, [500, 3, 1000])
     assert fills == expected_fills
     assert klines == expected_klines
-    assert batched.to_state() == reference.to_state()
+    assert strategy_state(batched) == strategy_state(reference)
 
 
 def test_a_cross_index_finds_the_next_cross_counts_them_and_knows_its_members() -> None:

@@ -16,6 +16,7 @@ from libs.core.market import Kline, MarketUpdate
 from libs.core.pnl import Ledger
 from libs.core.sim_exchange import Fill, OrderType, SymbolTerms
 from libs.core.strategy import Mode, StrategyParams, SymbolStrategy
+from libs.wire.checkpoint import strategy_from_state, strategy_state
 
 MINUTE_MS = 60_000
 ENTRY = 92.0 * (1 + 0.05 / 100)  # the taker buy at 92 in the scenarios below: 92.046, in doubles
@@ -259,9 +260,9 @@ def test_a_checkpointed_strategy_continues_exactly_like_an_uninterrupted_one() -
 
     first_half = make_strategy(order_type="maker", timeout_ms=MINUTE_MS)
     fills = [f for m, c in enumerate(closes[:5]) for f in first_half.on_update(row(m, c)).fills]
-    state = orjson.loads(orjson.dumps(first_half.to_state()))
-    resumed = SymbolStrategy.from_state(first_half.terms, first_half.params, state)
+    state = orjson.loads(orjson.dumps(strategy_state(first_half)))
+    resumed = strategy_from_state(first_half.terms, first_half.params, state)
     for minute, close in enumerate(closes[5:], start=5):
         fills += resumed.on_update(row(minute, close)).fills
     assert fills == expected and len(expected) >= 3
-    assert resumed.to_state() == uninterrupted.to_state()
+    assert strategy_state(resumed) == strategy_state(uninterrupted)

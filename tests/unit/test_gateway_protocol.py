@@ -5,16 +5,14 @@ from __future__ import annotations
 import pytest
 
 from libs.errors import ClientError
+from libs.wire.frames import error_frame, refresh_head, resume_frame
 from libs.wire.status import ErrorMessage, ResumeMessage
 from services.gateway.limits import FailedKeys, TokenBucket, TrustedProxies, client_address
 from services.gateway.protocol import (
     check_action,
     check_key_shape,
     check_resume_fields,
-    error_frame,
     parse_frame,
-    refresh_head,
-    resume_frame,
 )
 
 KEY = "a-configured-looking-key"

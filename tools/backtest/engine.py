@@ -29,7 +29,8 @@ from libs.core.portfolio import StatusFigures, status_figures, symbol_figures
 from libs.core.sim_exchange import Fill
 from libs.core.strategy import SymbolStrategy
 from libs.trading import new_symbol_strategy
-from libs.wire.convert import status_wire, symbol_scalars, trade_wire, with_lists
+from libs.wire.convert import status_wire, symbol_scalars, trade_wire
+from libs.wire.frames import with_lists
 
 Progress = Callable[[int], None]
 """Called with the number of updates processed since its previous call."""
