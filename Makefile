@@ -84,10 +84,11 @@ test-py: $(UV) $(DASHBOARD_VENDOR) ## the unit and integration tests on another 
 	$(call SYNC,.venv-$(PY),$(PY_BIN)) --extra dev
 	.venv-$(PY)/bin/pytest -q --durations=10 $(PYTEST_ARGS) tests/unit tests/integration
 
-lint: $(STAMP) lock-check ## the lock matches pyproject.toml; ruff check, ruff format --check, mypy --strict
+lint: $(STAMP) lock-check ## the lock matches pyproject.toml; ruff, mypy --strict, the layering contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 # uv.lock against pyproject.toml (--check fails on any difference instead of writing), the
 # image's requirements (locks/runtime.txt) against uv.lock, each locks/*.in pin in its lock.

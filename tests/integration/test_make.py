@@ -62,16 +62,17 @@ def test_make_test_checks_the_lock_lints_checks_deploy_then_runs_every_test_leve
         if not line.startswith(("touch", "rm -rf .venv-uv"))
     ]
     lint_at = commands.index(".venv/bin/ruff check .")
-    assert commands[lint_at : lint_at + 3] == [
+    assert commands[lint_at : lint_at + 4] == [
         ".venv/bin/ruff check .",
         ".venv/bin/ruff format --check .",
         ".venv/bin/mypy",
+        ".venv/bin/lint-imports --no-cache",
     ]
     assert "uv lock --check" in "\n".join(commands[:lint_at])
     assert commands[-1] == (
         ".venv/bin/pytest -q --durations=10 tests/unit tests/integration tests/e2e"
     )
-    checks = "\n".join(commands[lint_at + 3 : -1])
+    checks = "\n".join(commands[lint_at + 4 : -1])
     for step in (
         ".venv/bin/kubectl kustomize k8s/overlays/dev",
         ".venv/bin/kubectl kustomize k8s/overlays/prod",
