@@ -19,7 +19,12 @@ from libs.core.portfolio import status_figures, symbol_figures
 from libs.errors import ConfigError, MarketTermsPending
 from libs.store import keys
 from libs.store.market_terms import frozen_terms, missing_terms, read_supplied_terms
-from libs.store.published import Display, encode_fields, read_server
+from libs.store.published import (
+    Display,
+    read_server,
+    stage_state_creation,
+    write_display,
+)
 from libs.wire.convert import status_wire, symbol_scalars
 from libs.wire.frames import refresh_frame, with_lists
 
@@ -128,7 +133,7 @@ async def ensure_state(redis: Redis, bot: BotConfig, time_zone_offset_min: int) 
                 frozen = await tx.hget(meta_key, "config")
                 if frozen is not None:
                     resolved = thawed(bot, frozen)
-                    await redis.hset(meta_key, "display", display.to_json())
+                    await write_display(redis, bot.id, display)
                     return StateReady(resolved, created=False)
                 # resolved anew on every pass: after a WatchError another replica may have
                 # frozen other terms, which `thawed` must compare with the file, not with ours
@@ -145,29 +150,19 @@ async def ensure_state(redis: Redis, bot: BotConfig, time_zone_offset_min: int) 
                 # connection: the very server EXEC runs on
                 server = await read_server(tx)
                 tx.multi()  # type: ignore[no-untyped-call]
-                tx.delete(
-                    keys.refresh_log(bot.id),
-                    keys.accounting_state(bot.id),
-                    *(keys.klines(bot.id, s.product_id) for s in bot.symbols),
-                    *(keys.trades(bot.id, s.product_id) for s in bot.symbols),
-                )
-                tx.hset(
-                    meta_key,
-                    mapping={
-                        "epoch": epoch,
-                        "seq": "1",
+                stage_state_creation(
+                    tx,
+                    bot=bot.id,
+                    epoch=epoch,
+                    refresh_text=text,
+                    status=status,
+                    symbols=symbols,
+                    meta={
                         "config": orjson.dumps(resolved.trading_config()),
                         "display": display.to_json(),
                         **server.record.fields(),
                     },
                 )
-                tx.hset(keys.status(bot.id), mapping=encode_fields(status))
-                for scalars in symbols:
-                    tx.hset(
-                        keys.symbol(bot.id, scalars["product_id"]), mapping=encode_fields(scalars)
-                    )
-                tx.xadd(keys.refresh_log(bot.id), {"msg": text}, id="1-0")
-                tx.publish(keys.refresh_channel(bot.id), text)
                 await tx.execute()
                 return StateReady(resolved, created=True)
             except WatchError:

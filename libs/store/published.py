@@ -1,10 +1,12 @@
 """A bot's published state in Redis: written by accounting in one atomic commit per refresh, read
 by gateways to build `init` (SPEC 2.1 rules 5, 6 and 11).
 
-Writer and reader share this module so the layout has one definition. Everything of a bot sits in
-its `{bot}` slot, so one MULTI/EXEC covers status hashes, seq, log entry and checkpoint, and one
-MULTI/EXEC reads a consistent snapshot. The bot's meta also names the redis-server its history
-was last vouched for on (`ServerRecord`, SPEC 2.1 rule 19; `services.accounting.history`).
+Writer and reader share this module so the layout has one definition: every write to it (a
+refresh, a state's creation, a new epoch, the server record) is staged here, whoever commits
+it. Everything of a bot sits in its `{bot}` slot, so one MULTI/EXEC covers status hashes, seq,
+log entry and checkpoint, and one MULTI/EXEC reads a consistent snapshot. The bot's meta also
+names the redis-server its history was last vouched for on (`ServerRecord`, SPEC 2.1 rule 19;
+`services.accounting.history`).
 """
 
 from __future__ import annotations
@@ -123,6 +125,48 @@ def stage_refresh_commit(
     )
     tx.hset(keys.accounting_state(bot), mapping=dict(accounting_fields))
     tx.publish(keys.refresh_channel(bot), refresh_text)
+
+
+def stage_first_refresh(
+    tx: Pipeline, *, bot: str, epoch: str, refresh_text: bytes, meta: Mapping[FieldT, EncodableT]
+) -> None:
+    """Queue, on a MULTI pipeline, the start of a history: epoch `epoch` at seq 1, its refresh
+    1 as the only log entry (the old epoch's log goes, so no client resumes across it, SPEC 2.1
+    rules 5 and 15) and published, with `meta`'s other fields (the server record...)."""
+    tx.delete(keys.refresh_log(bot))
+    tx.hset(keys.meta(bot), mapping={"epoch": epoch, "seq": "1", **meta})
+    tx.xadd(keys.refresh_log(bot), {"msg": refresh_text}, id="1-0")
+    tx.publish(keys.refresh_channel(bot), refresh_text)
+
+
+def stage_state_creation(
+    tx: Pipeline,
+    *,
+    bot: str,
+    epoch: str,
+    refresh_text: bytes,
+    status: Mapping[str, JSONValue],
+    symbols: Sequence[Mapping[str, JSONValue]],
+    meta: Mapping[FieldT, EncodableT],
+) -> None:
+    """Queue a new state (SPEC 4.1 rule 11, or anew after `bandwagon reset`): STATUS and every
+    SYMBOL's scalars as refresh 1 shows them, no klines, trades or accounting checkpoint left
+    from before, and the history started (`stage_first_refresh`)."""
+    product_ids = [str(scalars["product_id"]) for scalars in symbols]
+    tx.delete(
+        keys.accounting_state(bot),
+        *(keys.klines(bot, product_id) for product_id in product_ids),
+        *(keys.trades(bot, product_id) for product_id in product_ids),
+    )
+    tx.hset(keys.status(bot), mapping=encode_fields(status))
+    for product_id, scalars in zip(product_ids, symbols, strict=True):
+        tx.hset(keys.symbol(bot, product_id), mapping=encode_fields(scalars))
+    stage_first_refresh(tx, bot=bot, epoch=epoch, refresh_text=refresh_text, meta=meta)
+
+
+async def write_display(redis: Redis, bot: str, display: Display) -> None:
+    """What `init` shows besides the hashes, as this start's config says (it may change)."""
+    await redis.hset(keys.meta(bot), "display", display.to_json())
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +310,11 @@ async def read_server(redis: Redis) -> ServerState:
         master=_text(info.get("role", "")) == "master",
         promoted=promoted,
     )
+
+
+def stage_server_record(tx: Pipeline, *, bot: str, server: ServerRecord) -> None:
+    """Queue: the bot's history continues on `server` (SPEC 2.1 rule 19)."""
+    tx.hset(keys.meta(bot), mapping=server.fields())
 
 
 async def read_server_record(redis: Redis, bot: str) -> ServerRecord | None:

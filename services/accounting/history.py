@@ -33,10 +33,17 @@ import secrets
 
 from redis.asyncio import Redis
 
-from libs.store import keys
 from libs.store.leases import LeaseKeeper
 from libs.store.partitions import PartitionId
-from libs.store.published import ALWAYS, ServerRecord, ServerState, on_server, read_snapshot
+from libs.store.published import (
+    ALWAYS,
+    ServerRecord,
+    ServerState,
+    on_server,
+    read_snapshot,
+    stage_first_refresh,
+    stage_server_record,
+)
 from libs.wire.frames import refresh_frame
 
 log = logging.getLogger(__name__)
@@ -94,10 +101,7 @@ async def renew_epoch(
     text = refresh_frame(seq=1, epoch=epoch, symbols=snapshot.symbols, status=snapshot.status)
     async with redis.pipeline(transaction=True) as tx:
         await keeper.guard(tx, [partition], check=on_server(server.run_id))
-        tx.delete(keys.refresh_log(bot))
-        tx.hset(keys.meta(bot), mapping={"epoch": epoch, "seq": "1", **server.fields()})
-        tx.xadd(keys.refresh_log(bot), {"msg": text}, id="1-0")
-        tx.publish(keys.refresh_channel(bot), text)
+        stage_first_refresh(tx, bot=bot, epoch=epoch, refresh_text=text, meta=server.fields())
         await keeper.commit(tx, [partition])
     return epoch
 
@@ -109,5 +113,5 @@ async def record_server(
     server only, that publishes nothing."""
     async with redis.pipeline(transaction=True) as tx:
         await keeper.guard(tx, [partition], check=on_server(server.run_id))
-        tx.hset(keys.meta(partition.bot), mapping=server.fields())
+        stage_server_record(tx, bot=partition.bot, server=server)
         await keeper.commit(tx, [partition])
