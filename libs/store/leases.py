@@ -29,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import WatchError
 
 from libs.config import Settings
-from libs.errors import LeaseLost as LeaseLost  # re-exported: services/accounting/worker.py
+from libs.errors import LeaseLost
 from libs.ops.health import PARTITIONS_OWNED
 from libs.store import keys
 from libs.store.partitions import PartitionId, assigned_to

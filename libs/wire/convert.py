@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from libs.core.decimals import format_decimal
 from libs.core.periods import kline_close_time, period_id
 from libs.core.portfolio import StatusFigures, SymbolFigures
 from libs.core.sim_exchange import Fill, Signal
-from libs.core.strategy import AnnotatedKline
 
-# Kept here, re-exported, for tests/integration/gateway_seed.py, which imports it from this module.
-from libs.wire.frames import with_lists as with_lists
+if TYPE_CHECKING:
+    from libs.core.strategy import AnnotatedKline
 
 STRATEGY_NAME = "BollingerBands"
 

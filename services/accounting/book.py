@@ -88,7 +88,9 @@ class BotBook:
 
     def apply(self, entry_id: str, event: StrategyEvent | Mapping[str, Any]) -> None:
         """Fold one strategy event. Events of one symbol arrive in the order they were made.
-        An event may come as the JSON object its entry holds (`StrategyEvent.to_value`)."""
+        The worker passes `StrategyEvent.from_fields`; the JSON object an entry holds
+        (`StrategyEvent.to_value`) is still accepted only because tests/unit/test_events.py
+        folds one, to compare it with the typed event."""
         if not isinstance(event, StrategyEvent):
             event = StrategyEvent.from_value(event)
         book = self._symbol(event.product_id)

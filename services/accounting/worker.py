@@ -23,11 +23,11 @@ from prometheus_client import Counter, Gauge, Histogram
 from redis.asyncio import Redis
 
 from libs.config import BotConfig
-from libs.errors import MarketTermsPending
+from libs.errors import LeaseLost, MarketTermsPending
 from libs.ops.timezone import local_time_zone_offset_min
 from libs.store import keys
 from libs.store.bot_state import display_of, ensure_state
-from libs.store.leases import LeaseKeeper, LeaseLost
+from libs.store.leases import LeaseKeeper
 from libs.store.partitions import PartitionId
 from libs.store.published import (
     ServerState,
@@ -36,6 +36,7 @@ from libs.store.published import (
     read_server_record,
     stage_refresh_commit,
 )
+from libs.wire.events import StrategyEvent
 from services.accounting.book import BotBook, Refresh
 from services.accounting.history import (
     Continuity,
@@ -228,7 +229,7 @@ class AccountingWorker:
         for stream, entries in reply or []:
             book = self.books[keys.bot_of(stream)]
             for entry_id, fields in entries:
-                book.apply(entry_id, orjson.loads(fields["data"]))
+                book.apply(entry_id, StrategyEvent.from_fields(fields))
             EVENTS.labels(bot=book.bot.id).inc(len(entries))
         for book in list(self.books.values()):
             try:

@@ -7,7 +7,11 @@ is thrown away and reloaded from Redis: Redis, not memory, is the truth.
 
 Replicas share the partitions through leases (`libs.store.leases`): a replica works only on the
 partitions it holds, and every commit is fenced by their tokens, so a replica that lost one
-while paused writes nothing.
+while paused writes nothing. Every commit also runs only on the redis-server its partitions
+were read from: redis-py reconnects a pooled connection silently, and a restarted Redis may
+have lost the last commits (AOF `everysec`), so memory committed there would no longer match
+the checkpoint Redis holds (SPEC 4.1 rule 12). On another server the commit writes nothing
+(`RedisReplaced`) and the partitions are reloaded, as after any Redis error.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any, cast
 
 from prometheus_client import Counter
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from libs.config import BotConfig
 from libs.core.market import MarketUpdate
@@ -30,6 +35,7 @@ from libs.store import keys
 from libs.store.bot_state import thawed
 from libs.store.leases import LeaseKeeper
 from libs.store.partitions import PartitionId
+from libs.store.published import RedisReplaced, confirm_server, read_server
 from libs.trading import new_symbol_strategy, strategy_params, symbol_terms
 from libs.wire.checkpoint import decode_strategy, encode_strategy
 from libs.wire.convert import kline_wire, trade_wire
@@ -66,6 +72,8 @@ class Partition:
     stream: str
     strategy: SymbolStrategy
     checkpoint: str
+    redis_run_id: str = ""
+    """The redis-server this partition was read from: the only one it may be committed to."""
 
     @property
     def product_id(self) -> str:
@@ -90,9 +98,14 @@ class BatchOutput:
 
 
 async def load_partitions(
-    redis: Redis, bots: list[BotConfig], owned: set[PartitionId] | None = None
+    redis: Redis,
+    bots: list[BotConfig],
+    owned: set[PartitionId] | None = None,
+    *,
+    redis_run_id: str = "",
 ) -> list[Partition]:
-    """The partitions of `bots` (those in `owned`, when given) as of their last commit."""
+    """The partitions of `bots` (those in `owned`, when given) as of their last commit, read from
+    the redis-server whose run_id is `redis_run_id` (`read_server` before this call)."""
     partitions: list[Partition] = []
     for configured in bots:
         frozen = await redis.hget(keys.meta(configured.id), "config")
@@ -121,7 +134,7 @@ async def load_partitions(
             else:
                 strategy, checkpoint = new_symbol_strategy(bot, index), FIRST_ENTRY
             stream = keys.market_stream(bot.exchange, symbol.product_id, bot.kline_size)
-            partitions.append(Partition(bot, index, stream, strategy, checkpoint))
+            partitions.append(Partition(bot, index, stream, strategy, checkpoint, redis_run_id))
     return partitions
 
 
@@ -185,7 +198,7 @@ def strategy_event(partition: Partition, output: BatchOutput) -> StrategyEvent:
 
 def event_of(partition: Partition, output: BatchOutput) -> dict[str, Any]:
     """`strategy_event` as the JSON object its stream entry holds; kept for
-    tests/unit/test_refresh_cadence.py, which reads events as objects."""
+    tests/unit/test_events.py, which compares it with the entry's decoded `data`."""
     return strategy_event(partition, output).to_value()
 
 
@@ -215,7 +228,7 @@ class StrategyWorker:
         """After a start or any Redis error: renew the leases, then every owned partition as
         of its last commit (memory may be ahead of it)."""
         owned = await self.keeper.beat()
-        self.partitions = await load_partitions(self.redis, self.bots, owned)
+        self.partitions = await self._load(owned)
         await self.check_overruns()
 
     async def rebalance(self) -> None:
@@ -223,8 +236,16 @@ class StrategyWorker:
         owned = await self.keeper.beat()
         kept = [p for p in self.partitions if p.id in owned]
         new = owned - {p.id for p in kept}
-        self.partitions = kept + (await load_partitions(self.redis, self.bots, new) if new else [])
+        self.partitions = kept + (await self._load(new) if new else [])
         await self.check_overruns()
+
+    async def _load(self, owned: set[PartitionId]) -> list[Partition]:
+        # the server first, the partitions after: every commit confirms this server still
+        # answers, so the state it commits from was read from this server too
+        server = await read_server(self.redis)
+        return await load_partitions(
+            self.redis, self.bots, owned, redis_run_id=server.record.run_id
+        )
 
     async def check_overruns(self) -> None:
         """SPEC 4.1 rule 12: a consumer further behind than a stream's cap loses entries, and
@@ -301,9 +322,11 @@ class StrategyWorker:
 
     async def _commit(self, touched: list[tuple[Partition, BatchOutput]]) -> None:
         """One fenced MULTI per bot: its events and its partitions' states and checkpoints. A
-        bot whose lease moved commits nothing and its partitions are dropped from memory. The
-        bots' transactions run side by side, each on a connection of its own, so ten bots cost
-        one round of round trips, not ten; any other error is raised once all have settled."""
+        bot whose lease moved commits nothing and its partitions are dropped from memory; on a
+        redis-server other than the one they were read from nothing is committed, every
+        partition is dropped and `RedisReplaced` is raised, so the worker reloads. The bots'
+        transactions run side by side, each on a connection of its own, so ten bots cost one
+        round of round trips, not ten; any other error is raised once all have settled."""
         by_bot: dict[str, list[tuple[Partition, BatchOutput]]] = defaultdict(list)
         for partition, output in touched:
             by_bot[partition.bot.id].append((partition, output))
@@ -321,9 +344,15 @@ class StrategyWorker:
 
     async def _commit_bot(self, bot_id: str, items: list[tuple[Partition, BatchOutput]]) -> None:
         ids = [partition.id for partition, _ in items]
+        run_ids = sorted({partition.redis_run_id for partition, _ in items})
+
+        async def on_their_server(tx: Pipeline) -> None:
+            for run_id in run_ids:  # partitions read from two servers: one of them is gone
+                await confirm_server(tx, run_id)
+
         try:
             async with self.redis.pipeline(transaction=True) as tx:
-                await self.keeper.guard(tx, ids)
+                await self.keeper.guard(tx, ids, check=on_their_server)
                 for partition, output in items:
                     if output.klines or output.trades:
                         fields = strategy_event(partition, output).to_fields()
@@ -343,3 +372,8 @@ class StrategyWorker:
             log.warning("commit fenced off: %s", lost, extra={"bot": bot_id})
             self.partitions = [p for p in self.partitions if p.id not in ids]
             self.keeper.forget(ids)
+        except RedisReplaced:
+            # every partition in memory may be ahead of what this server holds, not only this
+            # bot's: drop them all; the worker shell reloads (`load`) after any Redis error
+            self.partitions = []
+            raise

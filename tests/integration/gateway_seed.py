@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from libs.config import api_key_hash
 from libs.store import keys
 from libs.store.published import Display, SymbolCommit, stage_refresh_commit
-from libs.wire.convert import with_lists
+from libs.wire.frames import with_lists
 from libs.wire.status import STATUS_FIELDS, SYMBOL_SCALAR_FIELDS
 
 KLINE_PERIOD_MS = 60_000

@@ -23,10 +23,11 @@ from libs.exchange.market_files import read_market_file
 from libs.store.leases import LeaseKeeper
 from libs.store.partitions import accounting_partitions
 from libs.trading import new_symbol_strategy
+from libs.wire.events import StrategyEvent
 from libs.wire.market import encode_update
 from services.accounting.book import BotBook
 from services.accounting.worker import AccountingWorker
-from services.strategy.worker import BatchOutput, Partition, apply_entries, event_of
+from services.strategy.worker import BatchOutput, Partition, apply_entries, strategy_event
 
 KLINES = Path(__file__).parents[1] / "data" / "klines-1m-3000.csv"
 # With period 5 and 0.5 standard deviations, the klines of this file at indexes 5 to 8 make
@@ -63,7 +64,7 @@ def updates(count: int) -> list[MarketUpdate]:
     return [update for _, (_, update) in zip(range(count), read, strict=False)]
 
 
-def events(bot: BotConfig, batches: list[list[MarketUpdate]]) -> list[dict[str, Any]]:
+def events(bot: BotConfig, batches: list[list[MarketUpdate]]) -> list[StrategyEvent]:
     """The strategy worker's event for each batch of updates, as it would XADD it."""
     partition = Partition(bot, 0, "stream", new_symbol_strategy(bot, 0), "0-0")
     made = []
@@ -75,7 +76,7 @@ def events(bot: BotConfig, batches: list[list[MarketUpdate]]) -> list[dict[str, 
             entry += 1
             entries.append((f"{entry}-0", encode_update(update, f"test:{entry}")))
         apply_entries(partition, entries, output)
-        made.append(event_of(partition, output))
+        made.append(strategy_event(partition, output))
     return made
 
 
@@ -108,7 +109,7 @@ def book_after(bot: BotConfig, batches: list[list[MarketUpdate]]) -> BotBook:
 def test_the_klines_used_here_fill_at_the_index_written_down() -> None:
     bot = bot_config()
     made = events(bot, [[update] for update in updates(LAST_FILL_OF_RUN_INDEX + 2)])
-    assert [len(event["trades"]) for event in made] == [0, 0, 0, 0, 0, 1, 2, 2, 2, 0]
+    assert [len(event.trades) for event in made] == [0, 0, 0, 0, 0, 1, 2, 2, 2, 0]
 
 
 @pytest.mark.parametrize(
