@@ -7,9 +7,7 @@ when the cadence allows, and commits what it returns.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 from redis.typing import EncodableT, FieldT
@@ -86,13 +84,8 @@ class BotBook:
 
     # --- folding -------------------------------------------------------------------------------
 
-    def apply(self, entry_id: str, event: StrategyEvent | Mapping[str, Any]) -> None:
-        """Fold one strategy event. Events of one symbol arrive in the order they were made.
-        The worker passes `StrategyEvent.from_fields`; the JSON object an entry holds
-        (`StrategyEvent.to_value`) is still accepted only because tests/unit/test_events.py
-        folds one, to compare it with the typed event."""
-        if not isinstance(event, StrategyEvent):
-            event = StrategyEvent.from_value(event)
+    def apply(self, entry_id: str, event: StrategyEvent) -> None:
+        """Fold one strategy event. Events of one symbol arrive in the order they were made."""
         book = self._symbol(event.product_id)
         book.ledger = event.ledger
         book.price = event.price

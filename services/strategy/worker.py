@@ -20,7 +20,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 from prometheus_client import Counter
 from redis.asyncio import Redis
@@ -194,12 +194,6 @@ def strategy_event(partition: Partition, output: BatchOutput) -> StrategyEvent:
         ),
         trades=tuple(output.trades),
     )
-
-
-def event_of(partition: Partition, output: BatchOutput) -> dict[str, Any]:
-    """`strategy_event` as the JSON object its stream entry holds; kept for
-    tests/unit/test_events.py, which compares it with the entry's decoded `data`."""
-    return strategy_event(partition, output).to_value()
 
 
 class StrategyWorker:

@@ -19,7 +19,7 @@ from libs.wire.checkpoint import decode_strategy, encode_strategy, ledger_state
 from libs.wire.events import StrategyEvent
 from libs.wire.market import encode_update
 from services.accounting.book import BotBook
-from services.strategy.worker import BatchOutput, Partition, apply_entries, event_of, strategy_event
+from services.strategy.worker import BatchOutput, Partition, apply_entries, strategy_event
 
 KLINES = Path(__file__).parents[1] / "data" / "klines-1m-3000.csv"
 
@@ -164,11 +164,11 @@ def test_the_book_folds_an_event_and_the_json_object_accounting_reads_alike() ->
         apply_entries(partition, entries, output)
         event = strategy_event(partition, output)
         fields = event.to_fields()
-        assert event_of(partition, output) == orjson.loads(fields["data"])
+        assert event.to_value() == orjson.loads(fields["data"])
         fills += len(event.trades)
         entry_id = output.last_entry_id
         typed.apply(entry_id, StrategyEvent.from_fields(fields))
-        decoded.apply(entry_id, orjson.loads(fields["data"]))
+        decoded.apply(entry_id, StrategyEvent.from_value(orjson.loads(fields["data"])))
         typed_refresh, decoded_refresh = typed.next_refresh(0), decoded.next_refresh(0)
         assert typed_refresh is not None and decoded_refresh is not None
         assert typed_refresh.text == decoded_refresh.text
