@@ -17,12 +17,10 @@ import argparse
 import asyncio
 import contextlib
 import math
-import os
 import signal
 import socket
 import sys
 import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,8 +41,10 @@ from benches.loadgen_stats import (
     ratio,
     rss_bytes,
 )
+from benches.processes import is_ready, service_env
 from benches.timing import machine_line
 from libs.config import BotConfig
+from libs.store import keys
 from libs.store.bot_state import ensure_state, publish_api_keys
 from libs.store.published import init_message, read_snapshot
 from tools.run.redis_server import RedisServer, free_port
@@ -140,16 +140,8 @@ class Bench:
     profile: bool = False
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            REDIS_URL=self.redis_url,
-            BANDWAGON_CONFIG=str(self.config),
-            LOG_LEVEL="WARNING",
-            TZ="UTC",
-            **{KEY_ENVS[bot]: key for bot, key in KEYS.items()},
-        )
-        env.update(extra)
-        return env
+        key_env = {KEY_ENVS[bot]: key for bot, key in KEYS.items()}
+        return service_env(self.redis_url, self.config, **key_env, **extra)
 
     async def start_server(self, kind: str, tag: str) -> tuple[asyncio.subprocess.Process, int]:
         port = free_port()
@@ -175,18 +167,10 @@ class Bench:
         while time.monotonic() < deadline:
             if process.returncode is not None:
                 raise RuntimeError(f"{kind} exited at start; see {self.workdir}")
-            if _ready(port) if kind == "gateway" else _listening(port):
+            if is_ready(port) if kind == "gateway" else _listening(port):
                 return process, port
             await asyncio.sleep(0.1)
         raise RuntimeError(f"{kind} not ready on port {port} in 30 s")
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def _listening(port: int) -> bool:
@@ -352,11 +336,11 @@ async def init_figures(bench: Bench, sizes: Sizes) -> InitFigures:
         builds.append(time.perf_counter() - start)
         start = time.perf_counter()
         async with redis.pipeline(transaction=True) as tx:
-            tx.hgetall(f"bw:{{{FULL_BOT}}}:status")
+            tx.hgetall(keys.status(FULL_BOT))
             for symbol in bot.symbols:
-                tx.hgetall(f"bw:{{{FULL_BOT}}}:symbol:{symbol.product_id}")
-                tx.lrange(f"bw:{{{FULL_BOT}}}:klines:{symbol.product_id}", -300, -1)
-                tx.lrange(f"bw:{{{FULL_BOT}}}:trades:{symbol.product_id}", -500, -1)
+                tx.hgetall(keys.symbol(FULL_BOT, symbol.product_id))
+                tx.lrange(keys.klines(FULL_BOT, symbol.product_id), -300, -1)
+                tx.lrange(keys.trades(FULL_BOT, symbol.product_id), -500, -1)
             await tx.execute()
         reads.append(time.perf_counter() - start)
     await redis.aclose()

@@ -22,14 +22,13 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from benches.data import MINUTE_MS, START_TIME_MS
 from libs.config import BotConfig, BotsFile, load_bots
 from libs.store import keys
 from libs.store.bot_state import display_of, ensure_state, initial_scalars, initial_status
 from libs.store.published import SymbolCommit, stage_refresh_commit
 from libs.wire.frames import refresh_frame, with_lists
 
-MINUTE_MS = 60_000
-START_MS = 1_704_067_200_000
 BOTS_YAML = """\
 bots:
 {bots}
@@ -63,7 +62,7 @@ def kline(product_id: str, index: int) -> dict[str, Any]:
     """A kline as `kline_wire` spells it, bands included."""
     base = BASE_PRICES[product_id]
     close = round(base * (1 + 0.001 * math.sin(index / 7)), 2)
-    time_ms = START_MS + index * MINUTE_MS
+    time_ms = START_TIME_MS + index * MINUTE_MS
     middle = round(base * (1 + 0.0007 * math.sin(index / 9)), 6)
     return {
         "period_id": f"m{time_ms // MINUTE_MS}",
@@ -94,7 +93,7 @@ def trade(product_id: str, order_id: int) -> dict[str, Any]:
     price = BASE_PRICES[product_id] * (1 + 0.0001 * (order_id % 13))
     return {
         "order_id": order_id,
-        "time": START_MS + order_id * 61_000,
+        "time": START_TIME_MS + order_id * 61_000,
         "execution_time": 2_000,
         "slippage": 0.05,
         "type": "buy" if order_id % 2 else "sell",

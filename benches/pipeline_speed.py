@@ -44,8 +44,11 @@ from benches.loadgen_stats import (
     ratio,
     subtract_histograms,
 )
+from benches.processes import is_ready, service_env
 from benches.timing import machine_line
 from libs.store import keys
+from services.ingest.writer import newest_entry
+from services.strategy.worker import entry_key
 from tools.run.redis_server import RedisServer, free_port
 
 DOC_PATH = ROOT / "docs" / "benchmarks.md"
@@ -130,14 +133,8 @@ def data_files(case: Case, workdir: Path) -> list[tuple[str, Path]]:
 class Services:
     def __init__(self, workdir: Path, redis_url: str, config: Path, case: Case) -> None:
         self.workdir = workdir
-        self.env = dict(os.environ)
-        self.env.update(
-            REDIS_URL=redis_url,
-            BANDWAGON_CONFIG=str(config),
-            LOG_LEVEL="WARNING",
-            TZ="UTC",
-            **{f"PIPELINE_KEY_{i}": f"{API_KEY}-{i}" for i in range(case.bots)},
-        )
+        key_env = {f"PIPELINE_KEY_{i}": f"{API_KEY}-{i}" for i in range(case.bots)}
+        self.env = service_env(redis_url, config, **key_env)
         self.processes: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
         self.profiled: set[str] = set()  # services run under cProfile, to `<workdir>/<name>.prof`
 
@@ -173,12 +170,8 @@ class Services:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited {process.returncode}; see {self.workdir}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
+            if is_ready(port):
+                return
             time.sleep(0.1)
         raise RuntimeError(f"{name} not ready in {timeout_s} s")
 
@@ -214,17 +207,8 @@ class Services:
 
 
 def entry_ms(entry_id: str) -> int:
-    return int(entry_id.split("-", 1)[0])
-
-
-def entry_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-async def last_id(redis: Redis, key: str) -> str | None:
-    entries = await redis.xrevrange(key, count=1)
-    return str(entries[0][0]) if entries else None
+    """The XADD time of a stream entry: the ms part of its id."""
+    return entry_key(entry_id)[0]
 
 
 def set_up(
@@ -280,8 +264,8 @@ async def run_case(
                 firsts = [await redis.xrange(s, count=1) for s in streams.values()]
                 first_ms = min(entry_ms(str(f[0][0])) for f in firsts if f)
             if ingest_end_ms is None and sum(lengths) >= case.updates:
-                ends = [await last_id(redis, s) for s in streams.values()]
-                ingest_end_ms = max(entry_ms(e) for e in ends if e)
+                ends = [await newest_entry(redis, s) for s in streams.values()]
+                ingest_end_ms = max(entry_ms(e[0]) for e in ends if e)
             if ingest_end_ms is None:
                 continue
             if strategy_end is None:

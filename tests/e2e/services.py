@@ -24,6 +24,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from libs.store import keys
+from tests.support.polling import eventually, wait_until
 from tools.run.redis_server import free_port
 
 REPO = Path(__file__).parents[2]
@@ -45,6 +46,20 @@ class Service:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Ready within `timeout_s`; exiting meanwhile fails at once, with the log."""
+
+        def ready() -> bool:
+            if self.ready():
+                return True
+            code = self.process.poll()
+            assert code is None, f"{self.name} exited {code}:\n{self.log()}"
+            return False
+
+        wait_until(
+            ready, timeout_s=timeout_s, poll_s=0.1, what=lambda: f"{self.name} ready:\n{self.log()}"
+        )
 
     def stop(self, timeout_s: float = 15.0) -> int:
         """SIGTERM and wait: a service must drain and exit 0 on its own (SPEC 4.1 rule 4)."""
@@ -112,17 +127,11 @@ class Deployment:
         return service
 
     def wait_ready(self, *names: str, timeout_s: float = 30.0) -> None:
+        """Each named service ready in turn, all within `timeout_s`; one that exits meanwhile
+        fails the wait at once, with its log."""
         deadline = time.monotonic() + timeout_s
         for name in names:
-            service = self.services[name]
-            while not service.ready():
-                if service.process.poll() is not None:
-                    raise AssertionError(
-                        f"{name} exited {service.process.returncode}:\n{service.log()}"
-                    )
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"{name} not ready in {timeout_s} s:\n{service.log()}")
-                time.sleep(0.1)
+            self.services[name].wait_ready(max(0.0, deadline - time.monotonic()))
 
     def stop_all(self) -> dict[str, int]:
         return {name: service.stop() for name, service in reversed(self.services.items())}
@@ -310,11 +319,12 @@ class Watcher:
 
     async def reach(self, seq: int, timeout_s: float) -> None:
         """Wait until this client has applied refresh `seq` (or a later init)."""
-        deadline = time.monotonic() + timeout_s
-        while self.last_seq < seq:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"client stuck at seq {self.last_seq}, wanted {seq}: {self}")
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: self.last_seq >= seq,
+            timeout_s=timeout_s,
+            poll_s=0.05,
+            what=lambda: f"seq {seq}; the client is stuck at seq {self.last_seq}: {self}",
+        )
 
     def missing(self, final_seq: int) -> list[int]:
         """Seqs after the first init up to `final_seq` neither received nor covered by a later

@@ -9,9 +9,7 @@ within the 1e-9 of SPEC 3.1 rule 16: both sides run the same core, so any differ
 
 from __future__ import annotations
 
-import asyncio
 import textwrap
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +22,9 @@ from libs.config import load_bots
 from libs.core.market import Kline
 from libs.errors import StateMissing
 from libs.exchange.market_files import read_market_file
-from libs.store.published import read_snapshot
+from libs.store.published import Snapshot, read_snapshot
 from tests.e2e.services import REPO, Deployment, backtest_json
+from tests.support.polling import eventually
 from tools.run.redis_server import RedisServer
 
 DATA = REPO / "tests" / "data"
@@ -131,18 +130,18 @@ def shows(symbol: dict[str, Any], kline: Kline) -> bool:
 
 async def settled_snapshot(redis: Redis, config: Path, case: Case, timeout_s: float = 30.0) -> Any:
     finals = final_klines(config, case)
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    async def settled() -> Snapshot | None:
         try:
             snapshot = await read_snapshot(redis, BOT)
         except StateMissing:
-            snapshot = None
-        if snapshot is not None:
-            symbols = {symbol["product_id"]: symbol for symbol in snapshot.symbols}
-            if all(shows(symbols[pid], kline) for pid, kline in finals.items()):
-                return snapshot
-        assert time.monotonic() < deadline, "the pipeline did not reach the files' last updates"
-        await asyncio.sleep(0.1)
+            return None
+        symbols = {symbol["product_id"]: symbol for symbol in snapshot.symbols}
+        return snapshot if all(shows(symbols[pid], k) for pid, k in finals.items()) else None
+
+    return await eventually(
+        settled, timeout_s=timeout_s, poll_s=0.1, what="the pipeline at the files' last updates"
+    )
 
 
 @pytest.mark.parametrize("name", list(CASES))

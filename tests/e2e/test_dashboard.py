@@ -36,6 +36,7 @@ from services.gateway.dashboard.routes import dashboard_routes
 from tests.e2e.services import REPO, Deployment, bot_seq
 from tests.integration.gateway_harness import client, expect_error, running_gateway, send_json
 from tests.integration.gateway_seed import seed_bot
+from tests.support.polling import eventually
 from tools.run.redis_server import RedisServer
 
 DATA = Path(__file__).parents[1] / "data"
@@ -452,10 +453,12 @@ async def test_the_page_drops_a_connection_whose_keepalive_gets_no_reply(
         websocket.on("framesent", lambda payload: frames.append(orjson.loads(payload)))
 
     async def frames_of_first(count: int, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while len(sent[0]) < count:
-            assert time.monotonic() < deadline, f"the page sent only {sent[0]} in {timeout_s} s"
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: len(sent[0]) >= count,
+            timeout_s=timeout_s,
+            poll_s=0.05,
+            what=lambda: f"{count} frames from the page; it sent only {sent[0]}",
+        )
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)

@@ -36,6 +36,7 @@ from libs.exchange.market_files import read_market_file
 from libs.store import keys
 from libs.store.published import Snapshot, read_snapshot
 from tests.e2e.services import REPO, Deployment, Service, backtest_json
+from tests.support.polling import eventually
 from tools.run.redis_server import RedisServer
 
 KLINES = REPO / "tests" / "data" / "klines-1m-3000.csv"
@@ -119,16 +120,16 @@ def shows_final(snapshot: Snapshot, final: Kline) -> bool:
 
 
 async def settled(redis: Redis, bot_id: str, final: Kline, timeout_s: float = 40.0) -> Snapshot:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    async def shows_it() -> Snapshot | None:
         try:
             snapshot = await read_snapshot(redis, bot_id)
-            if shows_final(snapshot, final):
-                return snapshot
         except StateMissing:
-            pass
-        assert time.monotonic() < deadline, f"{bot_id} did not reach the file's last update"
-        await asyncio.sleep(0.1)
+            return None
+        return snapshot if shows_final(snapshot, final) else None
+
+    return await eventually(
+        shows_it, timeout_s=timeout_s, poll_s=0.1, what=f"{bot_id} at the file's last update"
+    )
 
 
 def start_replica(deployment: Deployment, label: str) -> Service:
@@ -228,19 +229,20 @@ async def test_a_dead_owners_partitions_are_owned_again_within_15_s_at_the_defau
         deployment.start("accounting", replica=label, **api_keys())
     deployment.wait_ready(*ACCOUNTING_REPLICAS)
     lease_key = keys.lease("fo-a", "accounting")
-    deadline = time.monotonic() + 15
-    while not await redis.get(lease_key):
-        assert time.monotonic() < deadline, "nobody took the partition"
-        await asyncio.sleep(0.1)
-    owner, _, token = str(await redis.get(lease_key)).rpartition(":")
+    taken = await eventually(
+        lambda: redis.get(lease_key), timeout_s=15, poll_s=0.1, what="an owner of the partition"
+    )
+    owner, _, token = str(taken).rpartition(":")
     deployment.services[owner].process.kill()
     killed_at = time.monotonic()
-    while True:
-        value = await redis.get(lease_key)
-        if value is not None and not value.startswith(f"{owner}:"):
-            break
-        assert time.monotonic() - killed_at < 15, f"still {value} 15 s after its owner died"
-        await asyncio.sleep(0.1)
+
+    async def taken_over() -> str | None:
+        value: str | None = await redis.get(lease_key)
+        return value if value is not None and not value.startswith(f"{owner}:") else None
+
+    value = await eventually(
+        taken_over, timeout_s=15, poll_s=0.1, what=f"another owner than {owner}, which died"
+    )
     took_s = time.monotonic() - killed_at
     survivor, _, new_token = str(value).rpartition(":")
     assert survivor in ACCOUNTING_REPLICAS and int(new_token) > int(token)

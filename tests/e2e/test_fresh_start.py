@@ -19,6 +19,7 @@ from libs.store import keys
 from libs.wire.status import ErrorMessage, InitMessage
 from services.gateway.hub import SUBSCRIPTION_CHECK
 from tests.e2e.services import Deployment
+from tests.support.polling import eventually
 
 API_KEY = "fresh-start-key-0123456789"
 WRONG_KEY = "not-the-fresh-start-key-0123"
@@ -58,26 +59,27 @@ async def test_a_good_key_before_accounting_gets_unavailable_then_its_init(
 ) -> None:
     deployment.start("gateway")
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{deployment.gateway_port}") as http:
-        async with asyncio.timeout(30):  # the moment the gateway's /healthz answers
-            while True:
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.02)
+
+        async def alive() -> bool:
+            try:
+                return (await http.get("/healthz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await eventually(alive, timeout_s=30, what="the gateway's /healthz 200")
 
         for api_key in (API_KEY, WRONG_KEY):  # no registry yet: neither key is known absent
             reply, closed = await ask_init(deployment.ws_url, api_key)
             assert ErrorMessage.model_validate(reply).code == "unavailable", reply
             assert closed == (1013, "unavailable")
 
-        async with asyncio.timeout(30):  # Redis answered and the subscription is live...
-            while True:
-                report = (await http.get("/readyz")).json()
-                if report["redis"] and report["checks"].get(SUBSCRIPTION_CHECK):
-                    break
-                await asyncio.sleep(0.05)
+        async def subscribed() -> bool:
+            report = (await http.get("/readyz")).json()
+            return bool(report["redis"] and report["checks"].get(SUBSCRIPTION_CHECK))
+
+        await eventually(  # Redis answered and the subscription is live...
+            subscribed, timeout_s=30, poll_s=0.05, what="the gateway subscribed to refreshes"
+        )
         assert (await http.get("/readyz")).status_code == 503  # ...but no registry: unready
         assert not await redis.exists(keys.api_keys())
 

@@ -46,6 +46,7 @@ from tests.e2e.services import (
     scrape_metrics,
     steady_tasks,
 )
+from tests.support.polling import eventually
 from tools.run.redis_server import RedisServer
 
 BOT = "hostile"
@@ -486,15 +487,19 @@ async def settled(
     """Wait until the gateway holds no client connection but the watcher's, then read its
     figures."""
     pid = gateway.process.pid
-    deadline = time.monotonic() + timeout_s
-    while True:
-        metrics = scrape_metrics(gateway)
-        connections = metric_value(metrics, "bandwagon_ws_connections")
-        sockets = process_sockets_on_port(pid, port)
-        if connections == 1 and sockets == 1:
-            break
-        assert time.monotonic() < deadline, f"{connections} connections, {sockets} sockets left"
-        await asyncio.sleep(0.2)
+    left: dict[str, float] = {}  # at the last look, for the failure's message
+
+    def only_the_watcher() -> bool:
+        left["connections"] = metric_value(scrape_metrics(gateway), "bandwagon_ws_connections")
+        left["sockets"] = process_sockets_on_port(pid, port)
+        return left["connections"] == 1 and left["sockets"] == 1
+
+    await eventually(
+        only_the_watcher,
+        timeout_s=timeout_s,
+        poll_s=0.2,
+        what=lambda: f"the watcher's connection alone; left: {left}",
+    )
     await asyncio.sleep(1.5)  # timers of the last connections (auth timeouts) have fired
     metrics = scrape_metrics(gateway)
     redis_sockets = process_sockets_to_port(pid, redis_port)

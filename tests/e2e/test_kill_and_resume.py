@@ -23,7 +23,6 @@ import asyncio
 import os
 import random
 import signal
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from libs.store import keys
 from libs.store.published import Snapshot, read_snapshot
 from libs.wire.market import decode_update
 from tests.e2e.services import REPO, Deployment, Service, backtest_json
+from tests.support.polling import eventually
 
 DATA = REPO / "tests" / "data"
 FILES = {
@@ -165,6 +165,23 @@ async def has_worked_past(
     return progress != started_at or await asyncio.to_thread(service.ready)
 
 
+async def work_past(
+    victim: Victim, service: Service, redis: Redis, point: float, timeline: Timeline
+) -> None:
+    """Wait, 30 s at most, until the victim has worked past the kill point; a crash fails."""
+    started_at = await victim.progress(redis)
+
+    async def worked_past() -> bool:
+        if await has_worked_past(victim, service, redis, started_at, point, timeline):
+            return True
+        assert service.process.poll() is None, f"{victim.name} crashed:\n{service.log()}"
+        return False
+
+    await eventually(
+        worked_past, timeout_s=30, poll_s=POLL_S, what=f"{victim.name} past {point:.3f}"
+    )
+
+
 async def kill_repeatedly(
     deployment: Deployment, redis: Redis, victim: Victim, seed: int
 ) -> list[Kill]:
@@ -175,12 +192,7 @@ async def kill_repeatedly(
     kills: list[Kill] = []
     for point in kill_points(rng, victim.early_kills, victim.last_point):
         service = deployment.services[victim.name]
-        deadline = time.monotonic() + 30
-        started_at = await victim.progress(redis)
-        while not await has_worked_past(victim, service, redis, started_at, point, timeline):
-            assert service.process.poll() is None, f"{victim.name} crashed:\n{service.log()}"
-            assert time.monotonic() < deadline, f"{victim.name} stalled before {point:.3f}"
-            await asyncio.sleep(POLL_S)
+        await work_past(victim, service, redis, point, timeline)
         await asyncio.sleep(rng.uniform(0, victim.max_delay_s))
         progress = timeline.fraction(await victim.progress(redis))
         assert service.process.poll() is None, f"{victim.name} crashed:\n{service.log()}"
@@ -194,25 +206,27 @@ async def kill_repeatedly(
 async def settled_snapshot(redis: Redis, timeout_s: float = 30.0) -> Snapshot:
     """The accounting's state once it shows the last update of every file."""
     finals = last_updates()
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    async def settled() -> Snapshot | None:
         try:
-            snapshot: Snapshot | None = await read_snapshot(redis, BOT)
+            snapshot = await read_snapshot(redis, BOT)
         except StateMissing:
-            snapshot = None
-        if snapshot is not None:
-            symbols = {symbol["product_id"]: symbol for symbol in snapshot.symbols}
-            if all(
-                symbols[pid]["klines"]
-                and symbols[pid]["klines"][-1]["close"] == last.kline.close
-                and symbols[pid]["klines"][-1]["time"] == last.kline.time_ms
-                and symbols[pid]["klines"][-1]["volume"] == last.kline.volume
-                and symbols[pid]["price"] == last.price
-                for pid, last in finals.items()
-            ):
-                return snapshot
-        assert time.monotonic() < deadline, "the pipeline did not reach the files' last updates"
-        await asyncio.sleep(0.05)
+            return None
+        symbols = {symbol["product_id"]: symbol for symbol in snapshot.symbols}
+        if all(
+            symbols[pid]["klines"]
+            and symbols[pid]["klines"][-1]["close"] == last.kline.close
+            and symbols[pid]["klines"][-1]["time"] == last.kline.time_ms
+            and symbols[pid]["klines"][-1]["volume"] == last.kline.volume
+            and symbols[pid]["price"] == last.price
+            for pid, last in finals.items()
+        ):
+            return snapshot
+        return None
+
+    return await eventually(
+        settled, timeout_s=timeout_s, poll_s=0.05, what="the pipeline at the files' last updates"
+    )
 
 
 def check_equals_backtest(snapshot: Snapshot, backtest: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import orjson
@@ -39,6 +39,7 @@ from libs.wire.convert import trade_wire
 from libs.wire.status import InitMessage, RefreshMessage
 from tests.e2e.services import Deployment
 from tests.integration.exchange_standin import MINUTE, StandinExchange, StandinMarket
+from tests.support.polling import eventually
 
 API_KEY = "live-ccxt-test-key-0123456789"
 BOT = "live"
@@ -46,6 +47,7 @@ PRODUCT = "ETH-USDT"
 MARKET_ID = "ETHUSDT"
 TERMS_KEY = keys.market_terms("binance", PRODUCT)
 BACKFILL = 60
+WAIT_S = 30.0  # for what ingest and accounting write
 # The exchange's terms, chosen apart from the documentation's examples: an amount step of
 # 0.0001 (min_size "0.0001") and a price tick of 0.001 (3 price decimals).
 STEP_SIZE, TICK_SIZE = "0.00010000", "0.00100000"
@@ -162,14 +164,6 @@ def expected_trades(config_path: Any, rows: list[list[Any]]) -> list[dict[str, A
     return trades
 
 
-async def until(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        await asyncio.sleep(0.05)
-
-
 async def receive(ws: websockets.ClientConnection, timeout_s: float = 30.0) -> dict[str, Any]:
     message: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), timeout_s))
     return message
@@ -267,7 +261,9 @@ async def test_paper_trading_on_live_exchange_prices_with_the_exchanges_market_t
     async def terms_stored() -> bool:
         return bool(await redis.exists(TERMS_KEY))
 
-    await until(terms_stored, f"{TERMS_KEY} written by ingest")
+    await eventually(
+        terms_stored, timeout_s=WAIT_S, poll_s=0.05, what=f"{TERMS_KEY} written by ingest"
+    )
     terms = await redis.hgetall(TERMS_KEY)
     assert (terms["min_size"], terms["price_decimals"]) == (MIN_SIZE, str(PRICE_DECIMALS))
 
@@ -279,7 +275,7 @@ async def test_paper_trading_on_live_exchange_prices_with_the_exchanges_market_t
     async def state_created() -> bool:
         return bool(await redis.hexists(keys.meta(BOT), "config"))
 
-    await until(state_created, "the bot's state")
+    await eventually(state_created, timeout_s=WAIT_S, poll_s=0.05, what="the bot's state")
     frozen_text = await redis.hget(keys.meta(BOT), "config")
     assert isinstance(frozen_text, str)
     (frozen_symbol,) = orjson.loads(frozen_text)["symbols"]
@@ -365,7 +361,9 @@ async def test_paper_trading_on_live_exchange_prices_with_the_exchanges_market_t
         async def terms_changed() -> bool:
             return bool(await redis.hget(TERMS_KEY, "min_size") == CHANGED_MIN_SIZE)
 
-        await until(terms_changed, "the exchange's new min_size stored")
+        await eventually(
+            terms_changed, timeout_s=WAIT_S, poll_s=0.05, what="the exchange's new min_size stored"
+        )
 
         async def warned() -> bool:
             return any(
@@ -376,7 +374,12 @@ async def test_paper_trading_on_live_exchange_prices_with_the_exchanges_market_t
                 for line in log_lines(deployment, "ingest")
             )
 
-        await until(warned, "ingest's warning that the frozen min_size stays")
+        await eventually(
+            warned,
+            timeout_s=WAIT_S,
+            poll_s=0.05,
+            what="ingest's warning that the frozen min_size stays",
+        )
         assert await redis.hget(keys.meta(BOT), "config") == frozen_text
 
         await asyncio.to_thread(standin.call, standin.exchange.wait_subscribed(subscribed + 1, 30))

@@ -18,7 +18,6 @@ seqs ends on a new epoch, at the bot's final seq, holding exactly what a fresh `
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,7 @@ from tests.e2e.test_redis_restart import (
     shows,
 )
 from tests.e2e.test_redis_restart import check_final_state_is_the_backtest as check_backtest
+from tests.support.polling import eventually
 from tools.run.redis_server import RedisServer, free_port
 
 FAULT_AFTER_S = 2.0  # into the replay, once refreshes flow
@@ -217,18 +217,22 @@ async def test_redis_and_accounting_lost_together_start_a_new_epoch_and_reuse_no
 async def converged(server: RedisServer, client: RecordingClient, last_kline: Kline) -> Snapshot:
     """The snapshot once the file's last update is published and the client holds it."""
     await settle(server, None, last_kline)
-    deadline_s = time.monotonic() + 30
+    snapshot: Snapshot | None = None  # the last one read, for the failure's message
+
+    async def holds_it(redis: Redis) -> Snapshot | None:
+        nonlocal snapshot
+        snapshot = await read_snapshot(redis, BOT)
+        if shows(snapshot, last_kline) and (
+            client.epoch,
+            client.seq,
+            client.awaiting_reply,
+        ) == (snapshot.epoch, snapshot.seq, False):
+            return snapshot
+        return None
+
+    def state() -> str:
+        redis_at = snapshot and f"{snapshot.epoch}/{snapshot.seq}"
+        return f"the client at Redis's seq: {client.epoch}/{client.seq}, Redis at {redis_at}"
+
     async with Redis.from_url(server.url, decode_responses=True) as redis:
-        while True:
-            snapshot = await read_snapshot(redis, BOT)
-            if shows(snapshot, last_kline) and (
-                client.epoch,
-                client.seq,
-                client.awaiting_reply,
-            ) == (snapshot.epoch, snapshot.seq, False):
-                return snapshot
-            assert time.monotonic() < deadline_s, (
-                f"the client is at {client.epoch}/{client.seq}, Redis at "
-                f"{snapshot.epoch}/{snapshot.seq}"
-            )
-            await asyncio.sleep(POLL_S)
+        return await eventually(lambda: holds_it(redis), timeout_s=30, poll_s=POLL_S, what=state)

@@ -50,6 +50,7 @@ from libs.store.published import (
     read_snapshot,
 )
 from tests.e2e.services import REPO, Deployment, backtest_json
+from tests.support.polling import eventually
 from tools.run.redis_server import RedisServer, free_port
 
 KLINES = REPO / "tests" / "data" / "klines-1m-3000.csv"
@@ -325,16 +326,25 @@ async def run_with_fault(
 
 
 async def wait_all_ready(probes: Probes, since_s: float, deployment: Deployment) -> None:
-    """Back to ready without human help, within the workers' capped backoff (10 s) and more."""
-    deadline_s = since_s + 30
-    while not all(probes.ready_since(name, since_s) for name in SERVICES):
+    """Back to ready without human help, within the workers' capped backoff (10 s) and more:
+    30 s from `since_s`, when Redis came back. A service that exits fails the wait at once."""
+
+    def all_ready() -> bool:
+        if all(probes.ready_since(name, since_s) for name in SERVICES):
+            return True
         assert not probes.exits, f"exited: {probes.exits}; logs in {deployment.log_dir}"
-        assert time.monotonic() < deadline_s, (
-            f"not ready 30 s after Redis came back: "
+        return False
+
+    await eventually(
+        all_ready,
+        timeout_s=since_s + 30 - time.monotonic(),
+        poll_s=POLL_S,
+        what=lambda: (
+            f"every service ready 30 s after Redis came back; not: "
             f"{[n for n in SERVICES if not probes.ready_since(n, since_s)]}; "
             f"logs in {deployment.log_dir}"
-        )
-        await asyncio.sleep(POLL_S)
+        ),
+    )
 
 
 def shows(snapshot: Snapshot, kline: Kline) -> bool:
@@ -349,25 +359,31 @@ def shows(snapshot: Snapshot, kline: Kline) -> bool:
 async def settle(server: RedisServer, client: Client | None, last_kline: Kline) -> Snapshot:
     """The snapshot once the file's last update is applied and, given a client, it holds that
     seq."""
-    deadline_s = time.monotonic() + 30
+    snapshot: Snapshot | None = None  # the last one read, for the failure's message
+
+    async def settled(redis: Redis) -> Snapshot | None:
+        nonlocal snapshot
+        try:
+            snapshot = await read_snapshot(redis, BOT)
+        except StateMissing:
+            snapshot = None
+        if (
+            snapshot is not None
+            and shows(snapshot, last_kline)
+            and (client is None or (client.seq, client.awaiting_reply) == (snapshot.seq, False))
+        ):
+            return snapshot
+        return None
+
+    def state() -> str:
+        return (
+            f"settled; client at {client and client.seq}, Redis at "
+            f"{snapshot and snapshot.seq}, showing the last kline: "
+            f"{snapshot is not None and shows(snapshot, last_kline)}"
+        )
+
     async with Redis.from_url(server.url, decode_responses=True) as redis:
-        while True:
-            try:
-                snapshot: Snapshot | None = await read_snapshot(redis, BOT)
-            except StateMissing:
-                snapshot = None
-            if (
-                snapshot is not None
-                and shows(snapshot, last_kline)
-                and (client is None or (client.seq, client.awaiting_reply) == (snapshot.seq, False))
-            ):
-                return snapshot
-            assert time.monotonic() < deadline_s, (
-                f"not settled: client at {client and client.seq}, Redis at "
-                f"{snapshot and snapshot.seq}, showing the last kline: "
-                f"{snapshot is not None and shows(snapshot, last_kline)}"
-            )
-            await asyncio.sleep(POLL_S)
+        return await eventually(lambda: settled(redis), timeout_s=30, poll_s=POLL_S, what=state)
 
 
 # --- the faults -------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from libs.exchange.market_files import read_market_file
 from libs.store import keys
 from libs.wire.market import encode_update
 from tests.e2e.services import REPO, Deployment, bot_seq, metric_value, scrape_metrics
+from tests.support.polling import eventually, wait_until
 from tools.run.redis_server import RedisServer, free_port
 
 KLINES = REPO / "tests" / "data" / "klines-1m-3000.csv"
@@ -205,10 +206,10 @@ async def newest_logged(redis: Redis, bot: str) -> dict[str, Any]:
 
 
 async def wait_for_seq(redis: Redis, bot: str, seq: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while await bot_seq(redis, bot) < seq:
-        assert time.monotonic() < deadline, f"{bot} did not reach seq {seq} in {timeout_s} s"
-        await asyncio.sleep(0.1)
+    async def reached() -> bool:
+        return await bot_seq(redis, bot) >= seq
+
+    await eventually(reached, timeout_s=timeout_s, poll_s=0.1, what=f"{bot} at seq {seq}")
 
 
 # --- the deployment -----------------------------------------------------------------------------
@@ -330,21 +331,20 @@ class Stack:
             ingest = self.deployment.services["ingest"]
             self.ingest_metrics = scrape_metrics(ingest)
             assert ingest.stop() == 0, ingest.log()
-            deadline = time.monotonic() + 30
-            while True:
+
+            async def committed() -> bool:
                 newest_market = await redis.xrevrange(PACED_STREAM, count=1)
                 strategy_at = await redis.hget(PACED_STRATEGY_STATE, "checkpoint")
                 newest_event = await redis.xrevrange(keys.events("paced"), count=1)
                 accounting_at = await redis.hget(keys.accounting_state("paced"), "checkpoint")
-                if (
+                return bool(
                     newest_market
                     and strategy_at == newest_market[0][0]
                     and newest_event
                     and accounting_at == newest_event[0][0]
-                ):
-                    break
-                assert time.monotonic() < deadline, "the replay was not committed in 30 s"
-                await asyncio.sleep(0.1)
+                )
+
+            await eventually(committed, timeout_s=30, poll_s=0.1, what="the replay committed")
         finally:
             await redis.aclose()
         self.settled = True
@@ -407,10 +407,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         deployment.start("ingest", f"--replay=ALT-BTC={KLINES}", "--speed=3000", **KEYS_ENV)
         deployment.wait_ready("strategy", "ingest")
         with SyncRedis.from_url(server.url) as redis:
-            deadline = time.monotonic() + 30
-            while redis.xlen(keys.events("paced")) < EVENTS_BEFORE_ACCOUNTING:
-                assert time.monotonic() < deadline, "strategy made no events in 30 s"
-                time.sleep(0.05)
+            wait_until(
+                lambda: redis.xlen(keys.events("paced")) >= EVENTS_BEFORE_ACCOUNTING,
+                timeout_s=30,
+                poll_s=0.05,
+                what=f"{EVENTS_BEFORE_ACCOUNTING} strategy events",
+            )
         deployment.start("accounting", TZ="Asia/Shanghai", **KEYS_ENV)
         deployment.wait_ready("accounting")
         deployment.start("gateway", **KEYS_ENV)

@@ -12,13 +12,14 @@ Point CCXT at it with `standin.urls()` merged into `exchange.urls['api']`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from tests.support.polling import eventually
 
 MINUTE = 60_000
 
@@ -218,9 +219,12 @@ class StandinExchange:
         return socket
 
     async def wait_subscribed(self, count: int, timeout_s: float = 10.0) -> None:
-        async with asyncio.timeout(timeout_s):
-            while self.subscribe_count < count:  # noqa: ASYNC110 (a count, not one event)
-                await asyncio.sleep(0.01)
+        await eventually(
+            lambda: self.subscribe_count >= count,
+            timeout_s=timeout_s,
+            poll_s=0.01,
+            what=lambda: f"{count} SUBSCRIBE requests, {self.subscribe_count} so far",
+        )
 
 
 def _symbol_info(market: StandinMarket) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +16,7 @@ from libs.config import Settings
 from libs.wire.status import ErrorMessage
 from services.gateway.hub import SUBSCRIPTION_CHECK
 from services.gateway.server import GatewayServer
+from tests.support.polling import eventually
 
 CLIENT_MAX_BYTES = 64 * 2**20  # SPEC 5.1 rule 1: clients accept up to 64 MiB
 RECV_TIMEOUT_S = 5.0
@@ -41,22 +42,14 @@ async def running_gateway(redis_url: str, **overrides: Any) -> AsyncIterator[Run
     server = GatewayServer(settings)
     port = await server.start()
     try:
-        await eventually(lambda: bool(server.health.checks.get(SUBSCRIPTION_CHECK)))
+        await eventually(
+            lambda: server.health.checks.get(SUBSCRIPTION_CHECK),
+            timeout_s=5,
+            what="the gateway's refresh subscription live",
+        )
         yield RunningGateway(server, port)
     finally:
         await server.drain_and_stop()
-
-
-async def eventually(
-    condition: Callable[[], bool | Awaitable[bool]], timeout_s: float = 5.0
-) -> None:
-    """Poll until `condition` holds; what is polled (health flags, HTTP) has no event to await."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            outcome = condition()
-            if outcome if isinstance(outcome, bool) else await outcome:
-                return
-            await asyncio.sleep(0.02)
 
 
 def client(url: str, **options: Any) -> connect:

@@ -13,7 +13,6 @@ from libs.wire.status import InitMessage, RefreshMessage
 from tests.integration.gateway_harness import (
     assert_quiet,
     client,
-    eventually,
     expect_close,
     expect_error,
     recv_json,
@@ -22,6 +21,7 @@ from tests.integration.gateway_harness import (
     send_json,
 )
 from tests.integration.gateway_seed import api_key_for, seed_bot
+from tests.support.polling import eventually
 from tools.run.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(30)
@@ -364,7 +364,7 @@ async def test_health_ready_and_metrics_on_the_gateway_port(
             async def ready() -> bool:
                 return (await http.get("/readyz")).status_code == 200
 
-            await eventually(ready)
+            await eventually(ready, timeout_s=5, what="/readyz 200")
             metrics = (await http.get("/metrics")).text
     for name in (
         "bandwagon_build_info{",

@@ -23,6 +23,7 @@ from tests.integration.gateway_harness import (
     send_json,
 )
 from tests.integration.gateway_seed import seed_bot
+from tests.support.polling import eventually
 from tools.run.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.timeout(30)
@@ -62,14 +63,14 @@ async def test_sigterm_closes_clients_1001_refuses_upgrades_and_exits_0(
     url = f"ws://127.0.0.1:{port}/ws"
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            async with asyncio.timeout(10):
-                while True:
-                    try:
-                        if (await http.get("/readyz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await asyncio.sleep(0.05)
+
+            async def ready() -> bool:
+                try:
+                    return (await http.get("/readyz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await eventually(ready, timeout_s=10, poll_s=0.05, what="the gateway's /readyz 200")
             async with client(url) as first, client(url) as second:
                 for ws in (first, second):
                     await send_json(ws, {"action": "init", "apiKey": bot.api_key})

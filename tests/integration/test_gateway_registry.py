@@ -21,7 +21,6 @@ from tests.integration.gateway_harness import (
     RunningGateway,
     assert_quiet,
     client,
-    eventually,
     expect_close,
     expect_error,
     recv_json,
@@ -30,6 +29,7 @@ from tests.integration.gateway_harness import (
     send_json,
 )
 from tests.integration.gateway_seed import api_key_for, seed_bot
+from tests.support.polling import eventually
 from tools.run.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(40)
@@ -75,7 +75,9 @@ async def readyz(gateway: RunningGateway) -> int:
 
 async def wait_until_redis_answered(gateway: RunningGateway) -> None:
     """Readiness then hangs on the registry alone: PING answered and the subscription live."""
-    await eventually(lambda: gateway.server.health.redis_fresh)
+    await eventually(
+        lambda: gateway.server.health.redis_fresh, timeout_s=5, what="Redis answered the gateway"
+    )
 
 
 async def expect_refused(url: str, api_key: str, code: str, close: int) -> None:
@@ -115,14 +117,14 @@ async def test_readyz_is_503_until_the_registry_exists_and_while_it_is_gone(
         async def ready() -> bool:
             return await readyz(gateway) == 200
 
-        await eventually(ready)
+        await eventually(ready, timeout_s=5, what="/readyz 200 once the registry exists")
         await redis.hdel(keys.api_keys(), api_key_hash(bot.api_key))
         assert not await redis.exists(keys.api_keys())
 
         async def unready() -> bool:
             return await readyz(gateway) == 503
 
-        await eventually(unready)
+        await eventually(unready, timeout_s=5, what="/readyz 503 once the registry is gone")
 
 
 # -- rule 18 and 5.1 rule 2: a slow init gets its answer, never the auth timeout's 4401 -----------

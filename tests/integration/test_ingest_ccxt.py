@@ -9,7 +9,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 from unittest.mock import ANY
@@ -30,10 +30,12 @@ from libs.wire.market import decode_update
 from services.ingest.ccxt_source import FRESH_CHECK, CcxtIngest, CcxtSettings
 from services.ingest.main import watched_streams
 from tests.integration.exchange_standin import MINUTE, StandinExchange, StandinMarket
+from tests.support.polling import eventually
 from tools.run.redis_server import RedisServer
 
 T0 = 1_700_000_040_000  # a minute's open (2023-11-14 22:14 UTC)
 KEY = "bw:market:{binance.ETH-USDT.1m}"
+WAIT_S = 15.0  # for the ingest's writes and health, unless a test says otherwise
 
 
 class Clock:
@@ -137,12 +139,6 @@ async def entries(redis: Redis, key: str = KEY) -> list[tuple[str, Any]]:
     return [(fields["src"], decode_update(fields)) for _, fields in raw]
 
 
-async def until(check: Callable[[], Any], timeout_s: float = 15.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not await check():  # noqa: ASYNC110 (a condition on Redis, not an event)
-            await asyncio.sleep(0.02)
-
-
 def in_order_without_duplicates(written: list[tuple[str, Any]]) -> None:
     sources = [src for src, _ in written]
     assert len(sources) == len(set(sources))
@@ -184,7 +180,11 @@ async def test_the_markets_terms_are_stored_for_bots_that_leave_them_to_the_exch
 
     with caplog.at_level(logging.WARNING):
         running = await start(redis, config, settings(standin), Clock(T0 + 30_000))
-        await until(lambda: redis.exists("bw:terms:{binance.BTC-USDT}"))
+        await eventually(
+            lambda: redis.exists("bw:terms:{binance.BTC-USDT}"),
+            timeout_s=WAIT_S,
+            what="BTC-USDT's terms stored",
+        )
         await running.finish()
 
     assert await redis.hgetall("bw:terms:{binance.ETH-USDT}") == {
@@ -214,7 +214,7 @@ async def test_backfill_pages_the_last_kline_history_klines_then_builds_the_form
     async def complete() -> bool:
         return len(await entries(redis)) == 703
 
-    await until(complete)
+    await eventually(complete, timeout_s=WAIT_S, what="700 klines and 3 trades written")
     await running.finish()
     written = await entries(redis)
     in_order_without_duplicates(written)
@@ -261,7 +261,7 @@ async def test_live_trades_over_the_websocket_build_klines_that_close_on_a_later
     async def three_trades() -> bool:
         return len(await entries(redis)) == 5 + 3
 
-    await until(three_trades)
+    await eventually(three_trades, timeout_s=WAIT_S, what="3 trades after 5 klines")
     await running.finish()
     written = await entries(redis)
     in_order_without_duplicates(written)
@@ -283,12 +283,12 @@ async def test_a_dropped_socket_backfills_the_gap_in_order_then_follows_live_aga
     async def one_trade() -> bool:
         return len(await entries(redis)) == 4
 
-    await until(one_trade)
+    await eventually(one_trade, timeout_s=WAIT_S, what="a trade after 3 klines")
 
     async def idle() -> bool:  # the REST fill after the first socket batch is done
         return len(standin.paths("/api/v3/aggTrades")) == 3
 
-    await until(idle)
+    await eventually(idle, timeout_s=WAIT_S, what="the REST fill after the first socket batch")
     # The market goes on without the socket telling (trades of T0 the source never saw, two
     # whole periods, a trade of the current one), then the socket drops.
     standin.add_trade("ETHUSDT", 11, T0 + 40_000, "2004", "1")
@@ -305,7 +305,9 @@ async def test_a_dropped_socket_backfills_the_gap_in_order_then_follows_live_aga
     async def resumed() -> bool:
         return len(await entries(redis)) == 4 + 3 + 2
 
-    await until(resumed)
+    await eventually(
+        resumed, timeout_s=WAIT_S, what="the gap backfilled and the live trade after it"
+    )
     await running.finish()
     written = await entries(redis)
     in_order_without_duplicates(written)
@@ -332,7 +334,7 @@ async def test_a_restart_after_a_gap_backfills_only_what_is_missing(
     async def ten() -> bool:
         return len(await entries(redis)) == 10
 
-    await until(ten)
+    await eventually(ten, timeout_s=WAIT_S, what="10 klines")
     await running.finish()
     clock.now_ms = standin.now_ms = T0 + 5 * MINUTE + 1_000  # down for five periods
     running = await start(redis, bots("ETH-USDT", history=10), settings(standin), clock)
@@ -340,7 +342,7 @@ async def test_a_restart_after_a_gap_backfills_only_what_is_missing(
     async def fifteen() -> bool:
         return len(await entries(redis)) == 15
 
-    await until(fifteen)
+    await eventually(fifteen, timeout_s=WAIT_S, what="15 klines after the restart")
     await running.finish()
     written = await entries(redis)
     in_order_without_duplicates(written)
@@ -379,7 +381,9 @@ async def test_malformed_and_out_of_order_candles_are_rejected_counted_and_not_w
         async def written_three() -> bool:
             return len(await entries(redis)) == 3 and bool(standin.paths("/api/v3/aggTrades"))
 
-        await until(written_three)
+        await eventually(
+            written_three, timeout_s=WAIT_S, what="3 klines written and trades asked for"
+        )
         await running.finish()
     written = await entries(redis)
     assert [u.kline.time_ms for _, u in written] == [first, first + 2 * MINUTE, first + 5 * MINUTE]
@@ -408,7 +412,7 @@ async def test_http_429_backs_off_longer_and_the_backfill_completes(
     async def twenty() -> bool:
         return len(await entries(redis)) == 20
 
-    await until(twenty)
+    await eventually(twenty, timeout_s=WAIT_S, what="20 klines after two 429s")
     await running.finish()
     delays = running.follower.delays
     assert [kind for kind, _ in delays] == ["rate_limited", "rate_limited"]
@@ -433,7 +437,7 @@ async def test_no_word_from_the_exchange_for_three_periods_is_stale_until_it_ans
     async def fresh() -> bool:
         return health.checks.get(FRESH_CHECK) is True
 
-    await until(fresh)
+    await eventually(fresh, timeout_s=WAIT_S, what="the source fresh")
     standin.fail_next("/api/v3/aggTrades", 500, count=10**6)
     standin.fail_next("/api/v3/klines", 500, count=10**6)
     await standin.drop_sockets()
@@ -442,11 +446,11 @@ async def test_no_word_from_the_exchange_for_three_periods_is_stale_until_it_ans
     async def stale() -> bool:
         return health.checks.get(FRESH_CHECK) is False
 
-    await until(stale)
+    await eventually(stale, timeout_s=WAIT_S, what="the source stale")
     assert metric("bandwagon_ingest_stale", stream="binance.ETH-USDT.1m") == 1
     assert health.ready is False
     standin.faults.clear()
-    await until(fresh)
+    await eventually(fresh, timeout_s=WAIT_S, what="the source fresh again")
     assert metric("bandwagon_ingest_stale", stream="binance.ETH-USDT.1m") == 0
     await running.finish()
 
@@ -460,14 +464,14 @@ async def test_without_websockets_trades_are_polled(redis: Redis, standin: Stand
     async def backfilled() -> bool:
         return len(await entries(redis)) == 2
 
-    await until(backfilled)
+    await eventually(backfilled, timeout_s=WAIT_S, what="2 klines")
     standin.add_trade("ETHUSDT", 7, T0 + 15_000, "2001", "1")
     standin.add_trade("ETHUSDT", 8, T0 + 16_000, "2002", "1")
 
     async def polled() -> bool:
         return len(await entries(redis)) == 4
 
-    await until(polled)
+    await eventually(polled, timeout_s=WAIT_S, what="2 polled trades")
     await running.finish()
     assert standin.subscribe_count == 0
     assert [src.rpartition(":")[2] for src, _ in await entries(redis)][2:] == ["t7", "t8"]
@@ -554,7 +558,7 @@ async def test_one_process_follows_a_hundred_symbols(
         counts = [await redis.xlen(f"bw:market:{{binance.{p}.1m}}") for p in products]
         return all(count == 31 for count in counts)
 
-    await until(everything, timeout_s=90)
+    await eventually(everything, timeout_s=90, what="31 entries in each of 100 streams")
     await running.finish()
 
 
@@ -616,7 +620,7 @@ async def test_one_process_follows_two_exchanges_each_from_its_own_stand_in(
             counts = [await redis.xlen(f"bw:market:{{{e}.{p}.1m}}") for e, p in streams]
             return counts == [10, 10, 10]
 
-        await until(backfilled)
+        await eventually(backfilled, timeout_s=WAIT_S, what="10 klines in each stream")
         await standin.wait_subscribed(2)
         await us.wait_subscribed(1)
         # The same trade id on both exchanges: each is its exchange's own trade.
@@ -625,7 +629,7 @@ async def test_one_process_follows_two_exchanges_each_from_its_own_stand_in(
         async def us_trade() -> bool:
             return await redis.xlen("bw:market:{binanceus.ETH-USDT.1m}") == 11
 
-        await until(us_trade)
+        await eventually(us_trade, timeout_s=WAIT_S, what="the binanceus trade")
         await standin.push_trade("ETHUSDT", 7, T0 + 3_000, "2100", "2")
         await standin.push_trade("BTCUSDT", 8, T0 + 4_000, "40100", "0.5")
 
@@ -635,7 +639,7 @@ async def test_one_process_follows_two_exchanges_each_from_its_own_stand_in(
             ]
             return counts == [11, 11]
 
-        await until(binance_trades)
+        await eventually(binance_trades, timeout_s=WAIT_S, what="the 2 binance trades")
         await running.finish()
     finally:
         await us.stop()

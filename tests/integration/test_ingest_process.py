@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
@@ -18,6 +17,7 @@ from redis import Redis as SyncRedis
 
 from libs.core.market import MarketUpdate
 from libs.wire.market import decode_update
+from tests.support.polling import wait_until
 from tools.run.redis_server import RedisServer
 
 ROOT = Path(__file__).parents[2]
@@ -69,13 +69,16 @@ class Ingest:
         return self.log_path.read_text()
 
     def wait_for_log(self, text: str, timeout_s: float = 15.0) -> str:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if text in self.log:
-                return self.log
+        """The log once it holds `text`; the process exiting first fails at once, with its log."""
+
+        def logged() -> str | None:
+            log = self.log
+            if text in log:
+                return log
             assert self.process.poll() is None, self.log
-            time.sleep(0.02)
-        raise AssertionError(f"no {text!r} in the log:\n{self.log}")
+            return None
+
+        return wait_until(logged, timeout_s=timeout_s, what=lambda: f"{text!r} in:\n{self.log}")
 
     def port(self) -> int:
         match = PORT_LINE.search(self.wait_for_log("metrics on port"))
@@ -105,14 +108,6 @@ def contents(client: SyncRedis, key: str) -> list[tuple[str, MarketUpdate]]:
     return [(fields["src"], decode_update(fields)) for _, fields in entries]
 
 
-def wait_until(predicate: object, timeout_s: float = 15.0) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 def test_a_replay_killed_and_restarted_ends_like_an_uninterrupted_one(
     tmp_path: Path, redis_server: RedisServer, sync_redis: SyncRedis
 ) -> None:
@@ -122,7 +117,9 @@ def test_a_replay_killed_and_restarted_ends_like_an_uninterrupted_one(
     )
     interrupted = Ingest(tmp_path, redis_server.url, [*REPLAY, "--speed", "60000"], "first")
     try:
-        wait_until(lambda: sync_redis.xlen(ALT) >= 1000)
+        wait_until(
+            lambda: sync_redis.xlen(ALT) >= 1000, timeout_s=15, poll_s=0.01, what="1000 klines"
+        )
         interrupted.kill()  # SIGKILL, mid-way through the klines file
         killed_at = sync_redis.xlen(ALT)
         assert 1000 <= killed_at < 3000
@@ -158,8 +155,13 @@ def test_the_side_port_answers_and_sigterm_exits_cleanly(
     try:
         base = f"http://127.0.0.1:{ingest.port()}"
         assert httpx.get(f"{base}/healthz").text == "ok"
-        wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200)
-        wait_until(lambda: sync_redis.xlen(XRP) > 20)
+        wait_until(
+            lambda: httpx.get(f"{base}/readyz").status_code == 200,
+            timeout_s=15,
+            poll_s=0.01,
+            what="/readyz 200",
+        )
+        wait_until(lambda: sync_redis.xlen(XRP) > 20, timeout_s=15, poll_s=0.01, what="21 trades")
         metrics = httpx.get(f"{base}/metrics").text
         assert 'bandwagon_ingest_updates_total{stream="mexc.XRP-ETH.1m"}' in metrics
         assert "bandwagon_ready 1.0" in metrics
@@ -189,7 +191,7 @@ def test_a_bots_file_silent_on_terms_gets_spec_s_defaults_from_a_replay_source(
     assert "min_size" not in silent
     ingest = Ingest(tmp_path, redis_server.url, REPLAY, "silent", bots_yaml=silent)
     try:
-        wait_until(lambda: sync_redis.xlen(ALT) > 0)
+        wait_until(lambda: sync_redis.xlen(ALT) > 0, timeout_s=15, poll_s=0.01, what="a kline")
         for product_id in ("XRP-ETH", "ALT-BTC"):
             stored = sync_redis.hgetall(f"bw:terms:{{mexc.{product_id}}}")
             assert stored["min_size"] == "0.00001"

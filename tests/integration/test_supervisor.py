@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from libs.errors import ConfigError
+from tests.support.polling import wait_until
 from tools.run import demo
 from tools.run.children import ChildSpec
 from tools.run.supervisor import Backoff, Supervisor
@@ -76,14 +77,6 @@ def pids_in(path: Path) -> list[int]:
     return [int(line) for line in path.read_text().split()] if path.exists() else []
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
-
-
 class Run:
     """A supervisor running in a thread, as the demo runs it in its main loop."""
 
@@ -133,7 +126,7 @@ def test_a_child_that_dies_is_restarted_with_doubling_capped_delays(
     sleeper, sleeper_pids = child("sleeper", SLEEPER)
     out = io.StringIO()
     run = Run(Supervisor([crasher, sleeper], tmp_path / "logs", backoff=FAST, out=out))
-    wait_for(lambda: len(pids_in(crasher_pids)) >= 4)
+    wait_until(lambda: len(pids_in(crasher_pids)) >= 4, timeout_s=10, what="4 starts of crasher")
 
     assert run.stop() == 0
     assert run.supervisor.starts("crasher") >= 4
@@ -186,7 +179,11 @@ def test_shutdown_leaves_no_process_behind_not_even_a_grandchild(
     first, first_pids = child("first", SLEEPER_WITH_STUBBORN_GRANDCHILD)
     second, second_pids = child("second", SLEEPER)
     run = Run(Supervisor([first, second], tmp_path / "logs", grace_s=5.0, out=io.StringIO()))
-    wait_for(lambda: len(pids_in(first_pids)) == 2 and len(pids_in(second_pids)) == 1)
+    wait_until(
+        lambda: len(pids_in(first_pids)) == 2 and len(pids_in(second_pids)) == 1,
+        timeout_s=10,
+        what="first and its grandchild, and second, started",
+    )
     everything = pids_in(first_pids) + pids_in(second_pids)
     assert all(alive(pid) for pid in everything)
 
@@ -196,7 +193,11 @@ def test_shutdown_leaves_no_process_behind_not_even_a_grandchild(
     # SIGKILL, without waiting out the grace period.
     assert time.monotonic() - started < 3
     # SIGKILL is sent by then; the kernel may take a moment to finish the grandchild off.
-    wait_for(lambda: not [pid for pid in everything if alive(pid)], timeout_s=2)
+    wait_until(
+        lambda: not [pid for pid in everything if alive(pid)],
+        timeout_s=2,
+        what=lambda: f"every process gone; alive: {[pid for pid in everything if alive(pid)]}",
+    )
 
 
 def test_a_child_ignoring_sigterm_is_killed_after_the_grace_period(
@@ -205,7 +206,8 @@ def test_a_child_ignoring_sigterm_is_killed_after_the_grace_period(
     stubborn, stubborn_pids = child("stubborn", IGNORES_SIGTERM)
     out = io.StringIO()
     run = Run(Supervisor([stubborn], tmp_path / "logs", grace_s=0.5, out=out))
-    wait_for(lambda: len(pids_in(stubborn_pids)) == 1)  # its SIGTERM handler is in place
+    # its SIGTERM handler is in place
+    wait_until(lambda: len(pids_in(stubborn_pids)) == 1, timeout_s=10, what="stubborn started")
 
     started = time.monotonic()
     assert run.stop() == 0
@@ -220,7 +222,7 @@ def test_a_second_stop_request_kills_at_once(
 ) -> None:
     stubborn, stubborn_pids = child("stubborn", IGNORES_SIGTERM)
     run = Run(Supervisor([stubborn], tmp_path / "logs", grace_s=30.0, out=io.StringIO()))
-    wait_for(lambda: len(pids_in(stubborn_pids)) == 1)
+    wait_until(lambda: len(pids_in(stubborn_pids)) == 1, timeout_s=10, what="stubborn started")
 
     started = time.monotonic()
     run.supervisor.request_stop()
