@@ -47,8 +47,8 @@ from benches.loadgen_stats import (
 from benches.processes import is_ready, service_env
 from benches.timing import machine_line
 from libs.store import keys
+from libs.wire.market import entry_key
 from services.ingest.writer import newest_entry
-from services.strategy.worker import entry_key
 from tools.run.redis_server import RedisServer, free_port
 
 DOC_PATH = ROOT / "docs" / "benchmarks.md"

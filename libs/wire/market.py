@@ -45,3 +45,10 @@ def decode_update(fields: Mapping[str, str]) -> MarketUpdate:
             volume=float(fields["volume"]),
         ),
     )
+
+
+def entry_key(entry_id: str) -> tuple[int, int]:
+    """A Redis stream entry id (`<ms>-<seq>`, or a bare `<ms>`) as the pair it sorts by: ids
+    compare as numbers, never as text (`"10-0" < "9-0"` as strings)."""
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)

@@ -37,6 +37,7 @@ from libs.store.published import (
     stage_refresh_commit,
 )
 from libs.wire.events import StrategyEvent
+from libs.wire.market import entry_key
 from services.accounting.book import BotBook, Refresh
 from services.accounting.history import (
     Continuity,
@@ -273,7 +274,7 @@ class AccountingWorker:
         REFRESHES.labels(bot=bot.id).inc()
         SEQ.labels(bot=bot.id).set(refresh.seq)
         if refresh.newest_entry_id:
-            entry_ms = int(refresh.newest_entry_id.split("-", 1)[0])
+            entry_ms, _ = entry_key(refresh.newest_entry_id)
             UPDATE_TO_PUBLISH.observe(max(0.0, time.time() - entry_ms / 1000))
 
     async def _save_checkpoint(self, book: BotBook) -> None:

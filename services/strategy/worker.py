@@ -41,7 +41,7 @@ from libs.wire.checkpoint import decode_strategy, encode_strategy
 from libs.wire.convert import kline_wire, trade_wire
 from libs.wire.events import StrategyEvent
 from libs.wire.frames import JSONObject
-from libs.wire.market import decode_update
+from libs.wire.market import decode_update, entry_key
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,6 @@ WITHIN_CAP_CHECK = "market streams within cap"  # SPEC 4.1 rule 12: readiness fa
 StreamEntries = list[tuple[str, dict[str, str]]]
 StreamReply = list[tuple[str, StreamEntries]] | None
 FIRST_ENTRY = "0-0"  # SPEC 3.1 rule 17: a new bot reads each stream from its oldest entry
-
-
-def entry_key(entry_id: str) -> tuple[int, int]:
-    milliseconds, _, sequence = entry_id.partition("-")
-    return int(milliseconds), int(sequence or 0)
 
 
 @dataclass

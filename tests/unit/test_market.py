@@ -282,3 +282,11 @@ def test_a_period_must_be_positive() -> None:
         TradeKlineBuilder(0)
     with pytest.raises(ValueError, match="period_ms"):
         KlineRowReader(-1)
+
+
+def test_stream_entry_ids_sort_as_numbers_not_text() -> None:
+    from libs.wire.market import entry_key
+
+    assert entry_key("1681105620000-3") == (1681105620000, 3)
+    assert entry_key("42") == (42, 0)
+    assert sorted(["10-0", "9-1", "9-0"], key=entry_key) == ["9-0", "9-1", "10-0"]
