@@ -19,12 +19,8 @@ from libs.core.portfolio import status_figures, symbol_figures
 from libs.errors import ConfigError, MarketTermsPending
 from libs.store import keys
 from libs.store.market_terms import frozen_terms, missing_terms, read_supplied_terms
-from libs.store.published import (
-    Display,
-    read_server,
-    stage_state_creation,
-    write_display,
-)
+from libs.store.published import Display, stage_state_creation, write_display
+from libs.store.server import read_server
 from libs.wire.convert import status_wire, symbol_scalars
 from libs.wire.frames import refresh_frame, with_lists
 
@@ -123,7 +119,7 @@ async def ensure_state(redis: Redis, bot: BotConfig, time_zone_offset_min: int) 
     accounting replicas starting at once create it only once. Market terms the bots file
     leaves out are taken from the source's report (`libs.store.market_terms`) and frozen with the
     state; MarketTermsPending while the source has not reported them. A new state records the
-    redis-server it is created on (`libs.store.ServerRecord`, SPEC 2.1 rule 19)."""
+    redis-server it is created on (`libs.store.server.ServerRecord`, SPEC 2.1 rule 19)."""
     meta_key = keys.meta(bot.id)
     display = display_of(bot)
     while True:

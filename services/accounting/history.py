@@ -8,8 +8,8 @@ they would be published again under the same seqs with other contents, and clien
 the first ones would skip the second as already seen. No service need have seen Redis go down
 (Redis and accounting lost together, a pod rescheduled), so what decides is which redis-server
 holds the bot's history: every bot's meta records the server its history was last vouched for on
-(`libs.store.ServerRecord`), and accounting compares it with the server answering when it takes
-the bot, before anything more of it is published:
+(`libs.store.server.ServerRecord`), and accounting compares it with the server answering when it
+takes the bot, before anything more of it is published:
 
 - the same server process: nothing acknowledged can be missing;
 - another one, but the one that went and the one that came both fsync every write before
@@ -35,15 +35,8 @@ from redis.asyncio import Redis
 
 from libs.store.leases import LeaseKeeper
 from libs.store.partitions import PartitionId
-from libs.store.published import (
-    ALWAYS,
-    ServerRecord,
-    ServerState,
-    on_server,
-    read_snapshot,
-    stage_first_refresh,
-    stage_server_record,
-)
+from libs.store.published import read_snapshot, stage_first_refresh, stage_server_record
+from libs.store.server import ALWAYS, ServerRecord, ServerState, on_server
 from libs.wire.frames import refresh_frame
 
 log = logging.getLogger(__name__)

@@ -29,13 +29,8 @@ from libs.store import keys
 from libs.store.bot_state import display_of, ensure_state
 from libs.store.leases import LeaseKeeper
 from libs.store.partitions import PartitionId
-from libs.store.published import (
-    ServerState,
-    on_server,
-    read_server,
-    read_server_record,
-    stage_refresh_commit,
-)
+from libs.store.published import read_server_record, stage_refresh_commit
+from libs.store.server import ServerState, on_server, read_server
 from libs.wire.events import StrategyEvent
 from libs.wire.market import entry_key
 from services.accounting.book import BotBook, Refresh

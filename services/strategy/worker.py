@@ -35,7 +35,7 @@ from libs.store import keys
 from libs.store.bot_state import thawed
 from libs.store.leases import LeaseKeeper
 from libs.store.partitions import PartitionId
-from libs.store.published import RedisReplaced, confirm_server, read_server
+from libs.store.server import RedisReplaced, confirm_server, read_server
 from libs.trading import new_symbol_strategy, strategy_params, symbol_terms
 from libs.wire.checkpoint import decode_strategy, encode_strategy
 from libs.wire.convert import kline_wire, trade_wire

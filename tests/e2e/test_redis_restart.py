@@ -42,13 +42,8 @@ from libs.errors import StateMissing
 from libs.exchange.market_files import read_market_file
 from libs.ops.health import REDIS_PING_FRESH_S
 from libs.store import keys
-from libs.store.published import (
-    ServerRecord,
-    Snapshot,
-    read_server,
-    read_server_record,
-    read_snapshot,
-)
+from libs.store.published import Snapshot, read_server_record, read_snapshot
+from libs.store.server import ServerRecord, read_server
 from tests.e2e.services import REPO, Deployment, backtest_json
 from tests.support.polling import eventually
 from tools.run.redis_server import RedisServer, free_port

@@ -25,14 +25,8 @@ from libs.store.bot_state import ensure_state
 from libs.store.client import worker_redis
 from libs.store.leases import LeaseKeeper
 from libs.store.partitions import accounting_partitions
-from libs.store.published import (
-    RedisReplaced,
-    ServerRecord,
-    ServerState,
-    read_server,
-    read_server_record,
-    read_snapshot,
-)
+from libs.store.published import read_server_record, read_snapshot
+from libs.store.server import RedisReplaced, ServerRecord, ServerState, read_server
 from services.accounting.history import Continuity, continuity
 from services.accounting.worker import AccountingWorker
 from tests.integration.test_pipeline import bot_config, klines_updates, run_pipeline

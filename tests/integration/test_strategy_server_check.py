@@ -24,7 +24,7 @@ from libs.store import keys
 from libs.store.client import worker_redis
 from libs.store.leases import LeaseKeeper
 from libs.store.partitions import strategy_partitions
-from libs.store.published import RedisReplaced, read_server
+from libs.store.server import RedisReplaced, read_server
 from libs.trading import new_symbol_strategy
 from libs.wire.convert import trade_wire
 from libs.wire.market import encode_update
