@@ -19,8 +19,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -71,18 +79,140 @@ class MarketTerms(_Model):
         return plain_positive_decimal(value)
 
 
-class StrategyConfig(_Model):
-    """SPEC section 3 parameters of the `BollingerBands` strategy."""
+class BollingerParams(_Model):
+    """SPEC section 3: `BollingerBands`'s own parameters."""
 
-    name: Literal["BollingerBands"] = "BollingerBands"
     period: int = Field(20, ge=2, le=1000)
     nbdev_up: float = Field(2.0, ge=0, le=100)
     nbdev_dn: float = Field(2.0, ge=0, le=100)
+
+
+class RSIParams(_Model):
+    """SPEC 3.2 rule 6."""
+
+    period: int = Field(14, ge=2, le=1000)
+    window: int = Field(100, le=5000)
+    oversold: float = Field(30.0, gt=0, lt=100)
+    overbought: float = Field(70.0, gt=0, lt=100)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RSIParams:
+        if self.window < self.period + 1:
+            raise PydanticCustomError(
+                "strategy_parameter",
+                "window {value} must be at least period + 1 ({least})",
+                {"field": "window", "value": self.window, "least": self.period + 1},
+            )
+        if not self.oversold < self.overbought:
+            raise PydanticCustomError(
+                "strategy_parameter",
+                "oversold must be below overbought ({overbought})",
+                {"field": "oversold", "value": self.oversold, "overbought": self.overbought},
+            )
+        return self
+
+
+class MACDParams(_Model):
+    """SPEC 3.2 rule 7."""
+
+    fast: int = Field(12, ge=2, le=1000)
+    slow: int = Field(26, ge=2, le=1000)
+    signal: int = Field(9, ge=1, le=1000)
+    window: int = Field(200, le=5000)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MACDParams:
+        if not self.fast < self.slow:
+            raise PydanticCustomError(
+                "strategy_parameter",
+                "fast must be below slow ({slow})",
+                {"field": "fast", "value": self.fast, "slow": self.slow},
+            )
+        least = self.slow + self.signal - 1
+        if self.window < least:
+            raise PydanticCustomError(
+                "strategy_parameter",
+                "window {value} must be at least slow + signal - 1 ({least})",
+                {"field": "window", "value": self.window, "least": least},
+            )
+        return self
+
+
+BUILT_IN_STRATEGY_PARAMS: dict[str, type[_Model]] = {
+    "BollingerBands": BollingerParams,
+    "RSI": RSIParams,
+    "MACD": MACDParams,
+}
+# SPEC 3.2 rule 1: any other strategy is a plug-in, `package.module:Class`.
+PLUGIN_STRATEGY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+
+
+class StrategyConfig(BaseModel):
+    """A bot's strategy (SPEC 3.2): its name, the parameters every strategy shares (section 3,
+    3.2 rule 8, 3.3), and the strategy's own parameters beside them in the same mapping.
+
+    A built-in's own parameters are validated here, defaults filled in, so the frozen trading
+    config (SPEC 4.1 rule 6) pins them; a plug-in's are kept as given and validated by its own
+    `Params` model when the strategy worker or the backtest loads it (`libs.trading`), because
+    this module is loaded by services that must not import user code.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    name: str = "BollingerBands"
     mode: Literal["both", "long", "short"] = "both"
     order_type: Literal["maker", "taker"] = "maker"
     buy_pct: float = Field(20.0, gt=0, le=100)
     order_timeout_ms: int = Field(60_000, ge=0)
     slippage_pct: float = Field(0.05, ge=0, lt=100)
+    stop_loss_pct: float | None = Field(None, gt=0, le=1000)
+    take_profit_pct: float | None = Field(None, gt=0, le=1000)
+    trailing_stop_pct: float | None = Field(None, gt=0, le=1000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _own_parameters(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        name = data.get("name", "BollingerBands")
+        shared = {key: value for key, value in data.items() if key in cls.model_fields}
+        own = {key: value for key, value in data.items() if key not in cls.model_fields}
+        params_model = BUILT_IN_STRATEGY_PARAMS.get(name) if isinstance(name, str) else None
+        if params_model is not None:
+            try:
+                params = params_model.model_validate(own)
+            except ValidationError as error:
+                first = error.errors()[0]
+                context = first.get("ctx") or {}
+                field = context.get("field") or ".".join(str(part) for part in first["loc"])
+                value = context.get("value", first.get("input"))
+                raise PydanticCustomError(
+                    "strategy_parameter",
+                    "{message}",
+                    {"field": field, "value": value, "message": first["msg"]},
+                ) from None
+            return {**shared, **params.model_dump()}
+        if not isinstance(name, str) or PLUGIN_STRATEGY.fullmatch(name) is None:
+            raise PydanticCustomError(
+                "strategy_parameter",
+                "{message}",
+                {
+                    "field": "name",
+                    "value": name,
+                    "message": "must be BollingerBands, RSI, MACD or a plug-in "
+                    "as package.module:Class",
+                },
+            )
+        return data
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """The strategy's own parameters (all but the shared ones)."""
+        return dict(self.model_extra or {})
+
+    @property
+    def is_built_in(self) -> bool:
+        return self.name in BUILT_IN_STRATEGY_PARAMS
 
 
 # SPEC 4.1 rule 10's `min_size` and `price_decimals`, for a symbol whose bots file leaves them out
@@ -468,6 +598,20 @@ def load_ingest_settings(
     return _read(IngestSettings, environ, flags or {})
 
 
+def error_location(error: ErrorDetails) -> tuple[tuple[int | str, ...], object]:
+    """Where a validation error lies and the value there; a strategy's own parameter, which
+    `StrategyConfig` validates as a whole, is named as its own field (SPEC 3.2 rule 1)."""
+    loc, value = tuple(error["loc"]), error.get("input")
+    if error["type"] == "strategy_parameter":
+        context = error.get("ctx") or {}
+        return (*loc, *str(context["field"]).split(".")), context.get("value")
+    return loc, value
+
+
+def first_message(error: ValidationError) -> str:
+    return error.errors()[0]["msg"]
+
+
 def _error_path(loc: tuple[int | str, ...]) -> str:
     path = ""
     for part in loc:
@@ -488,10 +632,8 @@ def load_bots(path: Path) -> BotsFile:
     try:
         return BotsFile.model_validate(document)
     except ValidationError as error:
-        first = error.errors()[0]
-        loc = tuple(first["loc"])
-        value = first.get("input")
-        raise ConfigError(_error_path(loc) or str(path), value, first["msg"]) from None
+        loc, value = error_location(error.errors()[0])
+        raise ConfigError(_error_path(loc) or str(path), value, first_message(error)) from None
 
 
 def api_key_hash(api_key: str) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import talib
 from talib._ta_lib import MA_Type
 
@@ -26,18 +27,18 @@ class Bands:
 
 
 def bollinger_bands(
-    closes: Sequence[float], period: int, nbdev_up: float, nbdev_dn: float
+    closes: Sequence[float] | npt.NDArray[np.float64], period: int, nbdev_up: float, nbdev_dn: float
 ) -> Bands | None:
     """None while fewer than `period` closes exist; the last `period` closes are used, oldest
     first. Equal closes give zero width by definition (not whatever rounding TA-Lib produces)."""
     if len(closes) < period:
         return None
-    window = closes[-period:]
-    first = window[0]
-    if all(close == first for close in window):
+    window = np.asarray(closes[-period:], dtype=np.float64)
+    if (window == window[0]).all():
+        first = float(window[0])
         return Bands(middle=first, upper=first, lower=first)
     upper, middle, lower = talib.BBANDS(
-        np.asarray(window, dtype=np.float64),
+        window,
         timeperiod=period,
         nbdevup=nbdev_up,
         nbdevdn=nbdev_dn,

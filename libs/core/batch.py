@@ -1,35 +1,29 @@
-"""Columnar updates and their Bollinger conditions, computed for a whole batch at once.
+"""A batch of updates as columns, the window of every update, and the crosses of a batch.
 
-The strategy's decisions depend on the bands only through two booleans per update: price below
-the lower band, price above the upper band (SPEC 3.1 rules 2 and 3). They are computed here for
-every update with numpy, from approximate bands, and every update whose price lies within a hair
-of a band is settled by TA-Lib itself on that update's exact window. The conditions are therefore
-exactly those the one-update path gets from TA-Lib, at a small fraction of its cost.
+The batch path decides a whole batch's conditions at once (a strategy's `conditions`), so each
+update's window must be at hand without building it: the windows here are slices of one series
+(a klines file) or rows gathered from the closed klines' columns (trades).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
 
-from libs.core.bands import band_conditions, bollinger_bands
 from libs.core.market import Kline, MarketUpdate
-
-Floats = npt.NDArray[np.float64]
-Ints = npt.NDArray[np.int64]
-Bools = npt.NDArray[np.bool_]
-
-# Relative distance to a band under which the approximate bands cannot decide; they differ from
-# TA-Lib's by about 1e-16 of the price, so this margin is ten million times that.
-UNDECIDED_RELATIVE = 1e-9
-# Windows whose spread is this small relative to the price also go to TA-Lib (zero-width guard).
-NARROW_RELATIVE = 1e-7
-# Rows of approximate bands computed at a time: a block's columns stay in the CPU's caches.
-BLOCK_ROWS = 32_768
+from libs.core.strategies.contract import (
+    KLINE_FIELDS,
+    Bools,
+    Column,
+    Floats,
+    Ints,
+    KlineWindow,
+    WindowBatch,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,140 +103,118 @@ class UpdateColumns:
 
 @dataclass(frozen=True, slots=True)
 class Windows:
-    """Each update's band window: the closes of the `period - 1` klines closed before it
-    (`history[start:stop]`), then its own kline's current close."""
+    """Each update's window: the `window - 1` klines closed before it (rows stop-window+1 ..
+    stop-1 of `history`, one column per kline field), then its own kline as it stands."""
 
-    history: Floats
-    stop: Ints  # closes of closed klines known at each update
-    valid: Bools  # at least period - 1 closed klines: bands exist
+    history: dict[str, Column]
+    stop: Ints  # closed klines known at each update
+    valid: Bools  # at least window - 1 closed klines: a window exists
+    window: int
 
-    def closes(self, index: int, period: int, close: float) -> list[float]:
-        stop = int(self.stop[index])
-        return [*self.history[max(0, stop - period + 1) : stop].tolist(), close]
+    @property
+    def first(self) -> int:
+        """The first update with a window; windows only grow, so all after it have one too."""
+        count = len(self.valid)
+        if count == 0 or not self.valid[-1]:
+            return count
+        return int(np.argmax(self.valid))
+
+    def contiguous_from(self, first: int) -> bool:
+        """Each update from `first` on closes one more kline than the one before (a klines
+        file): windows are then overlapping slices of one series."""
+        stop = self.stop[first:]
+        return len(stop) == 0 or int(stop[-1]) - int(stop[0]) == len(stop) - 1
+
+    def kline_window(self, index: int, columns: UpdateColumns) -> KlineWindow:
+        """The window `evaluate` gets at update `index`."""
+        stop, keep, history = int(self.stop[index]), self.window - 1, self.history
+
+        def load(name: str) -> Column:
+            own = _current(columns, name)[index : index + 1]
+            return np.concatenate([history[name][stop - keep : stop], own])
+
+        return KlineWindow(load)
+
+    def batch(self, columns: UpdateColumns) -> WindowBatch:
+        """The windows of updates `first`.. as one `WindowBatch` (row 0 = update `first`)."""
+        first, keep, history = self.first, self.window - 1, self.history
+        rows: Callable[[str, int, int], Column]
+        if self.contiguous_from(first):
+            base = int(self.stop[first]) - keep if first < len(columns) else 0
+            series = {
+                name: np.concatenate(
+                    [history[name][base : base + keep], _current(columns, name)[first:]]
+                )
+                for name in KLINE_FIELDS
+            }
+
+            def sliding(name: str, start: int, stop: int) -> Column:
+                return sliding_window_view(series[name][start : stop + keep], keep + 1)
+
+            rows = sliding
+        else:
+            stops = self.stop[first:]
+            offsets = np.arange(-keep, 0, dtype=np.int64)
+
+            def gathered(name: str, start: int, stop: int) -> Column:
+                closed = history[name][stops[start:stop, None] + offsets]
+                own = _current(columns, name)[first + start : first + stop, None]
+                return np.concatenate([closed, own], axis=1)
+
+            rows = gathered
+        return WindowBatch(self.window, columns.price[first:], rows)
+
+
+def _current(columns: UpdateColumns, name: str) -> Column:
+    """Each update's own kline's field."""
+    column: Column = columns.kline_time_ms if name == "time" else getattr(columns, name)
+    return column
+
+
+def no_klines() -> dict[str, Column]:
+    """The closed klines of a symbol that has seen none, column by column."""
+    return {
+        name: np.empty(0, dtype=np.int64 if name == "time" else np.float64) for name in KLINE_FIELDS
+    }
 
 
 def windows_of(
-    prior_closes: Sequence[float],
+    prior: Mapping[str, Column],
     current_kline: Kline | None,
     columns: UpdateColumns,
-    period: int,
+    window: int,
 ) -> tuple[Windows, Bools]:
-    """The windows of every update, and where a new kline starts (the previous one closes)."""
+    """The windows of every update, and where a new kline starts (the previous one closes).
+    `prior` holds the closed klines before the batch, column by column."""
+    count = len(columns)
     kline_time = columns.kline_time_ms
-    starts = np.empty(len(columns), dtype=np.bool_)
-    if len(columns):
+    starts = np.empty(count, dtype=np.bool_)
+    if count:
         starts[0] = current_kline is None or kline_time[0] != current_kline.time_ms
         starts[1:] = kline_time[1:] != kline_time[:-1]
     closing = starts.copy()
-    if len(columns) and current_kline is None:
+    if count and current_kline is None:
         closing[0] = False  # the very first kline closes nothing
-    previous_close = np.empty(len(columns), dtype=np.float64)
-    if len(columns):
-        previous_close[0] = current_kline.close if current_kline is not None else np.nan
-        previous_close[1:] = columns.close[:-1]
-    prior = np.asarray(prior_closes, dtype=np.float64)
-    if closing.all():  # every update closes a kline, as in a klines file: no selection needed
-        history = np.concatenate([prior, previous_close])
-        stop = np.arange(len(prior) + 1, len(prior) + len(columns) + 1, dtype=np.int64)
+    every_closes = bool(closing.all())
+    history: dict[str, Column] = {}
+    for name in KLINE_FIELDS:
+        own = _current(columns, name)
+        previous = np.empty(count, dtype=own.dtype)
+        if count:
+            previous[0] = _kline_field(current_kline, name) if current_kline is not None else 0
+            previous[1:] = own[:-1]
+        closed = previous if every_closes else previous[closing]
+        history[name] = np.concatenate([np.asarray(prior[name], dtype=own.dtype), closed])
+    known = len(prior["close"])
+    if every_closes:  # every update closes a kline, as in a klines file: no selection needed
+        stop = np.arange(known + 1, known + count + 1, dtype=np.int64)
     else:
-        history = np.concatenate([prior, previous_close[closing]])
-        stop = len(prior) + np.cumsum(closing, dtype=np.int64)
-    return Windows(history, stop, stop >= period - 1), starts
+        stop = known + np.cumsum(closing, dtype=np.int64)
+    return Windows(history, stop, stop >= window - 1, window), starts
 
 
-def band_flags(
-    windows: Windows,
-    price: Floats,
-    close: Floats,
-    period: int,
-    nbdev_up: float,
-    nbdev_dn: float,
-) -> tuple[Bools, Bools]:
-    """(buy, sell) conditions of every update, equal to `band_conditions` of TA-Lib's bands."""
-    count = len(price)
-    buy = np.zeros(count, dtype=np.bool_)
-    sell = np.zeros(count, dtype=np.bool_)
-    # Windows only grow along a batch, so the updates with bands are a suffix of it: slices.
-    first = int(np.argmax(windows.valid)) if count else 0
-    if count == 0 or not windows.valid[first]:
-        return buy, sell
-    columns = _window_columns(windows, close, first, period)
-    for start in range(0, count - first, BLOCK_ROWS):
-        stop = min(count - first, start + BLOCK_ROWS)
-        block = [column[start:stop] for column in columns]
-        part = slice(first + start, first + stop)
-        undecided = _approximate_flags(
-            block, price[part], buy[part], sell[part], period, nbdev_up, nbdev_dn
-        )
-        for row in undecided.tolist():
-            index = first + start + row
-            window = windows.closes(index, period, float(close[index]))
-            bands = bollinger_bands(window, period, nbdev_up, nbdev_dn)
-            buy[index], sell[index] = band_conditions(float(price[index]), bands)
-    return buy, sell
-
-
-def _approximate_flags(
-    columns: list[Floats],
-    price: Floats,
-    buy: Bools,
-    sell: Bools,
-    period: int,
-    nbdev_up: float,
-    nbdev_dn: float,
-) -> Ints:
-    """Write the conditions of the rows the approximate bands decide into `buy` and `sell`
-    (views); return the rows they leave undecided."""
-    rows = len(price)
-    # Mean and population deviation, two-pass, column by column into preallocated arrays. A flat
-    # window needs no test of its own: its deviation comes out within rounding of zero, below
-    # the narrow margin, so it goes to TA-Lib with the other undecided rows.
-    total = columns[0].copy()
-    for column in columns[1:]:
-        np.add(total, column, out=total)
-    middle = np.divide(total, period, out=total)
-    squares = np.zeros(rows, dtype=np.float64)
-    scratch = np.empty(rows, dtype=np.float64)
-    for column in columns:
-        np.subtract(column, middle, out=scratch)
-        np.multiply(scratch, scratch, out=scratch)
-        np.add(squares, scratch, out=squares)
-    deviation = np.sqrt(np.divide(squares, period, out=squares), out=squares)
-
-    # Price minus each band, approximately: only the sign is used, and only where the value lies
-    # farther from zero than the margin, which any rounding here is far below.
-    below_lower = price - middle
-    above_upper = below_lower.copy()
-    below_lower += deviation * nbdev_dn  # price - (middle - deviation * nbdev_dn)
-    above_upper -= deviation * nbdev_up  # price - (middle + deviation * nbdev_up)
-    margin = np.abs(price) * UNDECIDED_RELATIVE
-    undecided = np.abs(below_lower) <= margin
-    undecided |= np.abs(above_upper) <= margin
-    undecided |= deviation <= np.abs(middle) * NARROW_RELATIVE
-    np.less(below_lower, 0.0, out=buy)
-    np.greater(above_upper, 0.0, out=sell)
-    found: Ints = np.flatnonzero(undecided)
-    return found
-
-
-def _window_columns(windows: Windows, close: Floats, first: int, period: int) -> list[Floats]:
-    """Column k of the windows of updates first.., oldest first, the update's own close last.
-    When each update closes one more kline than the previous (a klines file), the columns are
-    plain slices."""
-    stop = windows.stop[first:]
-    history = windows.history
-    columns: list[Floats] = []
-    rows = len(stop)
-    start = int(stop[0]) - (period - 1)
-    # `stop` rises by 0 or 1 per update, so rising by rows - 1 in all means by 1 at each.
-    if int(stop[-1]) - int(stop[0]) == rows - 1:
-        for offset in range(period - 1):
-            columns.append(history[start + offset : start + offset + rows])
-    else:
-        for offset in range(period - 1):
-            columns.append(history[stop - (period - 1) + offset])
-    columns.append(close[first:])
-    return columns
+def _kline_field(kline: Kline, name: str) -> float | int:
+    return kline.time_ms if name == "time" else float(getattr(kline, name))
 
 
 def crosses(condition: Bools, previous: bool) -> Bools:

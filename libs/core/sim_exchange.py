@@ -51,7 +51,8 @@ class SymbolTerms:
 
 
 class Order(NamedTuple):
-    """An order placed by a cross. `closes` and `opens` are its legs: a flip has both."""
+    """An order placed by a cross, or by a risk exit (`exit` names it, SPEC 3.3 rule 3).
+    `closes` and `opens` are its legs: a flip has both, an exit only the closing one."""
 
     side: Side
     closes: bool
@@ -60,6 +61,7 @@ class Order(NamedTuple):
     signal_time_ms: int
     signal_price: float
     previous_signal: Signal | None
+    exit: str | None = None
 
 
 class Fill(NamedTuple):
@@ -177,9 +179,15 @@ class Execution(NamedTuple):
 
 
 def close_position(
-    ledger: Ledger, execution: Execution, terms: SymbolTerms, *, liquidation: bool = False
+    ledger: Ledger,
+    execution: Execution,
+    terms: SymbolTerms,
+    *,
+    liquidation: bool = False,
+    exit: str | None = None,
 ) -> tuple[Ledger, Fill]:
-    """Close the open position at the execution's price."""
+    """Close the open position at the execution's price; a risk exit's fill is named after the
+    exit (`stopLoss_sell_long`), a cross's after the strategy (SPEC 3.3 rule 3)."""
     position = ledger.position
     assert position is not None, "close_position needs an open position"
     side: Side = "sell" if position.side == "long" else "buy"
@@ -192,7 +200,7 @@ def close_position(
         action = f"liquidation_{position.side}"
     else:
         round_trip = "win" if gross - position.opening_fee - closing_fee > 0 else "lost"
-        action = _action(terms, side, position.side)
+        action = _action_text(exit or terms.strategy_name, side, position.side)
     fill = execution.fill(
         ledger,
         terms,
@@ -264,7 +272,7 @@ def execute(
     )
     fills: list[Fill] = []
     if order.closes and ledger.position is not None:
-        ledger, fill = close_position(ledger, execution, terms)
+        ledger, fill = close_position(ledger, execution, terms, exit=order.exit)
         fills.append(fill)
     if order.opens:
         opened = open_position(ledger, execution, terms, side=order.side)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from libs.core.batch import Bools, Floats, UpdateColumns
+from libs.core.batch import UpdateColumns
 from libs.core.market import (
     MISSING_FIELD,
     KlineRowReader,
@@ -31,6 +31,7 @@ from libs.core.market import (
     parse_kline_row,
     parse_trade_row,
 )
+from libs.core.strategies.contract import Bools, Floats
 from libs.errors import BadMarketData, ConfigError
 
 KLINES_COLUMNS = ("time", "open", "high", "low", "close", "volume")

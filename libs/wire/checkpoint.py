@@ -10,12 +10,11 @@ exactly, so a restored strategy makes the very trades the uninterrupted one woul
 
 from __future__ import annotations
 
-from collections import deque
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 import orjson
 
-from libs.core.bands import Bands
+from libs.core.history import KlineHistory
 from libs.core.market import Kline
 from libs.core.pnl import Ledger, Position, PositionSide, Side
 from libs.core.sim_exchange import Order, OrderType, Signal, SymbolTerms
@@ -48,6 +47,8 @@ class OrderState(TypedDict):
     signal_time_ms: int
     signal_price: float
     previous_signal: Signal | None
+    exit: NotRequired[str | None]
+    """the risk exit that placed it (SPEC 3.3), absent in checkpoints before them"""
 
 
 class KlineState(TypedDict):
@@ -57,15 +58,20 @@ class KlineState(TypedDict):
     """[buy_cross_count, sell_cross_count]"""
     ordered: list[bool]
     """[buy_ordered, sell_ordered]"""
-    bands: list[float] | None
-    """[middle, upper, lower]"""
-    percent_b: float | None
-    width_pct: float | None
+    values: NotRequired[list[float | None]]
+    """the strategy's indicator values, in its order"""
+    bands: NotRequired[list[float] | None]
+    """before strategies (SPEC 3.2), Bollinger's values: [middle, upper, lower], pb and pw"""
+    percent_b: NotRequired[float | None]
+    width_pct: NotRequired[float | None]
 
 
 class StrategyState(TypedDict):
     ledger: LedgerState
-    closed_closes: list[float]
+    closed_klines: NotRequired[list[list[float]]]
+    """[time_ms, open, high, low, close, volume] of the closed klines the window needs"""
+    closed_closes: NotRequired[list[float]]
+    """before strategies (SPEC 3.2), Bollinger's window: the closes alone"""
     kline: KlineState | None
     price: float
     last_time_ms: int
@@ -74,6 +80,8 @@ class StrategyState(TypedDict):
     order: OrderState | None
     buy_condition: bool
     sell_condition: bool
+    extreme: NotRequired[float | None]
+    """the open position's running extreme for a trailing stop (SPEC 3.3 rule 2)"""
 
 
 # --- a ledger ------------------------------------------------------------------------------------
@@ -122,7 +130,10 @@ def strategy_state(strategy: SymbolStrategy) -> StrategyState:
     kline, order = strategy.kline, strategy.order
     return {
         "ledger": ledger_state(strategy.ledger),
-        "closed_closes": list(strategy.closed_closes),
+        "closed_klines": [
+            [kline.time_ms, kline.open, kline.high, kline.low, kline.close, kline.volume]
+            for kline in strategy.closed_klines()
+        ],
         "kline": None if kline is None else _kline_state(kline),
         "price": strategy.price,
         "last_time_ms": strategy.last_time_ms,
@@ -131,6 +142,7 @@ def strategy_state(strategy: SymbolStrategy) -> StrategyState:
         "order": None if order is None else _order_state(order),
         "buy_condition": strategy.buy_condition,
         "sell_condition": strategy.sell_condition,
+        "extreme": strategy.extreme,
     }
 
 
@@ -138,12 +150,25 @@ def strategy_from_state(
     terms: SymbolTerms, params: StrategyParams, state: StrategyState
 ) -> SymbolStrategy:
     kline, order = state["kline"], state["order"]
+    annotated = None if kline is None else _kline_from_state(kline, params)
+    if "closed_klines" in state:
+        closed = [
+            Kline(int(time_ms), open_, high, low, close, volume)
+            for time_ms, open_, high, low, close, volume in state["closed_klines"]
+        ]
+    else:  # a Bollinger checkpoint from before strategies: the closes are all it read
+        closed = [Kline(0, close, close, close, close, 0.0) for close in state["closed_closes"]]
+    history = KlineHistory(
+        params.strategy.window,
+        closed[-(params.strategy.window - 1) :] if params.strategy.window > 1 else (),
+        None if annotated is None else annotated.kline,
+    )
     return SymbolStrategy(
         terms=terms,
         params=params,
         ledger=ledger_from_state(state["ledger"]),
-        closed_closes=deque(state["closed_closes"]),
-        kline=None if kline is None else _kline_from_state(kline),
+        history=history,
+        kline=annotated,
         price=state["price"],
         last_time_ms=state["last_time_ms"],
         first_time_ms=state["first_time_ms"],
@@ -151,6 +176,7 @@ def strategy_from_state(
         order=None if order is None else Order(**order),
         buy_condition=state["buy_condition"],
         sell_condition=state["sell_condition"],
+        extreme=state.get("extreme"),
     )
 
 
@@ -176,25 +202,31 @@ def _order_state(order: Order) -> OrderState:
         "signal_time_ms": order.signal_time_ms,
         "signal_price": order.signal_price,
         "previous_signal": order.previous_signal,
+        "exit": order.exit,
     }
 
 
 def _kline_state(annotated: AnnotatedKline) -> KlineState:
     kline, annotation = annotated.kline, annotated.annotation
-    bands = annotation.bands
     return {
         "kline": [kline.time_ms, kline.open, kline.high, kline.low, kline.close, kline.volume],
         "counts": [annotation.buy_cross_count, annotation.sell_cross_count],
         "ordered": [annotation.buy_ordered, annotation.sell_ordered],
-        "bands": None if bands is None else [bands.middle, bands.upper, bands.lower],
-        "percent_b": annotation.percent_b,
-        "width_pct": annotation.width_pct,
+        "values": list(annotation.values),
     }
 
 
-def _kline_from_state(state: KlineState) -> AnnotatedKline:
+def _kline_from_state(state: KlineState, params: StrategyParams) -> AnnotatedKline:
     time_ms, open_, high, low, close, volume = state["kline"]
-    bands = state["bands"]
+    if "values" in state:
+        values = tuple(state["values"])
+    else:  # a Bollinger checkpoint from before strategies
+        bands = state.get("bands")
+        values = (
+            params.no_values
+            if bands is None
+            else (*bands, state.get("percent_b"), state.get("width_pct"))
+        )
     return AnnotatedKline(
         kline=Kline(int(time_ms), open_, high, low, close, volume),
         annotation=KlineAnnotation(
@@ -202,8 +234,6 @@ def _kline_from_state(state: KlineState) -> AnnotatedKline:
             sell_cross_count=state["counts"][1],
             buy_ordered=state["ordered"][0],
             sell_ordered=state["ordered"][1],
-            bands=None if bands is None else Bands(*bands),
-            percent_b=state["percent_b"],
-            width_pct=state["width_pct"],
+            values=values,
         ),
     )

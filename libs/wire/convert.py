@@ -10,9 +10,8 @@ from libs.core.portfolio import StatusFigures, SymbolFigures
 from libs.core.sim_exchange import Fill, Signal
 
 if TYPE_CHECKING:
+    from libs.core.strategies.contract import Strategy
     from libs.core.strategy import AnnotatedKline
-
-STRATEGY_NAME = "BollingerBands"
 
 
 def json_number(value: float) -> float | int:
@@ -20,9 +19,14 @@ def json_number(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
 
 
-def kline_wire(annotated: AnnotatedKline, size: str, period_ms: int) -> dict[str, Any]:
+def kline_wire(
+    annotated: AnnotatedKline, size: str, period_ms: int, strategy: Strategy
+) -> dict[str, Any]:
+    """A KLINE; its `strategy` object is the cross counts and flags under the strategy's display
+    name, then its indicator values in the order it declares them (SPEC 3.2 rule 4)."""
     kline, annotation = annotated.kline, annotated.annotation
-    bands = annotation.bands
+    name = strategy.name
+    values = annotation.values or (None,) * len(strategy.indicators)
     return {
         "period_id": period_id(kline.time_ms, size),
         "time": kline.time_ms,
@@ -34,15 +38,11 @@ def kline_wire(annotated: AnnotatedKline, size: str, period_ms: int) -> dict[str
         "close": kline.close,
         "volume": kline.volume,
         "strategy": {
-            f"{STRATEGY_NAME}_buyCrossCount": annotation.buy_cross_count,
-            f"{STRATEGY_NAME}_sellCrossCount": annotation.sell_cross_count,
-            f"{STRATEGY_NAME}_buy": annotation.buy_ordered,
-            f"{STRATEGY_NAME}_sell": annotation.sell_ordered,
-            "middle": None if bands is None else bands.middle,
-            "upper": None if bands is None else bands.upper,
-            "lower": None if bands is None else bands.lower,
-            "pb": annotation.percent_b,
-            "pw": annotation.width_pct,
+            f"{name}_buyCrossCount": annotation.buy_cross_count,
+            f"{name}_sellCrossCount": annotation.sell_cross_count,
+            f"{name}_buy": annotation.buy_ordered,
+            f"{name}_sell": annotation.sell_ordered,
+            **dict(zip(strategy.indicators, values, strict=True)),
         },
     }
 

@@ -28,6 +28,7 @@ from redis.asyncio.client import Pipeline
 
 from libs.config import BotConfig
 from libs.core.market import MarketUpdate
+from libs.core.strategies.contract import StrategyFailed
 from libs.core.strategy import AnnotatedKline, SymbolStrategy
 from libs.errors import LeaseLost
 from libs.ops.health import Health
@@ -36,7 +37,7 @@ from libs.store.bot_state import thawed
 from libs.store.leases import LeaseKeeper
 from libs.store.partitions import PartitionId
 from libs.store.server import RedisReplaced, confirm_server, read_server
-from libs.trading import new_symbol_strategy, strategy_params, symbol_terms
+from libs.trading import load_strategy, new_symbol_strategy, strategy_params, symbol_terms
 from libs.wire.checkpoint import decode_strategy, encode_strategy
 from libs.wire.convert import kline_wire, trade_wire
 from libs.wire.events import StrategyEvent
@@ -47,6 +48,11 @@ log = logging.getLogger(__name__)
 
 UPDATES = Counter("bandwagon_strategy_updates_total", "Market updates applied", ["bot"])
 FILLS = Counter("bandwagon_strategy_fills_total", "Fills produced", ["bot"])
+STRATEGY_ERRORS = Counter(
+    "bandwagon_strategy_errors_total",
+    "Updates at which a bot's strategy failed and halted its symbol (SPEC 3.2 rule 9)",
+    ["bot"],
+)
 OVERRUNS = Counter(
     "bandwagon_strategy_stream_overruns_total",
     "Times a market stream's cap (market_stream_len) trimmed entries this worker had not read",
@@ -69,6 +75,8 @@ class Partition:
     checkpoint: str
     redis_run_id: str = ""
     """The redis-server this partition was read from: the only one it may be committed to."""
+    halted: str | None = None
+    """Why its strategy failed (SPEC 3.2 rule 9): it reads nothing more until a restart."""
 
     @property
     def product_id(self) -> str:
@@ -102,6 +110,7 @@ async def load_partitions(
     """The partitions of `bots` (those in `owned`, when given) as of their last commit, read from
     the redis-server whose run_id is `redis_run_id` (`read_server` before this call)."""
     partitions: list[Partition] = []
+    strategies = {bot.id: load_strategy(bot) for bot in bots}  # validated at start: cannot fail
     for configured in bots:
         frozen = await redis.hget(keys.meta(configured.id), "config")
         if frozen is not None:
@@ -114,6 +123,7 @@ async def load_partitions(
                 extra={"bot": configured.id},
             )
             continue
+        logic = strategies[bot.id]
         for index, symbol in enumerate(bot.symbols):
             if (
                 owned is not None
@@ -123,11 +133,11 @@ async def load_partitions(
             saved = await redis.hgetall(keys.strategy_state(bot.id, symbol.product_id))
             if saved:
                 strategy = decode_strategy(
-                    symbol_terms(bot, index), strategy_params(bot), saved["state"]
+                    symbol_terms(bot, index, logic), strategy_params(bot, logic), saved["state"]
                 )
                 checkpoint = str(saved["checkpoint"])
             else:
-                strategy, checkpoint = new_symbol_strategy(bot, index), FIRST_ENTRY
+                strategy, checkpoint = new_symbol_strategy(bot, index, logic), FIRST_ENTRY
             stream = keys.market_stream(bot.exchange, symbol.product_id, bot.kline_size)
             partitions.append(Partition(bot, index, stream, strategy, checkpoint, redis_run_id))
     return partitions
@@ -136,7 +146,8 @@ async def load_partitions(
 def apply_entries(partition: Partition, entries: StreamEntries, output: BatchOutput) -> None:
     """Feed the partition the entries after its checkpoint, as one batch of the core; entries
     that do not decode, or whose kline is older than one seen, are skipped and reported."""
-    checkpoint = entry_key(partition.checkpoint)
+    start_checkpoint = partition.checkpoint
+    checkpoint = entry_key(start_checkpoint)
     bot = partition.bot
     context = {"bot": bot.id, "stream": partition.stream}
     updates: list[MarketUpdate] = []
@@ -153,6 +164,9 @@ def apply_entries(partition: Partition, entries: StreamEntries, output: BatchOut
     if not updates:
         return
     step = partition.strategy.on_batch(updates, kline_limit=bot.kline_history)
+    if step.failure is not None:
+        failed = update_ids[step.failure.index]
+        _halt(partition, entries, start_checkpoint, failed, step.failure, output)
     for index in step.rejected:
         log.warning(
             "market entry skipped: its kline is older than one already seen",
@@ -167,14 +181,55 @@ def apply_entries(partition: Partition, entries: StreamEntries, output: BatchOut
             "order filled",
             extra={**context, "symbol": partition.product_id, "order_id": fill.order_id},
         )
-    UPDATES.labels(bot=bot.id).inc(len(updates) - len(step.rejected))
+    applied = len(updates) if step.failure is None else step.failure.index
+    UPDATES.labels(bot=bot.id).inc(applied - len(step.rejected))
     FILLS.labels(bot=bot.id).inc(len(step.fills))
+
+
+def _halt(
+    partition: Partition,
+    entries: StreamEntries,
+    start_checkpoint: str,
+    failed_entry_id: str,
+    failure: StrategyFailed,
+    output: BatchOutput,
+) -> None:
+    """SPEC 3.2 rule 9: the checkpoint stays just before the failing update (what the batch
+    applied before it is committed), the partition reads nothing more until a restart, and the
+    failure is logged, counted and named by `/readyz`."""
+    bot = partition.bot
+    failed_key = entry_key(failed_entry_id)
+    applied = [
+        entry_id
+        for entry_id, _ in entries
+        if entry_key(start_checkpoint) < entry_key(entry_id) < failed_key
+    ]
+    partition.checkpoint = applied[-1] if applied else start_checkpoint
+    output.last_entry_id = applied[-1] if applied else ""
+    partition.halted = failure.reason
+    STRATEGY_ERRORS.labels(bot=bot.id).inc()
+    log.error(
+        "strategy failed; this symbol halts before the update until a restart: %s",
+        failure.reason,
+        extra={
+            "bot": bot.id,
+            "symbol": partition.product_id,
+            "update_time_ms": failure.time_ms,
+            "entry_id": failed_entry_id,
+        },
+    )
+
+
+def halted_check(partition: Partition) -> str:
+    """The `/readyz` check that names a partition its strategy halted."""
+    return f"strategy of {partition.bot.id} {partition.product_id} running"
 
 
 def strategy_event(partition: Partition, output: BatchOutput) -> StrategyEvent:
     """The event accounting folds: the symbol's ledger and position as they now stand, the klines
     touched (newest `kline_history`, last version each) and the fills, in order."""
     bot, strategy = partition.bot, partition.strategy
+    logic = strategy.params.strategy
     times = sorted(output.klines)[-bot.kline_history :]
     return StrategyEvent(
         product_id=partition.product_id,
@@ -185,7 +240,7 @@ def strategy_event(partition: Partition, output: BatchOutput) -> StrategyEvent:
         signal=strategy.signal,
         ledger=strategy.ledger,
         klines=tuple(
-            kline_wire(output.klines[time], bot.kline_size, bot.period_ms) for time in times
+            kline_wire(output.klines[time], bot.kline_size, bot.period_ms, logic) for time in times
         ),
         trades=tuple(output.trades),
     )
@@ -278,7 +333,8 @@ class StrategyWorker:
             await self.rebalance()
         by_stream: dict[str, list[Partition]] = defaultdict(list)
         for partition in self.partitions:
-            by_stream[partition.stream].append(partition)
+            if partition.halted is None:
+                by_stream[partition.stream].append(partition)
         read_from = {
             stream: min((p.checkpoint for p in members), key=entry_key)
             for stream, members in by_stream.items()
@@ -302,6 +358,8 @@ class StrategyWorker:
             for partition in by_stream[stream]:
                 output = BatchOutput()
                 apply_entries(partition, entries, output)
+                if partition.halted is not None and self.health is not None:
+                    self.health.set_check(halted_check(partition), False)
                 if output.last_entry_id:
                     outputs[(partition.bot.id, partition.index)] = (partition, output)
         if outputs:

@@ -212,11 +212,12 @@ def test_the_series_has_one_row_per_kline_with_the_bands_of_its_last_update(
         last_of_kline[update.kline.time_ms] = strategy.on_update(update).kline
     assert series.time_ms == list(last_of_kline)
     assert series.close == [annotated.kline.close for annotated in last_of_kline.values()]
-    bands = [annotated.annotation.bands for annotated in last_of_kline.values()]
-    assert series.upper == [None if b is None else b.upper for b in bands]
-    assert series.lower == [None if b is None else b.lower for b in bands]
-    assert series.middle == [None if b is None else b.middle for b in bands]
-    assert series.middle[0] is None and series.middle[-1] is not None
+    values = [annotated.annotation.values for annotated in last_of_kline.values()]
+    assert list(series.indicators) == ["middle", "upper", "lower", "pb", "pw"]
+    for position, name in enumerate(series.indicators):
+        assert series.indicators[name] == [row[position] for row in values]
+    middle = series.indicators["middle"]
+    assert middle[0] is None and middle[-1] is not None
     assert result.symbols[0].series.time_ms == []  # no data, no rows
 
 

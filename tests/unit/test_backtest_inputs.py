@@ -173,6 +173,52 @@ def test_nbdev_sets_both_deviations_and_a_specific_flag_wins() -> None:
     assert (mixed.strategy.nbdev_up, mixed.strategy.nbdev_dn) == (3.0, 1.5)
 
 
+def test_another_strategy_starts_from_its_own_defaults_and_keeps_the_shared_parameters() -> None:
+    bot = apply_overrides(
+        choose_bot(None, None, None), {"order-type": "taker", "buy-pct": "30"}, ["ETH-USDT"]
+    )
+    rsi = apply_overrides(bot, {"strategy": "RSI", "period": "10"}, ["ETH-USDT"])
+    assert rsi.strategy.name == "RSI"
+    assert rsi.strategy.parameters == {
+        "period": 10,
+        "window": 100,
+        "oversold": 30.0,
+        "overbought": 70.0,
+    }
+    assert (rsi.strategy.order_type, rsi.strategy.buy_pct) == ("taker", 30.0)
+    with pytest.raises(ConfigError) as error:  # Bollinger's parameter, not RSI's
+        apply_overrides(bot, {"strategy": "RSI", "nbdev": "2"}, ["ETH-USDT"])
+    assert str(error.value).startswith("config error: --nbdev: 2: ")
+    with pytest.raises(ConfigError) as error:
+        apply_overrides(bot, {"strategy": "MACD", "fast": "30"}, ["ETH-USDT"])
+    assert str(error.value).startswith("config error: --fast: 30: fast must be below slow")
+
+
+def test_risk_exits_are_set_by_flag_and_turned_off_by_off() -> None:
+    bot = choose_bot(None, None, None)
+    stopped = apply_overrides(
+        bot, {"stop-loss-pct": "2.5", "trailing-stop-pct": "1"}, ["ETH-USDT"]
+    )
+    assert (stopped.strategy.stop_loss_pct, stopped.strategy.trailing_stop_pct) == (2.5, 1.0)
+    assert stopped.strategy.take_profit_pct is None
+    off = apply_overrides(stopped, {"stop-loss-pct": "off"}, ["ETH-USDT"])
+    assert off.strategy.stop_loss_pct is None
+    with pytest.raises(ConfigError) as error:
+        apply_overrides(bot, {"take-profit-pct": "0"}, ["ETH-USDT"])
+    assert str(error.value).startswith("config error: --take-profit-pct: 0: ")
+
+
+def test_a_plug_in_parameter_goes_beside_the_others_and_a_built_in_refuses_it() -> None:
+    bot = choose_bot(None, None, None)
+    with pytest.raises(ConfigError) as error:
+        apply_overrides(bot, {"param:colour": "red"}, ["ETH-USDT"])
+    assert str(error.value).startswith("config error: --param: colour=red: ")
+    plugin = apply_overrides(
+        bot, {"strategy": "my.module:Mine", "param:colour": "red"}, ["ETH-USDT"]
+    )
+    assert plugin.strategy.parameters == {"colour": "red"}
+
+
 def test_symbol_flags_change_only_the_symbols_given_files(tmp_path: Path) -> None:
     config = tmp_path / "bots.yaml"
     config.write_text(
@@ -233,7 +279,7 @@ def test_a_sweep_grid_is_every_combination_in_order() -> None:
         {"period": "20", "nbdev-up": "1.5"},
         {"period": "20", "nbdev-up": "2"},
     ]
-    for bad in (["period"], ["colour=red"], ["period="], ["period=1", "period=2"]):
+    for bad in (["period"], ["col our=red"], ["period="], ["period=1", "period=2"]):
         with pytest.raises(ConfigError, match="--sweep"):
             parse_grid(bad)
 

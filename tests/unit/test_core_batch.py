@@ -20,6 +20,7 @@ from libs.core.bands import band_conditions, bollinger_bands
 from libs.core.market import Kline, MarketUpdate
 from libs.core.pnl import Ledger
 from libs.core.sim_exchange import Fill, OrderType, SymbolTerms
+from libs.core.strategies import BollingerBands, bollinger
 from libs.core.strategy import AnnotatedKline, Mode, StrategyParams, SymbolStrategy
 from libs.errors import BadMarketData
 from libs.exchange.market_files import read_market_file
@@ -53,7 +54,7 @@ def strategy(
         order_timeout_ms=timeout_ms,
         strategy_name="BollingerBands",
     )
-    params = StrategyParams(period=period, nbdev_up=2, nbdev_dn=2, mode=mode, order_type=order_type)
+    params = StrategyParams(BollingerBands(period, 2, 2), mode=mode, order_type=order_type)
     return SymbolStrategy(terms=terms, params=params, ledger=Ledger(allocation=1000.0))
 
 
@@ -235,12 +236,12 @@ def reference_flags(updates: list[MarketUpdate], period: int) -> tuple[list[bool
     return buy, sell
 
 
-@pytest.mark.parametrize("block_rows", [1, 7, 64, batch.BLOCK_ROWS])
+@pytest.mark.parametrize("block_rows", [1, 7, 64, bollinger.BLOCK_ROWS])
 @pytest.mark.parametrize("source", ["flat", "random-klines", "random-trades"])
 def test_band_flags_equal_talib_on_every_window_in_blocks_of_any_size(
     source: str, block_rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(batch, "BLOCK_ROWS", block_rows)
+    monkeypatch.setattr(bollinger, "BLOCK_ROWS", block_rows)
     if source == "flat":
         updates = flat_and_near_flat_klines(seed=block_rows, count=1500)
     elif source == "random-klines":
@@ -248,11 +249,13 @@ def test_band_flags_equal_talib_on_every_window_in_blocks_of_any_size(
     else:
         updates = random_trades(seed=block_rows, count=1500)
     columns = batch.UpdateColumns.of(updates)
-    windows, _ = batch.windows_of([], None, columns, 20)
-    buy, sell = batch.band_flags(windows, columns.price, columns.close, 20, 2.0, 2.0)
+    windows, _ = batch.windows_of(batch.no_klines(), None, columns, 20)
+    first = windows.first
+    buy, sell = bollinger.BollingerBands(20, 2.0, 2.0).conditions(windows.batch(columns))
     expected_buy, expected_sell = reference_flags(updates, 20)
-    assert buy.tolist() == expected_buy
-    assert sell.tolist() == expected_sell
+    assert not any(expected_buy[:first]) and not any(expected_sell[:first])
+    assert buy.tolist() == expected_buy[first:]
+    assert sell.tolist() == expected_sell[first:]
     if source == "flat":
         assert any(expected_buy) and any(expected_sell)  # near-flat windows do cross
 
@@ -261,7 +264,7 @@ def test_band_flags_equal_talib_on_every_window_in_blocks_of_any_size(
 def test_batches_trade_exactly_like_one_update_at_a_time_with_bands_in_small_blocks(
     options: dict[str, object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(batch, "BLOCK_ROWS", 37)
+    monkeypatch.setattr(bollinger, "BLOCK_ROWS", 37)
     updates = [*flat_and_near_flat_klines(seed=5, count=800)]
     updates += random_klines(seed=6, count=1500, start_price=7.0)[40:]  # later klines only
     reference = strategy(**options)  # type: ignore[arg-type]

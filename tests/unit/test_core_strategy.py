@@ -15,6 +15,7 @@ import pytest
 from libs.core.market import Kline, MarketUpdate
 from libs.core.pnl import Ledger
 from libs.core.sim_exchange import Fill, OrderType, SymbolTerms
+from libs.core.strategies import BollingerBands
 from libs.core.strategy import Mode, StrategyParams, SymbolStrategy
 from libs.wire.checkpoint import strategy_from_state, strategy_state
 
@@ -47,7 +48,7 @@ def make_strategy(
         order_timeout_ms=timeout_ms,
         strategy_name="BollingerBands",
     )
-    params = StrategyParams(period=3, nbdev_up=1, nbdev_dn=1, mode=mode, order_type=order_type)
+    params = StrategyParams(BollingerBands(3, 1, 1), mode=mode, order_type=order_type)
     return SymbolStrategy(terms=terms, params=params, ledger=Ledger(allocation=allocation))
 
 
@@ -74,12 +75,10 @@ def population_bands(window: list[float], nbdev: float) -> tuple[float, float, f
 def test_bands_are_null_until_period_closes_and_zero_width_on_equal_closes() -> None:
     strategy = make_strategy()
     first = strategy.on_update(row(0, 100.0)).kline.annotation
-    assert first.bands is None and first.percent_b is None and first.width_pct is None
+    assert first.values == (None, None, None, None, None)  # middle, upper, lower, pb, pw
     strategy.on_update(row(1, 100.0))
     third = strategy.on_update(row(2, 100.0)).kline.annotation
-    assert third.bands is not None
-    assert (third.bands.middle, third.bands.upper, third.bands.lower) == (100.0, 100.0, 100.0)
-    assert third.width_pct == 0.0 and third.percent_b is None
+    assert third.values == (100.0, 100.0, 100.0, None, 0.0)
     assert strategy.order is None and strategy.signal is None
 
 
@@ -88,14 +87,15 @@ def test_bands_pb_and_pw_follow_the_spec_formulas() -> None:
     annotation = None
     for minute, close in enumerate([100.0, 104.0, 101.0]):
         annotation = strategy.on_update(row(minute, close)).kline.annotation
-    assert annotation is not None and annotation.bands is not None
+    assert annotation is not None
+    band_middle, band_upper, band_lower, pb, pw = annotation.values
+    assert band_middle is not None and band_upper is not None and band_lower is not None
     middle, upper, lower = population_bands([100.0, 104.0, 101.0], 1)
-    assert annotation.bands.middle == pytest.approx(middle, rel=1e-12)
-    assert annotation.bands.upper == pytest.approx(upper, rel=1e-12)
-    assert annotation.bands.lower == pytest.approx(lower, rel=1e-12)
-    bands = annotation.bands
-    assert annotation.percent_b == (101.0 - bands.lower) / (bands.upper - bands.lower)
-    assert annotation.width_pct == (bands.upper - bands.lower) / bands.middle * 100
+    assert band_middle == pytest.approx(middle, rel=1e-12)
+    assert band_upper == pytest.approx(upper, rel=1e-12)
+    assert band_lower == pytest.approx(lower, rel=1e-12)
+    assert pb == (101.0 - band_lower) / (band_upper - band_lower)
+    assert pw == (band_upper - band_lower) / band_middle * 100
 
 
 def test_a_buy_cross_places_a_taker_order_that_fills_on_the_next_update_with_slippage() -> None:

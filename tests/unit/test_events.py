@@ -12,10 +12,11 @@ import pytest
 from libs.config import BotConfig
 from libs.core.pnl import Ledger, Position
 from libs.core.sim_exchange import SymbolTerms
+from libs.core.strategies import BollingerBands
 from libs.core.strategy import StrategyParams
 from libs.exchange.market_files import read_market_file
 from libs.trading import new_symbol_strategy
-from libs.wire.checkpoint import decode_strategy, encode_strategy, ledger_state
+from libs.wire.checkpoint import decode_strategy, encode_strategy, ledger_state, strategy_state
 from libs.wire.events import StrategyEvent
 from libs.wire.market import encode_update
 from services.accounting.book import BotBook
@@ -129,17 +130,34 @@ def test_the_ledger_of_an_event_is_written_as_the_checkpoint_writes_it() -> None
     assert orjson.dumps(ledger_state(event.ledger)) == LEDGER
 
 
-def test_a_strategy_checkpoint_already_in_redis_loads_and_saves_back_to_its_bytes() -> None:
+def test_a_checkpoint_from_before_strategies_loads_and_trades_on_as_it_would_have() -> None:
+    """A Bollinger checkpoint written before SPEC 3.2 (closes only, bands by name) loads: same
+    window closes, same kline values, same order; saved again in today's format, it reloads to
+    the same state, so a deploy never loses a symbol's place."""
     terms = SymbolTerms(0, 1, "0.01", 8, 2.0, True, 0.02, 0.05, 100.0, 0.05, 120_000, "x")
-    params = StrategyParams(period=5, nbdev_up=0.5, nbdev_dn=0.5, mode="both", order_type="taker")
+    params = StrategyParams(BollingerBands(5, 0.5, 0.5), mode="both", order_type="taker")
     strategy = decode_strategy(terms, params, OLD_CHECKPOINT)
     assert strategy.order is not None and strategy.order.previous_signal == "sold"
+    assert strategy.order.exit is None
     assert strategy.kline is not None and strategy.kline.annotation.buy_ordered is True
-    assert list(strategy.closed_closes) == [0.00159897, 0.00159897, 0.00159991, 0.00159991]
-    assert encode_strategy(strategy) == OLD_CHECKPOINT
-    assert encode_strategy(decode_strategy(terms, params, OLD_CHECKPOINT.decode())) == (
-        OLD_CHECKPOINT
+    assert [kline.close for kline in strategy.closed_klines()] == [
+        0.00159897,
+        0.00159897,
+        0.00159991,
+        0.00159991,
+    ]
+    assert strategy.kline.annotation.values == (
+        0.001598036,
+        0.0015994556464348562,
+        0.0015966163535651437,
+        -1.4779572794012241,
+        0.17767389906814132,
     )
+    saved = encode_strategy(strategy)
+    assert b'"closed_closes"' not in saved and b'"closed_klines"' in saved
+    again = decode_strategy(terms, params, saved)
+    assert encode_strategy(again) == saved
+    assert strategy_state(again) == strategy_state(strategy)
 
 
 # --- from the strategy worker to the book --------------------------------------------------------

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from libs.config import BotConfig
-from libs.core.bands import Bands
-from libs.core.batch import Ints, UpdateColumns
+from libs.core.batch import UpdateColumns
 from libs.core.decimals import format_decimal
 from libs.core.market import MarketUpdate
 from libs.core.portfolio import StatusFigures, status_figures, symbol_figures
 from libs.core.sim_exchange import Fill
+from libs.core.strategies.contract import Ints
 from libs.core.strategy import SymbolStrategy
 from libs.trading import new_symbol_strategy
 from libs.wire.convert import status_wire, symbol_scalars, trade_wire
@@ -51,9 +51,8 @@ class KlineSeries:
 
     time_ms: list[int] = field(default_factory=list)  # the kline's open time
     close: list[float] = field(default_factory=list)
-    middle: list[float | None] = field(default_factory=list)
-    upper: list[float | None] = field(default_factory=list)
-    lower: list[float | None] = field(default_factory=list)
+    indicators: dict[str, list[float | None]] = field(default_factory=dict)
+    """The strategy's values by name, in the order it declares them."""
     realized_pnl: list[float] = field(default_factory=list)  # the symbol's, at the kline's close
     unrealized_pnl: list[float] = field(default_factory=list)
 
@@ -96,7 +95,9 @@ def run_symbol(
     """Every update through the live core's batch path (`SymbolStrategy.on_batch`, the code the
     strategy worker runs), in order; then the per-kline series from the fills.
 
-    `with_bands` False skips the exact TA-Lib bands of every kline, which only plots need.
+    `with_bands` False skips the strategy's indicator values of every kline, which only plots
+    need. A strategy that fails (SPEC 3.2 rule 9) stops the run at that update: `StrategyFailed`
+    is raised once the updates before it are applied.
     """
     columns = updates if isinstance(updates, UpdateColumns) else UpdateColumns.of(list(updates))
     count = len(columns)
@@ -104,27 +105,48 @@ def run_symbol(
         return
     run.first_price = float(columns.price[0])
     strategy = run.strategy
-    bands: dict[int, Bands | None] = {}
+    values: dict[int, tuple[float | None, ...]] = {}
     for start in range(0, count, BATCH_UPDATES):
         stop = min(count, start + BATCH_UPDATES)
         chunk = columns.between(start, stop)
         step = strategy.on_batch(chunk, kline_limit=None if with_bands else 1)
         run.fills.extend(step.fills)
-        bands.update((k.kline.time_ms, k.annotation.bands) for k in step.klines)
+        values.update((k.kline.time_ms, k.annotation.values) for k in step.klines)
+        if step.failure is not None:
+            applied = start + step.failure.index
+            run.update_count += applied
+            _record_series(
+                run.series,
+                columns.between(0, applied),
+                run.fills,
+                values if with_bands else {},
+                strategy.params.strategy.indicators,
+            )
+            raise step.failure
         if progress is not None:
             progress(stop - start)
     run.update_count += count
-    _record_series(run.series, columns, run.fills, bands if with_bands else {})
+    _record_series(
+        run.series,
+        columns,
+        run.fills,
+        values if with_bands else {},
+        strategy.params.strategy.indicators,
+    )
 
 
 def _record_series(
     series: KlineSeries,
     columns: UpdateColumns,
     fills: Sequence[Fill],
-    bands: Mapping[int, Bands | None],
+    values: Mapping[int, tuple[float | None, ...]],
+    names: Sequence[str],
 ) -> None:
-    """One row per kline at its last update: close, bands, and the symbol's realized and
-    unrealized PnL right then, rebuilt from the fills (positions change only at fills)."""
+    """One row per kline at its last update: close, the strategy's values, and the symbol's
+    realized and unrealized PnL right then, rebuilt from the fills (positions change only at
+    fills)."""
+    if len(columns) == 0:
+        return
     kline_time = columns.kline_time_ms
     last = np.flatnonzero(np.append(kline_time[1:] != kline_time[:-1], True))
     close = columns.close[last]
@@ -148,15 +170,14 @@ def _record_series(
     )
     series.time_ms.extend(kline_time[last].tolist())
     series.close.extend(close.tolist())
-    if not bands:  # a run without a plot: no bands to look up, kline by kline
-        series.middle.extend([None] * len(last))
-        series.upper.extend([None] * len(last))
-        series.lower.extend([None] * len(last))
-    for time_ms in kline_time[last].tolist() if bands else ():
-        row = bands.get(time_ms)
-        series.middle.append(None if row is None else row.middle)
-        series.upper.append(None if row is None else row.upper)
-        series.lower.append(None if row is None else row.lower)
+    for position, name in enumerate(names):
+        column = series.indicators.setdefault(name, [])
+        if not values:  # a run without a plot: no values to look up, kline by kline
+            column.extend([None] * len(last))
+            continue
+        for time_ms in kline_time[last].tolist():
+            row = values.get(time_ms)
+            column.append(row[position] if row else None)
     series.realized_pnl.extend(realized[done].tolist())
     series.unrealized_pnl.extend(unrealized.tolist())
 

@@ -18,8 +18,17 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from libs.config import DEFAULT_CONFIG_PATH, DEFAULT_TERMS, BotConfig, SymbolConfig, load_bots
-from libs.core.batch import Bools, Ints, UpdateColumns
+from libs.config import (
+    DEFAULT_CONFIG_PATH,
+    DEFAULT_TERMS,
+    BotConfig,
+    StrategyConfig,
+    SymbolConfig,
+    error_location,
+    load_bots,
+)
+from libs.core.batch import UpdateColumns
+from libs.core.strategies.contract import Bools, Ints
 from libs.errors import ConfigError
 from libs.exchange.market_files import (
     FileKind,
@@ -32,24 +41,49 @@ from libs.exchange.market_files import (
 _PRODUCT_PREFIX = re.compile(r"^([A-Z0-9]{1,20}-[A-Z0-9]{1,20})=(.+)$")
 
 # Flags that override the bot's trading config: option name -> where it lands in `BotConfig`.
-# These are also the sweepable parameters. `--nbdev` sets both deviations.
+# These are also the sweepable parameters. `--nbdev` sets both deviations; `--strategy` picks
+# another strategy (its own parameters then start from its defaults); any other NAME of
+# `--param NAME=VALUE` or `--sweep NAME=...` is a parameter of the strategy's own (a plug-in's).
 STRATEGY_OPTIONS = {
-    "period": "period",
-    "nbdev-up": "nbdev_up",
-    "nbdev-dn": "nbdev_dn",
     "mode": "mode",
     "order-type": "order_type",
     "buy-pct": "buy_pct",
     "order-timeout-ms": "order_timeout_ms",
     "slippage-pct": "slippage_pct",
+    "stop-loss-pct": "stop_loss_pct",
+    "take-profit-pct": "take_profit_pct",
+    "trailing-stop-pct": "trailing_stop_pct",
 }
+# The built-ins' own parameters (SPEC section 3, 3.2 rules 6 and 7).
+OWN_PARAMETER_OPTIONS = {
+    "period": "period",
+    "nbdev-up": "nbdev_up",
+    "nbdev-dn": "nbdev_dn",
+    "window": "window",
+    "oversold": "oversold",
+    "overbought": "overbought",
+    "fast": "fast",
+    "slow": "slow",
+    "signal": "signal",
+}
+RISK_EXIT_OPTIONS = ("stop-loss-pct", "take-profit-pct", "trailing-stop-pct")
+OFF = ("off", "none", "null")  # a risk exit's value that turns it off (a sweep may list it)
+PARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 BOT_OPTIONS = {"maker-fee": "maker_fee", "taker-fee": "taker_fee", "start-capital": "start_capital"}
 SYMBOL_OPTIONS = {
     "leverage": "leverage",
     "min-size": "min_size",
     "price-decimals": "price_decimals",
 }
-OVERRIDE_OPTIONS = ("nbdev", *STRATEGY_OPTIONS, *BOT_OPTIONS, *SYMBOL_OPTIONS)
+OVERRIDE_OPTIONS = (
+    "strategy",
+    "nbdev",
+    *OWN_PARAMETER_OPTIONS,
+    *STRATEGY_OPTIONS,
+    *BOT_OPTIONS,
+    *SYMBOL_OPTIONS,
+)
+PARAM_PREFIX = "param:"  # an override of a plug-in's own parameter: `param:NAME`
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,12 +236,35 @@ def apply_overrides(
     if not overrides:
         return bot
     data = bot.model_dump()
-    placed: dict[tuple[str, ...], tuple[str, str]] = {}  # field path -> (option, value)
-    ordered = sorted(overrides.items(), key=lambda item: item[0] != "nbdev")  # specific ones win
-    for option, value in ordered:
+    placed: dict[tuple[str, ...], tuple[str, object]] = {}  # field path -> (option, value)
+    # --strategy first (it drops the old strategy's own parameters), then --nbdev, so that the
+    # specific --nbdev-up/--nbdev-dn win over it
+    ordered = sorted(
+        overrides.items(), key=lambda item: (item[0] != "strategy", item[0] != "nbdev")
+    )
+    for option, text in ordered:
+        value: object = text
         targets: list[tuple[str, ...]]
+        if option == "strategy":
+            shared = {
+                name: field
+                for name, field in data["strategy"].items()
+                if name in StrategyConfig.model_fields
+            }
+            data["strategy"] = {**shared, "name": text}
+            placed[("strategy", "name")] = (option, text)
+            continue
+        if option in RISK_EXIT_OPTIONS and text.strip().lower() in OFF:
+            value = None
         if option == "nbdev":
             targets = [("strategy", "nbdev_up"), ("strategy", "nbdev_dn")]
+        elif option in OWN_PARAMETER_OPTIONS:
+            targets = [("strategy", OWN_PARAMETER_OPTIONS[option])]
+        elif option.startswith(PARAM_PREFIX):
+            name = option.removeprefix(PARAM_PREFIX)
+            if PARAMETER_NAME.fullmatch(name) is None:
+                raise ConfigError("--param", f"{name}={text}", "NAME must be an identifier")
+            targets = [("strategy", name)]
         elif option in STRATEGY_OPTIONS:
             targets = [("strategy", STRATEGY_OPTIONS[option])]
         elif option in BOT_OPTIONS:
@@ -224,21 +281,24 @@ def apply_overrides(
             )
         for target in targets:
             _set(data, target, value)
-            placed[target] = (option, value)
+            placed[target] = (option, text)
     try:
         return BotConfig.model_validate(data)
     except ValidationError as error:
         first = error.errors()[0]
-        loc = tuple(str(part) for part in first["loc"])
-        option, value = next(
+        located, value = error_location(first)
+        loc = tuple(str(part) for part in located)
+        option, shown_value = next(
             (found for path, found in placed.items() if loc[: len(path)] == path),
-            ("--config", str(first.get("input"))),
+            ("--config", str(value)),
         )
+        if option.startswith(PARAM_PREFIX):
+            option, shown_value = "--param", f"{option.removeprefix(PARAM_PREFIX)}={shown_value}"
         shown = option if option.startswith("--") else f"--{option}"
-        raise ConfigError(shown, value, first["msg"]) from None
+        raise ConfigError(shown, shown_value, first["msg"]) from None
 
 
-def _set(data: dict[str, Any], path: tuple[str, ...], value: str) -> None:
+def _set(data: dict[str, Any], path: tuple[str, ...], value: object) -> None:
     node: Any = data
     for part in path[:-1]:
         node = node[int(part)] if isinstance(node, list) else node[part]

@@ -28,9 +28,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from libs.config import BotConfig
 from libs.core.batch import UpdateColumns
+from libs.core.strategies.contract import StrategyFailed
 from libs.errors import ConfigError
 from libs.exchange.market_files import price_decimals_of
 from libs.ops.timezone import local_time_zone_offset_min
+from libs.trading import load_strategy
 from tools.backtest.engine import (
     BacktestResult,
     backtest_document,
@@ -40,6 +42,7 @@ from tools.backtest.engine import (
 )
 from tools.backtest.inputs import (
     OVERRIDE_OPTIONS,
+    PARAM_PREFIX,
     MarketFile,
     TimeRange,
     apply_overrides,
@@ -84,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     overrides = parser.add_argument_group("overrides of the bot's trading config")
     for option in OVERRIDE_OPTIONS:
         overrides.add_argument(f"--{option}", metavar="VALUE", help=OVERRIDE_HELP.get(option))
+    overrides.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a parameter of the strategy's own (a plug-in's), repeatable",
+    )
     output = parser.add_argument_group("output")
     output.add_argument("--json", type=Path, metavar="OUT", help="trades, status, symbols, notes")
     output.add_argument("--plot", type=Path, metavar="OUT.html|OUT.png")
@@ -96,7 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def override_values(args: argparse.Namespace) -> dict[str, str]:
     values = {option: getattr(args, option.replace("-", "_")) for option in OVERRIDE_OPTIONS}
-    return {option: value for option, value in values.items() if value is not None}
+    chosen = {option: value for option, value in values.items() if value is not None}
+    for text in args.param:
+        name, separator, value = text.partition("=")
+        if not separator or not name.strip():
+            raise ConfigError("--param", text, "must be NAME=VALUE")
+        chosen[f"{PARAM_PREFIX}{name.strip()}"] = value.strip()
+    return chosen
 
 
 def market_files(args: argparse.Namespace, bot: BotConfig) -> tuple[MarketFile, ...]:
@@ -154,6 +170,7 @@ def resolve_bot(
         bot, notes = with_default_terms(bot, flagged)
     bot, inferred = infer_price_decimals(bot, files)
     notes += inferred
+    load_strategy(bot)  # a plug-in that does not import, or a bad parameter: a config error now
     if demo_stands_in(args.config, args.symbol) and "min-size" not in flagged:
         notes.append(stand_in_min_size_note(bot))
     return bot, files, notes
@@ -209,7 +226,12 @@ def main(argv: list[str]) -> int:
             raise ConfigError("--from/--to", shown, f"no update of {market_file.path} in range")
         if not updates[market_file.product_id]:
             raise ConfigError(str(market_file.path), "", "no valid market update to backtest")
-    result = run_with_progress(bot, updates, show_progress, with_bands=args.plot is not None)
+    try:
+        result = run_with_progress(bot, updates, show_progress, with_bands=args.plot is not None)
+    except StrategyFailed as failed:
+        # SPEC 3.2 rule 9: the run stops at the update the live symbol would halt before
+        print(f"bandwagon backtest: {failed}", file=sys.stderr)
+        return 1
     check_fill_prices(result, files)
 
     written: list[Path] = []

@@ -77,11 +77,15 @@ def _panel(product_id: str, series: KlineSeries, fills: Sequence[Fill]) -> _Pane
         product_id=product_id,
         times=_moments(series.time_ms[::stride]),
         close=series.close[::stride],
-        middle=series.middle[::stride],
-        upper=series.upper[::stride],
-        lower=series.lower[::stride],
+        middle=_indicator(series, "middle")[::stride],
+        upper=_indicator(series, "upper")[::stride],
+        lower=_indicator(series, "lower")[::stride],
         fills=markers,
     )
+
+
+def _indicator(series: KlineSeries, name: str) -> list[float | None]:
+    return series.indicators.get(name) or [None] * len(series.time_ms)
 
 
 def write_plot(result: BacktestResult, path: Path) -> None:

@@ -34,9 +34,19 @@ def money(value: float, currency: str) -> str:
 def run_lines(bot: BotConfig, stats: BacktestStats) -> list[str]:
     """What was run, over what: the lines above the tables."""
     strategy = bot.strategy
+    own = " ".join(f"{name} {_value_text(value)}" for name, value in strategy.parameters.items())
+    exits = [
+        f"{label} {value:g}%"
+        for label, value in (
+            ("stop loss", strategy.stop_loss_pct),
+            ("take profit", strategy.take_profit_pct),
+            ("trailing stop", strategy.trailing_stop_pct),
+        )
+        if value is not None
+    ]
     lines = [
-        f"bot {bot.id}: {strategy.name} period {strategy.period} nbdev"
-        f" {strategy.nbdev_up:g}/{strategy.nbdev_dn:g}, {strategy.mode}, {strategy.order_type}",
+        f"bot {bot.id}: {strategy.name} {own}, {strategy.mode}, {strategy.order_type}"
+        + "".join(f", {exit}" for exit in exits),
     ]
     if stats.first_time_ms:
         lines.append(
@@ -44,6 +54,10 @@ def run_lines(bot: BotConfig, stats: BacktestStats) -> list[str]:
             f" ({duration_text(stats.last_time_ms - stats.first_time_ms)})"
         )
     return lines
+
+
+def _value_text(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def currency_of(bot: BotConfig) -> str:

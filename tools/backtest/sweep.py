@@ -19,9 +19,12 @@ from rich.table import Table
 
 from libs.config import BotConfig
 from libs.errors import ConfigError
+from libs.trading import load_strategy
 from tools.backtest.engine import backtest_stats, run_backtest
 from tools.backtest.inputs import (
     OVERRIDE_OPTIONS,
+    PARAM_PREFIX,
+    PARAMETER_NAME,
     MarketFile,
     TimeRange,
     apply_overrides,
@@ -53,17 +56,21 @@ class SweepJob:
 
 
 def parse_grid(texts: Sequence[str]) -> Grid:
-    """`NAME=V1,V2,...` each; NAME is an override option (`nbdev_up` or `nbdev-up`)."""
+    """`NAME=V1,V2,...` each; NAME is an override option (`nbdev_up` or `nbdev-up`), or any
+    other identifier for a parameter of the strategy's own (a plug-in's, as `--param`)."""
     grid: Grid = []
     for text in texts:
         name, separator, values_text = text.partition("=")
-        name = name.strip().lstrip("-").replace("_", "-")
+        name = name.strip().lstrip("-")
+        if name.replace("_", "-") in OVERRIDE_OPTIONS:
+            name = name.replace("_", "-")
         values = [value.strip() for value in values_text.split(",") if value.strip()]
-        if not separator or name not in OVERRIDE_OPTIONS:
+        if not separator or PARAMETER_NAME.fullmatch(name.replace("-", "_")) is None:
             raise ConfigError(
                 "--sweep",
                 text,
-                f"must be NAME=V1,V2,... with NAME one of {', '.join(OVERRIDE_OPTIONS)}",
+                f"must be NAME=V1,V2,... with NAME one of {', '.join(OVERRIDE_OPTIONS)}"
+                " or a parameter of the strategy's own",
             )
         if not values:
             raise ConfigError("--sweep", text, "lists no value")
@@ -79,6 +86,15 @@ def combinations(grid: Grid) -> list[dict[str, str]]:
         dict(zip(names, values, strict=True))
         for values in itertools.product(*(values for _, values in grid))
     ]
+
+
+def as_overrides(parameters: Mapping[str, str]) -> dict[str, str]:
+    """A combination as `apply_overrides` takes it: a name no option has is the strategy's own
+    parameter."""
+    return {
+        name if name in OVERRIDE_OPTIONS else f"{PARAM_PREFIX}{name}": value
+        for name, value in parameters.items()
+    }
 
 
 def run_job(job: SweepJob) -> SweepRow:
@@ -109,9 +125,16 @@ def run_sweep(
     """Every combination, best total PnL first (ties keep the grid's order)."""
     product_ids = [market_file.product_id for market_file in files]
     jobs = [
-        SweepJob(apply_overrides(bot, parameters, product_ids), parameters, files, time_range)
+        SweepJob(
+            apply_overrides(bot, as_overrides(parameters), product_ids),
+            parameters,
+            files,
+            time_range,
+        )
         for parameters in combinations(grid)
     ]
+    for job in jobs:  # every combination's strategy loads, before any work
+        load_strategy(job.bot)
     processes = workers or min(len(jobs), os.cpu_count() or 1)
     with ProcessPoolExecutor(max_workers=processes) as pool:
         rows = list(pool.map(run_job, jobs))
