@@ -39,6 +39,8 @@ class Case:
     strategy: str  # the YAML flow mapping of the bot's strategy
     symbols: tuple[str, ...]  # YAML flow mappings, config order
     files: dict[str, tuple[str, Path]]  # product_id -> (--klines or --trades, file)
+    actions: tuple[str, ...] = ()  # the action kinds the case must reach (`stopLoss`, `RSI`...)
+    plugins: bool = False  # a plug-in of examples/strategies: on PYTHONPATH of both sides
 
 
 ALT = '{product_id: ALT-BTC, min_size: "0.01", price_decimals: 8, leverage: 20, isolated: true}'
@@ -71,6 +73,44 @@ CASES["two-symbols-taker-both"] = Case(
     (ALT, XRP_CROSS),
     {"ALT-BTC": ("--klines", KLINES), "XRP-ETH": ("--trades", TRADES)},
 )
+
+# Every strategy kind (SPEC 3.2) and every risk exit (3.3), each reaching its own actions.
+STOPS = "stop_loss_pct: 0.3, take_profit_pct: 0.6, trailing_stop_pct: 0.3"
+CASES["rsi-taker"] = Case(
+    "{name: RSI, order_type: taker, buy_pct: 50}", (ALT,), KLINES_ALT, ("RSI", "liquidation")
+)
+CASES["macd-maker-all-stops"] = Case(
+    f"{{name: MACD, order_type: maker, buy_pct: 50, order_timeout_ms: 120000, {STOPS}}}",
+    (ALT,),
+    KLINES_ALT,
+    ("MACD", "stopLoss", "takeProfit", "trailingStop"),
+)
+CASES["bollinger-stop-loss"] = Case(
+    "{order_type: maker, buy_pct: 50, order_timeout_ms: 120000, stop_loss_pct: 0.3}",
+    (ALT,),
+    KLINES_ALT,
+    ("BollingerBands", "stopLoss"),
+)
+CASES["bollinger-take-profit"] = Case(
+    "{order_type: taker, buy_pct: 50, take_profit_pct: 0.3}",
+    (ALT,),
+    KLINES_ALT,
+    ("BollingerBands", "takeProfit"),
+)
+CASES["trades-bollinger-trailing-stop"] = Case(
+    "{order_type: maker, buy_pct: 50, order_timeout_ms: 5000, trailing_stop_pct: 0.2}",
+    (XRP,),
+    {"XRP-ETH": ("--trades", TRADES)},
+    ("BollingerBands", "trailingStop"),
+)
+CASES["plugin-donchian-stops"] = Case(
+    f"{{name: 'donchian:DonchianBreakout', period: 20, order_type: taker, buy_pct: 50, {STOPS}}}",
+    (ALT,),
+    KLINES_ALT,
+    ("Donchian", "stopLoss"),
+    plugins=True,
+)
+CLASSIC = [name for name, case in CASES.items() if not case.actions]
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -146,9 +186,15 @@ async def settled_snapshot(redis: Redis, config: Path, case: Case, timeout_s: fl
 
 @pytest.mark.parametrize("name", list(CASES))
 async def test_the_backtest_trades_exactly_as_the_live_pipeline(
-    name: str, deployment: Deployment, redis: Redis, tmp_path: Path
+    name: str,
+    deployment: Deployment,
+    redis: Redis,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     case = CASES[name]
+    if case.plugins:  # what docs/strategies.md tells a deployment to do
+        monkeypatch.setenv("PYTHONPATH", str(REPO / "examples" / "strategies"))
     deployment.config_path.write_text(bots_yaml(case))
     deployment.start("accounting")
     deployment.start("strategy")
@@ -180,6 +226,10 @@ async def test_the_backtest_trades_exactly_as_the_live_pipeline(
     assert snapshot.status["timeZoneOffset"] == 0 and snapshot.status["tradeNum"] == len(
         live_trades
     )
+    if case.actions:
+        kinds = {trade["action"].split("_")[0] for trade in live_trades}
+        assert set(case.actions) <= kinds, kinds
+        return
 
     mode = "both" if "both" in case.strategy else "long" if "long" in case.strategy else "short"
     sides = {trade["position_side"] for trade in live_trades}

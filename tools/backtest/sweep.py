@@ -88,6 +88,22 @@ def combinations(grid: Grid) -> list[dict[str, str]]:
     ]
 
 
+def _swept_bot(
+    bot: BotConfig, parameters: Mapping[str, str], product_ids: Sequence[str]
+) -> BotConfig:
+    """The bot of one combination, its strategy loaded (a plug-in imported, its parameters
+    validated): a bad value stops the sweep before any work, named as `--sweep` gave it."""
+    try:
+        swept = apply_overrides(bot, as_overrides(parameters), product_ids)
+        load_strategy(swept)
+    except ConfigError as error:
+        if error.path.startswith("--") and error.path != "--param":
+            raise  # it names the option already (`--period: 1`)
+        given = " ".join(f"{name}={value}" for name, value in parameters.items())
+        raise ConfigError("--sweep", given, error.reason) from None
+    return swept
+
+
 def as_overrides(parameters: Mapping[str, str]) -> dict[str, str]:
     """A combination as `apply_overrides` takes it: a name no option has is the strategy's own
     parameter."""
@@ -125,16 +141,9 @@ def run_sweep(
     """Every combination, best total PnL first (ties keep the grid's order)."""
     product_ids = [market_file.product_id for market_file in files]
     jobs = [
-        SweepJob(
-            apply_overrides(bot, as_overrides(parameters), product_ids),
-            parameters,
-            files,
-            time_range,
-        )
+        SweepJob(_swept_bot(bot, parameters, product_ids), parameters, files, time_range)
         for parameters in combinations(grid)
     ]
-    for job in jobs:  # every combination's strategy loads, before any work
-        load_strategy(job.bot)
     processes = workers or min(len(jobs), os.cpu_count() or 1)
     with ProcessPoolExecutor(max_workers=processes) as pool:
         rows = list(pool.map(run_job, jobs))
