@@ -72,7 +72,7 @@ watch: $(STAMP) ## print the demo bot's refreshes (ARGS="--count 5", "--url ... 
 	$(BIN)/bandwagon watch $(ARGS)
 
 test: lint k8s-check $(DASHBOARD_VENDOR) ## lint, check deploy/ and k8s/, then every test (PYTEST_ARGS="-k name -x" to narrow)
-	$(BIN)/pytest -q --durations=10 $(PYTEST_ARGS) tests/unit tests/integration tests/e2e
+	$(BIN)/pytest -q --durations=10 $(PYTEST_ARGS) tests/unit tests/integration tests/e2e examples
 
 # The unit and integration tests on another supported Python, in a venv of its own from the same
 # lock. pyenv's shims answer only for the global version, so its versions are looked up directly.
@@ -82,7 +82,7 @@ PY_BIN = $(shell for c in python$(PY) $$(pyenv root 2>/dev/null)/versions/$(PY)*
 test-py: $(UV) $(DASHBOARD_VENDOR) ## the unit and integration tests on another Python (PY=3.13 by default, or 3.12)
 	@test -n "$(PY_BIN)" || { echo "no python$(PY) found (PATH or pyenv)" >&2; exit 1; }
 	$(call SYNC,.venv-$(PY),$(PY_BIN)) --extra dev
-	.venv-$(PY)/bin/pytest -q --durations=10 $(PYTEST_ARGS) tests/unit tests/integration
+	.venv-$(PY)/bin/pytest -q --durations=10 $(PYTEST_ARGS) tests/unit tests/integration examples
 
 lint: $(STAMP) lock-check ## the lock matches pyproject.toml; ruff, mypy --strict, the layering contracts
 	$(BIN)/ruff check .

@@ -27,13 +27,21 @@ WINDOW_LIMIT = 5000  # the largest window a built-in allows (SPEC 3.2 rules 6, 7
 def load_strategy(bot: BotConfig) -> Strategy:
     """The bot's strategy, built from its config; a `ConfigError` naming the field if the name
     does not import or a parameter fails the strategy's own validation."""
+    return load_strategy_with_parameters(bot)[0]
+
+
+def load_strategy_with_parameters(bot: BotConfig) -> tuple[Strategy, dict[str, Any]]:
+    """The strategy and its own parameters as validated, defaults included (a plug-in's are
+    only known once its `Params` model has read them): what is frozen with the bot's state."""
     config = bot.strategy
     if config.is_built_in:
-        return BUILT_IN[config.name](**config.parameters)
+        return BUILT_IN[config.name](**config.parameters), config.parameters
     return _plugin(bot, config.name, config.parameters)
 
 
-def _plugin(bot: BotConfig, name: str, parameters: dict[str, Any]) -> Strategy:
+def _plugin(
+    bot: BotConfig, name: str, parameters: dict[str, Any]
+) -> tuple[Strategy, dict[str, Any]]:
     path = f"bots[{bot.id}].strategy"
     module_name, _, class_name = name.partition(":")
     try:
@@ -69,7 +77,7 @@ def _plugin(bot: BotConfig, name: str, parameters: dict[str, Any]) -> Strategy:
     window = getattr(strategy, "window", None)
     if not isinstance(window, int) or isinstance(window, bool) or not 1 <= window <= WINDOW_LIMIT:
         raise ConfigError(f"{path}.window", window, f"must be an int in 1..{WINDOW_LIMIT}")
-    return strategy
+    return strategy, params.model_dump(mode="json")
 
 
 def symbol_terms(bot: BotConfig, index: int, strategy: Strategy | None = None) -> SymbolTerms:

@@ -17,6 +17,7 @@ CONTEXT_KEYS = (
     "symbol",
     "stream",
     "entry_id",
+    "update_time_ms",
     "order_id",
     "source",
     "line",

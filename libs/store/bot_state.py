@@ -114,6 +114,30 @@ def thawed(bot: BotConfig, frozen_json: str | bytes) -> BotConfig:
     return resolved
 
 
+async def freeze_strategy_parameters(
+    redis: Redis, bot: BotConfig, parameters: Mapping[str, Any]
+) -> None:
+    """A plug-in's parameters as its own model validated them, defaults included, frozen with
+    the bot's state at its first load and checked at every later one (SPEC 3.2 rule 1, 4.1
+    rule 6): the bots file may leave a parameter to the plug-in's default, and a new version of
+    the plug-in must not change it silently. Built-ins' are frozen in the config itself."""
+    meta_key = keys.meta(bot.id)
+    current = orjson.dumps(dict(parameters), option=orjson.OPT_SORT_KEYS)
+    await redis.hsetnx(meta_key, "strategy_parameters", current)
+    frozen_json = await redis.hget(meta_key, "strategy_parameters")
+    if frozen_json is None:
+        return  # reset meanwhile: the next load freezes them
+    frozen = orjson.loads(frozen_json)
+    changed = _differences(frozen, orjson.loads(current), f"bots[{bot.id}].strategy")
+    if changed:
+        raise ConfigError(
+            ", ".join(changed),
+            bot.strategy.name,
+            "the plug-in's parameters differ from those frozen with this bot's state; "
+            f"restore them or run `bandwagon reset --bot {bot.id}`",
+        )
+
+
 async def ensure_state(redis: Redis, bot: BotConfig, time_zone_offset_min: int) -> StateReady:
     """Create the bot's state unless it exists, else check the frozen config. WATCH makes two
     accounting replicas starting at once create it only once. Market terms the bots file

@@ -8,9 +8,19 @@ services build JSON in the same field order. `StrictInt` keeps `int` fields JSON
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+import re
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    StrictBool,
+    StrictInt,
+    model_validator,
+)
 
 # The `int` fields of 2.1 rule 13 travel as JSON integers; `number` fields as finite doubles.
 Number = float
@@ -20,18 +30,44 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-class KlineStrategyOut(_Wire):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+DISPLAY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,31}$")  # SPEC 3.2 rule 3
+INDICATOR_NAME = re.compile(r"^[a-z][A-Za-z0-9]{0,31}$")
+STRATEGY_COUNTS = ("buyCrossCount", "sellCrossCount")
+STRATEGY_FLAGS = ("buy", "sell")
 
-    BollingerBands_buyCrossCount: StrictInt
-    BollingerBands_sellCrossCount: StrictInt
-    BollingerBands_buy: StrictBool
-    BollingerBands_sell: StrictBool
-    middle: Number | None
-    upper: Number | None
-    lower: Number | None
-    pb: Number | None
-    pw: Number | None
+
+class KlineStrategyOut(RootModel[dict[str, int | float | bool | None]]):
+    """KLINE `strategy` (SPEC 3.2 rule 4): `<display name>_buyCrossCount`, `_sellCrossCount`
+    (ints), `_buy`, `_sell` (bools), then the strategy's indicators, numbers or null, in its
+    order. Which names depends on the bot's strategy, so the shape is checked, not the names."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shape(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValueError("strategy must be an object")
+        names = list(data)
+        if len(names) < 4 or not names[0].endswith("_buyCrossCount"):
+            raise ValueError("strategy must start with <display name>_buyCrossCount")
+        display = names[0].removesuffix("_buyCrossCount")
+        if DISPLAY_NAME.fullmatch(display) is None:
+            raise ValueError(f"display name {display!r} must match {DISPLAY_NAME.pattern}")
+        expected = [f"{display}_{suffix}" for suffix in (*STRATEGY_COUNTS, *STRATEGY_FLAGS)]
+        if names[:4] != expected:
+            raise ValueError(f"strategy must start with {', '.join(expected)}")
+        for name in names[:2]:
+            if type(data[name]) is not int:
+                raise ValueError(f"{name} must be an integer")
+        for name in names[2:4]:
+            if type(data[name]) is not bool:
+                raise ValueError(f"{name} must be a boolean")
+        for name in names[4:]:
+            value = data[name]
+            if INDICATOR_NAME.fullmatch(name) is None:
+                raise ValueError(f"indicator name {name!r} must match {INDICATOR_NAME.pattern}")
+            if value is not None and (type(value) not in (int, float) or not math.isfinite(value)):
+                raise ValueError(f"indicator {name} must be a finite number or null")
+        return data
 
 
 class KlineOut(_Wire):

@@ -12,6 +12,7 @@ from libs.ops.worker_shell import run_worker
 from libs.store.client import worker_redis
 from libs.store.leases import LeaseKeeper
 from libs.store.partitions import strategy_partitions
+from libs.trading import load_strategy
 from services.strategy.worker import StrategyWorker
 
 DEFAULT_HEALTH_PORT = 9102
@@ -22,6 +23,8 @@ async def amain(args: argparse.Namespace) -> int:
     settings = load_settings()
     setup_logging("strategy", settings.log_level)
     bots = load_bots(settings.config_path)
+    for bot in bots.enabled_bots:  # a plug-in that does not import: a config error, now
+        load_strategy(bot)
     redis = worker_redis(settings.redis_url)
     keeper = LeaseKeeper.for_service(
         redis, "strategy", settings, strategy_partitions(bots.enabled_bots)

@@ -33,11 +33,16 @@ from libs.core.strategy import AnnotatedKline, SymbolStrategy
 from libs.errors import LeaseLost
 from libs.ops.health import Health
 from libs.store import keys
-from libs.store.bot_state import thawed
+from libs.store.bot_state import freeze_strategy_parameters, thawed
 from libs.store.leases import LeaseKeeper
 from libs.store.partitions import PartitionId
 from libs.store.server import RedisReplaced, confirm_server, read_server
-from libs.trading import load_strategy, new_symbol_strategy, strategy_params, symbol_terms
+from libs.trading import (
+    load_strategy_with_parameters,
+    new_symbol_strategy,
+    strategy_params,
+    symbol_terms,
+)
 from libs.wire.checkpoint import decode_strategy, encode_strategy
 from libs.wire.convert import kline_wire, trade_wire
 from libs.wire.events import StrategyEvent
@@ -110,11 +115,14 @@ async def load_partitions(
     """The partitions of `bots` (those in `owned`, when given) as of their last commit, read from
     the redis-server whose run_id is `redis_run_id` (`read_server` before this call)."""
     partitions: list[Partition] = []
-    strategies = {bot.id: load_strategy(bot) for bot in bots}  # validated at start: cannot fail
+    strategies = {bot.id: load_strategy_with_parameters(bot) for bot in bots}  # checked at start
     for configured in bots:
+        logic, parameters = strategies[configured.id]
         frozen = await redis.hget(keys.meta(configured.id), "config")
         if frozen is not None:
             bot = thawed(configured, frozen)
+            if not bot.strategy.is_built_in:
+                await freeze_strategy_parameters(redis, bot, parameters)
         elif configured.has_market_terms:
             bot = configured
         else:  # its terms come from the source; accounting fixes them when it creates the state
@@ -123,7 +131,6 @@ async def load_partitions(
                 extra={"bot": configured.id},
             )
             continue
-        logic = strategies[bot.id]
         for index, symbol in enumerate(bot.symbols):
             if (
                 owned is not None
