@@ -4,6 +4,11 @@ seq holds, shows a fill within 2 s of its refresh, refuses a wrong key, survives
 killed and restarted without missing a seq, and drops a connection whose keepalive gets no reply
 (a frozen gateway). Plus the serving and the pinned-vendor checks, which need no browser.
 
+The page draws whatever strategy a bot trades (SPEC 3.2 rule 4): beside the Bollinger bot, an RSI
+bot and a MACD bot with risk exits (SPEC 3.3) replay the same data, each on a page of its own: the
+RSI and MACD indicators in a pane below the candles, a point per kline the page holds, the bands
+still over the Bollinger candles, and the exits marked apart from the strategy's own fills.
+
 The browser is the system Chromium (Debian's `chromium`), driven by Playwright through its
 `executable_path`; without one, the browser test is skipped. `CHROMIUM_PATH` names another.
 Screenshots land in the test's tmp dir and in `artifacts/` (`BANDWAGON_ARTIFACTS` overrides).
@@ -44,6 +49,13 @@ API_KEY = "dashboard+e2e/key=0123456789"  # "+", "/", "=": the #key= fragment ke
 PRODUCT = "ALT-BTC"
 SPEED = 1200  # 20 minutes of data a second: a fill every second or two, the longest gap ~12 s
 
+RSI_KEY = "dashboard-rsi-e2e-key-0123456789"
+MACD_KEY = "dashboard-macd-e2e-key-0123456789"
+# The keys of the RSI and MACD bots, by the variable each bot names (`api_key_env`).
+STRATEGY_KEYS = {"DASH_RSI_API_KEY": RSI_KEY, "DASH_MACD_API_KEY": MACD_KEY}
+# MACD's exits are small for this altcoin's 1-minute klines: `bandwagon backtest` of this bot
+# over the file fills 438 times, 127 of them stop-loss, take-profit and trailing-stop exits, the
+# first (a trailing stop) at kline 208, 10 s into the replay at SPEED.
 BOTS_YAML = """
 bots:
   - id: dash
@@ -53,6 +65,30 @@ bots:
     kline_history: 300
     trade_history: 500
     strategy: {order_type: maker, order_timeout_ms: 120000, mode: both}
+    symbols:
+      - {product_id: ALT-BTC, min_size: "0.01", price_decimals: 8, leverage: 3, isolated: true}
+  - id: dash-rsi
+    api_key_env: DASH_RSI_API_KEY
+    exchange: binance
+    start_capital: 1.0
+    strategy: {name: RSI, period: 14, window: 100, order_type: taker, mode: both}
+    symbols:
+      - {product_id: ALT-BTC, min_size: "0.01", price_decimals: 8, leverage: 3, isolated: true}
+  - id: dash-macd
+    api_key_env: DASH_MACD_API_KEY
+    exchange: binance
+    start_capital: 1.0
+    strategy:
+      name: MACD
+      fast: 12
+      slow: 26
+      signal: 9
+      window: 200
+      order_type: taker
+      mode: both
+      stop_loss_pct: 0.3
+      take_profit_pct: 0.5
+      trailing_stop_pct: 0.3
     symbols:
       - {product_id: ALT-BTC, min_size: "0.01", price_decimals: 8, leverage: 3, isolated: true}
 """
@@ -72,6 +108,13 @@ STATUS_FIELDS = [
     "status",
 ]
 SYMBOL_FIELDS = ["price", "signal", "assetCaptial", "usdtProfit", "dynamicUsdtProfit", "leverage"]
+
+
+@pytest.fixture(autouse=True)
+def strategy_bot_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The RSI and MACD bots' keys, in the environment every service of the deployment reads."""
+    for variable, key in STRATEGY_KEYS.items():
+        monkeypatch.setenv(variable, key)
 
 
 def chromium_path() -> str | None:
@@ -274,11 +317,133 @@ SHOWS_FILL = """([product, orderId]) => {
   return Boolean(row) && marker;
 }"""
 
+# What a symbol's chart draws (chart.js `describe`) and how it matches the klines and fills the
+# page holds, read in one go (no message is applied in between). Per drawn indicator: `valued`,
+# the klines the page holds with a value; `drawn`, those with a point at their time; `mismatched`,
+# those whose point (or its absence) differs from their value (or null); `stray`, points
+# without a candle.
+CHART_STATE = """(product) => {
+  const dash = window.bandwagonDashboard;
+  const card = dash.view.cards.get(product);
+  const chart = card.chart;
+  const klines = dash.state.klinesOf(product);
+  const candles = new Set(chart.candles.data().map((c) => c.time));
+  const time = (k) => Math.floor(k.time / 1000);
+  const shown = chart.describe();
+  const [valued, drawn, mismatched, stray] = [{}, {}, {}, {}];
+  for (const [name, {series}] of chart.indicators) {
+    if (!series) continue;
+    const data = series.data().filter((p) => 'value' in p);
+    const points = new Map(data.map((p) => [p.time, p.value]));
+    valued[name] = klines.filter((k) => typeof k.strategy[name] === 'number').length;
+    drawn[name] = klines.filter((k) => points.has(time(k))).length;
+    mismatched[name] = klines.filter(
+      (k) => (points.get(time(k)) ?? null) !== (k.strategy[name] ?? null)).length;
+    stray[name] = data.filter((p) => !candles.has(p.time)).length;
+  }
+  return {
+    drawn: shown, points: drawn, valued, mismatched, stray, klines: klines.length,
+    header: card.root.querySelector('[data-field="strategy"]').textContent,
+    legend: card.root.querySelector('.legend').textContent.replace(/\\s+/g, ' '),
+    readout: [...card.root.querySelectorAll('.readout [data-indicator]')]
+      .map((e) => e.dataset.indicator),
+    firstTime: chart.firstTime,
+    trades: dash.state.tradesOf(product).map((t) => ({
+      order_id: t.order_id, action: t.action, type: t.type, position_side: t.position_side,
+      order_type: t.order_type, time: t.time,
+    })),
+    rows: Object.fromEntries([...document.querySelectorAll('#trades tbody tr')]
+      .map((r) => [r.dataset.orderId, r.dataset.cause])),
+  };
+}"""
+
+# The first indicator value on the chart, and for MACD an exit marker beside a strategy one.
+HAS_VALUES = """([product, name]) => {
+  const chart = window.bandwagonDashboard?.view?.cards?.get(product)?.chart;
+  return Boolean(chart) && chart.describe().indicators[name]?.points > 0;
+}"""
+HAS_EXIT = """(product) => {
+  const markers = window.bandwagonDashboard.view.cards.get(product).chart.markers.markers();
+  return markers.some((m) => /^(SL|TS|TP) /.test(m.text))
+    && markers.some((m) => /^[LS][+\u2212]$/.test(m.text));
+}"""
+EXIT_LABELS = {"stopLoss": "SL", "trailingStop": "TS", "takeProfit": "TP"}
+EXIT_COLOR = "#fdd835"  # chart.js EXIT
+MINUS = "\u2212"  # a minus sign: "L" and a minus closes a long
+STRATEGY_COLORS = {"#26a69a", "#ef5350"}  # chart.js UP, DOWN
+
+
+def check_strategy_chart(
+    shown: dict[str, Any], strategy: str, price: list[str], pane: dict[str, str]
+) -> None:
+    """The chart of a `strategy` bot: `price` indicators over the candles, `pane` ones (name ->
+    series type) in the pane below, each with a point at every kline the page holds, carrying
+    the kline's value; any other indicator the kline carries is not drawn."""
+    drawn = shown["drawn"]
+    assert shown["header"] == drawn["strategy"] == strategy, shown["header"]
+    assert drawn["panes"] == (2 if pane else 1), drawn["panes"]
+    assert set(drawn["order"]) >= set(price) | set(pane), drawn["order"]
+    assert shown["readout"] == drawn["order"], "every indicator's newest value under the chart"
+    for name, indicator in drawn["indicators"].items():
+        if name in price:
+            assert (indicator["place"], indicator["pane"], indicator["type"]) == (
+                "price", 0, "Line"), (name, indicator)  # fmt: skip
+        elif name in pane:
+            assert indicator["pane"] == 1 and indicator["type"] == pane[name], (name, indicator)
+        else:
+            assert indicator["place"] == "hidden" and indicator["pane"] is None, (name, indicator)
+            continue
+        # a point at each kline the page holds that has a value, carrying it, and none where
+        # it is null; every point on a candle (the chart may hold a few more candles than
+        # the page's klines: it drops the old ones now and then)
+        assert shown["points"][name] == shown["valued"][name] > 0, (name, shown)
+        assert shown["mismatched"][name] == shown["stray"][name] == 0, (name, shown)
+        assert drawn["candles"] >= shown["klines"] and indicator["points"] >= shown["points"][name]
+    for area, names in (("Over the candles", price), ("Below", list(pane))):
+        assert (f"{area}: {', '.join(names)}." in shown["legend"]) == bool(names), shown["legend"]
+
+
+def check_fill_markers(shown: dict[str, Any]) -> dict[str, int]:
+    """Every fill on the chart's candles has its marker: a risk exit a yellow square labelled SL,
+    TS or TP, a liquidation an orange square, a strategy fill a green or red arrow or circle
+    labelled L+, L-, S+ or S- (a minus sign); the table says which. Returns the markers counted
+    by cause."""
+    markers = {m["id"]: m for m in shown["drawn"]["markers"]}
+    counts: dict[str, int] = {}
+    for trade in shown["trades"]:
+        if trade["time"] // 60_000 * 60 < shown["firstTime"]:
+            continue  # its (1-minute) candle is no longer on the chart
+        marker = markers[str(trade["order_id"])]
+        head = trade["action"].split("_")[0]
+        side = "L" if trade["position_side"] == "long" else "S"
+        cause = head if head in EXIT_LABELS or head == "liquidation" else "strategy"
+        counts[cause] = counts.get(cause, 0) + 1
+        assert shown["rows"][str(trade["order_id"])] == cause, trade
+        if cause in EXIT_LABELS:
+            assert (marker["shape"], marker["color"], marker["text"]) == (
+                "square", EXIT_COLOR, f"{EXIT_LABELS[head]} {side}"), (trade, marker)  # fmt: skip
+        elif cause == "liquidation":
+            assert (marker["shape"], marker["text"]) == ("square", f"LIQ {side}"), (trade, marker)
+            assert marker["color"] not in STRATEGY_COLORS | {EXIT_COLOR}, (trade, marker)
+        else:
+            assert marker["shape"] in {"arrowUp", "arrowDown", "circle"}, (trade, marker)
+            assert marker["color"] in STRATEGY_COLORS, (trade, marker)
+            assert marker["text"] in {"L+", f"L{MINUS}", "S+", f"S{MINUS}"}, (trade, marker)
+    assert len(markers) == sum(counts.values()), "a marker per fill on the chart, no other"
+    return counts
+
+
 CLIENT_RECORD = """() => {
   const c = window.bandwagonDashboard.client;
   return {applied: [...c.appliedSeqs], inits: [...c.fullInits], resumes: [...c.resumes],
           seq: c.state.seq};
 }"""
+
+
+async def screenshot(page: Any, directory: Path, name: str, full_page: bool = True) -> None:
+    """A screenshot in the test's tmp dir, copied to the artifacts."""
+    await page.screenshot(path=directory / name, full_page=full_page)
+    shutil.copy(directory / name, artifacts_dir() / name)
 
 
 async def wait_for_state(page: Any, state: str, timeout_s: float) -> None:
@@ -336,6 +501,18 @@ async def test_the_dashboard_follows_the_bot_live_in_a_real_browser(
             assert await page.evaluate("window.bandwagonDashboard.chartsAvailable") is True
             await page.wait_for_function("document.body.dataset.seq > 0", timeout=5000)
             await page.wait_for_function(f"({CANVAS_INK})() >= 500", timeout=20_000)
+
+            # the RSI and the MACD bot, each on a page of its own, followed from the start
+            strategy_pages: dict[str, Any] = {}
+            for name, key in (("rsi", RSI_KEY), ("macd", MACD_KEY)):
+                strategy_pages[name] = other = await browser.new_page(
+                    viewport={"width": 1280, "height": 1000}
+                )
+                other.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+                other.on("console", console)
+                await other.goto(base + f"#key={key}")
+            for other in strategy_pages.values():
+                await wait_for_state(other, "live", 15)
 
             # a fill during the test: a table row and a marker within 2 s of its refresh
             seen = follower.seq
@@ -398,6 +575,37 @@ async def test_the_dashboard_follows_the_bot_live_in_a_real_browser(
             applied = record["applied"]
             expected = list(range(record["inits"][0] + 1, record["seq"] + 1))
             assert applied == expected, "every seq after the init, once, in order"
+
+            # each strategy drawn from its klines' `strategy`, on the pages that followed it
+            # from the start (and through the gateway's restart): the bands over the Bollinger
+            # candles (pb and pw not drawn), RSI and MACD in a pane below; exits marked apart
+            bollinger = await page.evaluate(CHART_STATE, PRODUCT)
+            check_strategy_chart(bollinger, "BollingerBands", ["middle", "upper", "lower"], {})
+            check_fill_markers(bollinger)
+            rsi_page, macd_page = strategy_pages["rsi"], strategy_pages["macd"]
+            for other in strategy_pages.values():
+                await wait_for_state(other, "live", 45)
+            await rsi_page.wait_for_function(
+                HAS_VALUES, arg=[PRODUCT, "rsi"], polling=100, timeout=30_000
+            )
+            rsi = await rsi_page.evaluate(CHART_STATE, PRODUCT)
+            check_strategy_chart(rsi, "RSI", [], {"rsi": "Line"})
+            check_fill_markers(rsi)
+            await screenshot(rsi_page, tmp_path, "dashboard-rsi.png")
+            await macd_page.wait_for_function(HAS_EXIT, arg=PRODUCT, polling=100, timeout=30_000)
+            macd = await macd_page.evaluate(CHART_STATE, PRODUCT)
+            pane = {"macd": "Line", "macdsignal": "Line", "macdhist": "Histogram"}
+            check_strategy_chart(macd, "MACD", [], pane)
+            counts = check_fill_markers(macd)
+            assert counts["strategy"] and any(counts.get(exit) for exit in EXIT_LABELS), counts
+            await screenshot(macd_page, tmp_path, "dashboard-macd.png")
+            await macd_page.set_viewport_size({"width": 390, "height": 844})
+            await macd_page.wait_for_timeout(300)
+            width = await macd_page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"the MACD page is {width} px wide on a 390 px screen"
+            await screenshot(macd_page, tmp_path, "dashboard-macd-phone.png", full_page=False)
+            for other in strategy_pages.values():
+                await other.close()
 
             # a wrong key: an error, no data
             wrong = await browser.new_page()

@@ -43,6 +43,21 @@ export function fixed(value, decimals) {
   return /^-0(\.0*)?$/.test(text) ? text.slice(1) : text;
 }
 
+/** A value of unknown magnitude to `digits` significant digits, never with an exponent:
+ * 0.000001234567 -> "0.000001235", 54.321 -> "54.32", 12345.6 -> "12346". */
+export function significant(value, digits = 4) {
+  if (typeof value !== "number" || !Number.isFinite(value)) return "-";
+  if (value === 0) return "0";
+  const magnitude = Math.floor(Math.log10(Math.abs(value)));
+  return fixed(value, Math.min(MAX_DECIMALS, Math.max(0, digits - 1 - magnitude)));
+}
+
+/** `significant` without trailing zeros, for axis labels: 0.000002000 -> "0.000002". */
+export function compact(value, digits = 4) {
+  const text = significant(value, digits);
+  return text.includes(".") ? text.replace(/\.?0+$/, "") : text;
+}
+
 export function signed(value, decimals) {
   const text = fixed(value, decimals);
   return typeof value === "number" && value > 0 ? `+${text}` : text;

@@ -1,9 +1,10 @@
 // Everything written into the page. Data only ever goes through textContent and attributes:
 // no HTML is ever parsed from data.
 
-import { fillKind, SymbolChart } from "./chart.js";
+import { fillCause, fillKind, strategyOf, SymbolChart } from "./chart.js";
 import {
-  dateTime, fixed, percent, priceDecimals, quoteDecimals, signed, timeZoneName,
+  compact, dateTime, fixed, percent, priceDecimals, quoteDecimals, signed, significant,
+  timeZoneName,
 } from "./format.js";
 
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -88,12 +89,12 @@ export class DashboardView {
     const root = $("#symbol-template").content.firstElementChild.cloneNode(true);
     root.dataset.product = productId;
     $(".product", root).textContent = productId;
-    $(".chart", root).setAttribute("aria-label", `${productId} candles with Bollinger bands`);
+    $(".chart", root).setAttribute("aria-label", `${productId} candles`);
     $("#symbols").append(root);
     let chart = null;
     if (this.chartLib) {
       try {
-        chart = new SymbolChart(this.chartLib, $(".chart", root), 2);
+        chart = new SymbolChart(this.chartLib, $(".chart", root), 2, compact);
       } catch (error) {
         console.error("chart", productId, error);
       }
@@ -144,7 +145,44 @@ export class DashboardView {
     );
     show(field("leverage"), `${symbol.leverage}x ${symbol.isolated ? "isolated" : "cross"}`,
       symbol.leverage);
+    this.renderStrategy(card, state.klinesOf(productId));
     if (card.chart) root.dataset.markers = String(card.chart.markerCount());
+  }
+
+  /**
+   * The strategy of the newest kline (SPEC 3.2 rule 4): its display name beside the symbol, its
+   * indicator values under the chart, and what the chart draws where in the legend.
+   */
+  renderStrategy(card, klines) {
+    const root = card.root;
+    const newest = klines[klines.length - 1];
+    const strategy = strategyOf(newest);
+    const name = root.querySelector('[data-field="strategy"]');
+    show(name, strategy ? strategy.name : "", strategy ? strategy.name : null);
+    name.hidden = !strategy;
+    const readout = $(".readout", root);
+    const areas = card.chart ? card.chart.placesByArea() : null;
+    const overCandles = new Set(areas ? areas.price : []);
+    readout.replaceChildren();
+    for (const indicator of strategy ? strategy.indicators : []) {
+      const value = newest.strategy[indicator];
+      const item = document.createElement("span");
+      item.dataset.indicator = indicator;
+      item.dataset.value = JSON.stringify(value ?? null);
+      item.textContent = `${indicator} ${
+        overCandles.has(indicator) ? fixed(value, card.decimals) : significant(value, 4)
+      }`;
+      readout.append(item);
+    }
+    readout.hidden = !readout.childElementCount;
+    const legend = $(".legend-indicators", root);
+    const parts = [];
+    if (areas && areas.price.length) parts.push(`Over the candles: ${areas.price.join(", ")}.`);
+    if (areas && areas.pane.length) parts.push(`Below: ${areas.pane.join(", ")}.`);
+    legend.textContent = parts.join(" ");
+    const chart = $(".chart", root);
+    const label = `${root.dataset.product} candles${strategy ? ` with ${strategy.name}` : ""}`;
+    if (chart.getAttribute("aria-label") !== label) chart.setAttribute("aria-label", label);
   }
 
   /** Quote amounts of the bot: the widest quote decimals of its symbols. */
@@ -236,7 +274,8 @@ function tradeRow({ trade, productId, digits, kind }) {
   const tr = document.createElement("tr");
   tr.dataset.orderId = String(trade.order_id);
   tr.dataset.product = productId;
-  tr.dataset.kind = kind.replace(" ", "-");
+  tr.dataset.kind = kind.replaceAll(" ", "-");
+  tr.dataset.cause = fillCause(trade);
   const fill = `${trade.type} (${kind})`;
   tr.append(
     cell(dateTime(trade.time)),
