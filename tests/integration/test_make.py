@@ -70,7 +70,7 @@ def test_make_test_checks_the_lock_lints_checks_deploy_then_runs_every_test_leve
     ]
     assert "uv lock --check" in "\n".join(commands[:lint_at])
     assert commands[-1] == (
-        ".venv/bin/pytest -q --durations=10 tests/unit tests/integration tests/e2e"
+        ".venv/bin/pytest -q --durations=10 tests/unit tests/integration tests/e2e examples"
     )
     checks = "\n".join(commands[lint_at + 4 : -1])
     for step in (
