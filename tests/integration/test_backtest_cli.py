@@ -101,6 +101,49 @@ def test_it_draws_a_png(tmp_path: Path) -> None:
     assert width > 800 and height > 400
 
 
+def plotted_traces(html: str) -> dict[str, str]:
+    """The page's plotly traces: name -> the y axis (subplot row) it is drawn on."""
+    names = re.findall(r'"name":"([^"]*)"', html)
+    axes = re.findall(r'"yaxis":"(y\d*)"', html)
+    assert len(names) == len(axes) > 0
+    return dict(zip(names, axes, strict=True))
+
+
+def test_it_plots_a_plugin_with_risk_exits_and_rsi_in_a_pane(tmp_path: Path) -> None:
+    """Through the command: a plug-in (on PYTHONPATH) with its channel over the price and risk
+    exit markers; RSI in a pane below the price, its guides where `--oversold` put them."""
+    env = {**os.environ, "TZ": "UTC", "PYTHONPATH": f"{ROOT}:{ROOT / 'examples' / 'strategies'}"}
+    exits = ["--order-type", "taker", "--stop-loss-pct", "0.3", "--take-profit-pct", "0.6"]
+    plugin = ["--strategy", "donchian:DonchianBreakout", "--param", "period=30", *exits]
+    rsi = ["--strategy", "RSI", "--oversold", "20"]
+    for name, flags in (("donchian", plugin), ("rsi", rsi)):
+        for suffix in ("html", "png"):
+            out = str(tmp_path / f"{name}.{suffix}")
+            command = ["-m", "tools.cli", "backtest", "--klines", str(KLINES), *SYMBOL, *flags]
+            done = subprocess.run(
+                [sys.executable, *command, "--plot", out, "--quiet"],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=50,
+            )
+            assert done.returncode == 0, done.stderr
+    html = (tmp_path / "donchian.html").read_text()
+    assert "Backtest of bot demo: Donchian (period 30), both, taker, stop loss 0.3 %" in html
+    traces = plotted_traces(html)
+    assert {traces[name] for name in ("upper", "lower", "close", "buy: open long")} == {"y"}
+    assert traces["stop loss exit"] == traces["take profit exit"] == "y"
+    assert traces["equity"] == "y2"  # no pane: the channel is on the price scale
+    traces = plotted_traces((tmp_path / "rsi.html").read_text())
+    assert traces["close"] == "y" and traces["equity"] == "y3"
+    assert traces["rsi"] == traces["oversold 20"] == traces["overbought 70"] == "y2"
+    from matplotlib import image
+
+    for name in ("donchian", "rsi"):
+        assert image.imread(tmp_path / f"{name}.png").shape[1] > 800
+
+
 def test_from_and_to_keep_only_updates_in_range(tmp_path: Path) -> None:
     bot = demo_bot_for_alt(order_type="taker", mode="long")
     updates = klines(bot)

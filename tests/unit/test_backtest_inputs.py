@@ -196,9 +196,7 @@ def test_another_strategy_starts_from_its_own_defaults_and_keeps_the_shared_para
 
 def test_risk_exits_are_set_by_flag_and_turned_off_by_off() -> None:
     bot = choose_bot(None, None, None)
-    stopped = apply_overrides(
-        bot, {"stop-loss-pct": "2.5", "trailing-stop-pct": "1"}, ["ETH-USDT"]
-    )
+    stopped = apply_overrides(bot, {"stop-loss-pct": "2.5", "trailing-stop-pct": "1"}, ["ETH-USDT"])
     assert (stopped.strategy.stop_loss_pct, stopped.strategy.trailing_stop_pct) == (2.5, 1.0)
     assert stopped.strategy.take_profit_pct is None
     off = apply_overrides(stopped, {"stop-loss-pct": "off"}, ["ETH-USDT"])
