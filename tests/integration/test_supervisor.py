@@ -9,7 +9,9 @@ from __future__ import annotations
 import io
 import os
 import re
+import signal
 import stat
+import subprocess
 import sys
 import textwrap
 import threading
@@ -18,14 +20,29 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
+from libs.config import BotsFile, api_key_hash, load_bots
 from libs.errors import ConfigError
+from libs.store import keys
 from tests.support.polling import wait_until
 from tools.run import demo
 from tools.run.children import ChildSpec
+from tools.run.redis_server import RedisServer
 from tools.run.supervisor import Backoff, Supervisor
 
+REPO = Path(__file__).parents[2]
 FAST = Backoff(initial_s=0.1, max_s=0.2, healthy_after_s=30.0)
+ETH = '{product_id: ETH-USDT, min_size: "0.00001", price_decimals: 2, leverage: 10, isolated: true}'
+TWO_BOTS_YAML = f"""
+    bots:
+      - id: alpha
+        api_key_env: ALPHA_API_KEY
+        symbols: [{ETH}]
+      - id: beta
+        api_key_env: BETA_API_KEY
+        symbols: [{ETH}]
+"""
 CONFIG_ERROR_LINE = "config error: bots[0].id: Bad Id: String should match pattern"
 
 CRASHER = """
@@ -285,3 +302,193 @@ def test_a_taken_default_port_moves_but_a_taken_requested_one_is_a_config_error(
         assert f"port {taken} is taken: the gateway uses {ports.gateway_port}" in ports.notes
         with pytest.raises(ConfigError, match=f"GATEWAY_PORT: {taken}: in use"):
             demo.choose_ports({"GATEWAY_PORT": str(taken)}, None, free_ports=False)
+
+
+# -- every bot's key (`bandwagon run` with a bots file of several bots) -------------------------
+
+
+def two_bots(tmp_path: Path) -> BotsFile:
+    path = tmp_path / "bots.yaml"
+    path.write_text(textwrap.dedent(TWO_BOTS_YAML))
+    return load_bots(path)
+
+
+def test_every_bot_gets_its_own_key_kept_for_the_next_run_unless_the_environment_has_one(
+    tmp_path: Path,
+) -> None:
+    bots = two_bots(tmp_path)
+    first = demo.bot_api_keys(bots, tmp_path, {})
+    assert [(k.bot, k.key.variable, k.key.origin) for k in first] == [
+        ("alpha", "ALPHA_API_KEY", "generated"),
+        ("beta", "BETA_API_KEY", "generated"),
+    ]
+    alpha, beta = (k.key for k in first)
+    assert alpha.value != beta.value
+    for key, name in ((alpha, "ALPHA_API_KEY.key"), (beta, "BETA_API_KEY.key")):
+        assert key.path == tmp_path / name
+        assert key.path.read_text() == key.value + "\n"
+        assert stat.S_IMODE(key.path.stat().st_mode) == 0o600
+    assert not (tmp_path / "demo-api-key").exists()  # no bot here uses $BOT_API_KEY
+    assert demo.key_environment(first) == {"ALPHA_API_KEY": alpha.value, "BETA_API_KEY": beta.value}
+
+    again = demo.bot_api_keys(bots, tmp_path, {})
+    assert [(k.key.origin, k.key.value) for k in again] == [
+        ("kept", alpha.value),
+        ("kept", beta.value),
+    ]
+
+    given = "beta-" + "g" * 16
+    mixed = demo.bot_api_keys(bots, tmp_path, {"BETA_API_KEY": given})
+    assert [(k.key.origin, k.key.value) for k in mixed] == [
+        ("kept", alpha.value),
+        ("environment", given),
+    ]
+    assert beta.path is not None and beta.path.read_text() == beta.value + "\n"  # untouched
+
+
+def test_bots_sharing_a_variable_or_a_key_are_a_config_error_that_never_shows_the_key(
+    tmp_path: Path,
+) -> None:
+    bots = two_bots(tmp_path)
+    shared = bots.model_copy(
+        update={
+            "bots": [bots.bots[0], bots.bots[1].model_copy(update={"api_key_env": "ALPHA_API_KEY"})]
+        }
+    )
+    with pytest.raises(
+        ConfigError, match=r"^config error: bots\[1\]\.api_key_env: ALPHA_API_KEY: bot alpha"
+    ):
+        demo.bot_api_keys(shared, tmp_path, {})
+    assert not list(tmp_path.glob("*.key"))  # nothing generated for a file that cannot run
+
+    alpha = demo.bot_api_keys(bots, tmp_path, {})[0].key.value
+    with pytest.raises(ConfigError) as error:
+        demo.bot_api_keys(bots, tmp_path, {"BETA_API_KEY": alpha})
+    assert alpha not in str(error.value) and "same key as bot alpha" in str(error.value)
+
+
+def test_the_banner_names_every_bot_s_key_and_signs_in_with_the_first(tmp_path: Path) -> None:
+    bots = two_bots(tmp_path)
+    ports = demo.Ports("127.0.0.1", 8080, {"ingest": 9101, "strategy": 9102, "accounting": 9103})
+    fresh = demo.bot_api_keys(bots, tmp_path, {})
+    alpha, beta = (k.key for k in fresh)
+    shown = demo.banner(ports, fresh, tmp_path / "logs", [], 0)
+    assert f"  dashboard  http://127.0.0.1:8080/#key={alpha.value}\n" in shown
+    indent = " " * (13 + len("alpha") + 2)
+    assert (
+        f"  apiKey     alpha  $ALPHA_API_KEY  {alpha.value}\n"
+        f"{indent}(generated now and shown only this once; kept in {alpha.path}, mode 0600, "
+        "for the next make run)\n"
+        f"             beta   $BETA_API_KEY   {beta.value}\n"
+        f"{indent}(generated now and shown only this once; kept in {beta.path}, mode 0600, "
+        "for the next make run)\n"
+    ) in shown
+    assert f'--key "$(cat {alpha.path})"\n' in shown
+
+    later = demo.bot_api_keys(bots, tmp_path, {"ALPHA_API_KEY": "alpha-" + "e" * 16})
+    shown = demo.banner(ports, later, tmp_path / "logs", [], 0)
+    assert alpha.value not in shown and beta.value not in shown
+    assert "  dashboard  http://127.0.0.1:8080/  (enter a bot's apiKey" in shown
+    assert (
+        "  apiKey     alpha  $ALPHA_API_KEY  from the environment\n"
+        f"             beta   $BETA_API_KEY   kept in {beta.path} (cat it to see it)\n"
+    ) in shown
+    assert '--key "$ALPHA_API_KEY"\n' in shown
+
+
+def test_a_disabled_bot_gets_its_key_too_and_the_banner_is_for_the_first_enabled_one(
+    tmp_path: Path,
+) -> None:
+    """A disabled bot is still served (STATUS `stop`), and accounting reads its key."""
+    bots = two_bots(tmp_path)
+    bots = bots.model_copy(
+        update={"bots": [bots.bots[0].model_copy(update={"enabled": False}), bots.bots[1]]}
+    )
+    fresh = demo.bot_api_keys(bots, tmp_path, {})
+    assert [(k.bot, k.enabled, k.key.origin) for k in fresh] == [
+        ("alpha", False, "generated"),
+        ("beta", True, "generated"),
+    ]
+    ports = demo.Ports("127.0.0.1", 8080, {"ingest": 9101, "strategy": 9102, "accounting": 9103})
+    shown = demo.banner(ports, fresh, tmp_path / "logs", [], 0)
+    beta = fresh[1].key
+    assert f"#key={beta.value}\n" in shown and f'--key "$(cat {beta.path})"\n' in shown
+
+
+def test_the_demo_s_banner_reads_as_it_always_has(tmp_path: Path) -> None:
+    bots = load_bots(REPO / "libs" / "demo-bots.yaml")
+    ports = demo.Ports("127.0.0.1", 8080, {"ingest": 9101, "strategy": 9102, "accounting": 9103})
+    path = tmp_path / "demo-api-key"
+    generated = demo.bot_api_keys(bots, tmp_path, {})
+    value = generated[0].key.value
+    shown = demo.banner(ports, generated, tmp_path / "logs", [], 0)
+    assert f"  dashboard  http://127.0.0.1:8080/#key={value}\n" in shown
+    assert (
+        f"  apiKey     {value}\n{'':13}(generated now and shown only this once; kept in "
+        f"{path}, mode 0600, for the next make run)\n"
+    ) in shown
+    assert f'--key "$(cat {path})"\n' in shown
+
+    kept = demo.bot_api_keys(bots, tmp_path, {})
+    shown = demo.banner(ports, kept, tmp_path / "logs", [], 0)
+    assert "  dashboard  http://127.0.0.1:8080/  (enter the apiKey, or open it" in shown
+    assert f"  apiKey     kept in {path} (cat it to see it)\n" in shown
+    assert f"reusing the demo apiKey kept in {path}" in demo.start_text(
+        RedisServer(tmp_path, port=6399, binary="redis-server"),
+        tmp_path,
+        True,
+        kept,
+        tmp_path,
+        [],
+        ports,
+    )
+
+    given = demo.bot_api_keys(bots, tmp_path, {"BOT_API_KEY": "e" * 16})
+    shown = demo.banner(ports, given, tmp_path / "logs", [], 0)
+    assert "  apiKey     from $BOT_API_KEY\n" in shown and '--key "$BOT_API_KEY"\n' in shown
+
+
+def test_make_run_gives_every_bot_its_key_and_the_services_take_them_all(tmp_path: Path) -> None:
+    """`bandwagon run` for real, with two bots, one key from the environment: accounting publishes
+    both keys' hashes (what the gateway authenticates against), and the banner shows both."""
+    config = tmp_path / "bots.yaml"
+    config.write_text(textwrap.dedent(TWO_BOTS_YAML))
+    run_dir, out = tmp_path / "run", tmp_path / "out.txt"
+    given = "beta-" + "g" * 16
+    env = {k: v for k, v in os.environ.items() if not k.endswith("API_KEY")}
+    env.update(BANDWAGON_CONFIG=str(config), BETA_API_KEY=given)
+    argv = [sys.executable, "-m", "tools.cli", "run", "--run-dir", str(run_dir), "--free-ports"]
+    with out.open("wb") as stdout:
+        run = subprocess.Popen(
+            [*argv, "--ready-timeout", "110", "--grace", "5"],
+            cwd=REPO,
+            env=env,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def banner() -> str | None:
+            text = out.read_text()
+            assert run.poll() is None, f"bandwagon run exited {run.returncode}:\n{text}"
+            return text if "Bandwagon demo is ready." in text else None
+
+        shown = wait_until(banner, timeout_s=100, poll_s=0.2, what=lambda: out.read_text())
+        alpha = (run_dir / "ALPHA_API_KEY.key").read_text().strip()
+        assert not (run_dir / "BETA_API_KEY.key").exists()
+        assert f"  apiKey     alpha  $ALPHA_API_KEY  {alpha}\n" in shown
+        assert "             beta   $BETA_API_KEY   from the environment\n" in shown
+        assert given not in shown
+        port = re.search(r"redis-server on 127\.0\.0\.1:(\d+)", shown)
+        assert port is not None
+        with Redis(port=int(port[1]), decode_responses=True) as redis:
+            assert redis.hgetall(keys.api_keys()) == {
+                api_key_hash(alpha): "alpha",
+                api_key_hash(given): "beta",
+            }
+        run.send_signal(signal.SIGINT)
+        assert run.wait(timeout=30) == 0
+    finally:
+        if run.poll() is None:  # a second Ctrl-C kills what is left
+            run.send_signal(signal.SIGINT)
+            run.wait(timeout=30)

@@ -1,8 +1,11 @@
-"""The demo's parts around the `Supervisor`: its key, its ports, its services and what it prints.
+"""The demo's parts around the `Supervisor`: its keys, its ports, its services and what it prints.
 
-SPEC 4.1 rule 10: no service ever logs a key; `make run` may print a key it generated, once. So a
-generated key is shown in the ready banner of the run that generated it and never again: later
-runs reuse it from `.run/demo-api-key` (mode 0600) and say where it is.
+Every bot of the bots file gets a key from the variable its `api_key_env` names: the variable's
+value when set, else a key of the run dir's, generated once. SPEC 4.1 rule 10: no service ever
+logs a key; `make run` may print a key it generated, once. So a generated key is shown in the
+ready banner of the run that generated it and never again: later runs reuse it from its file in
+the run dir (mode 0600; `.run/demo-api-key` for $BOT_API_KEY, `.run/<VARIABLE>.key` for another
+variable) and say where it is.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from libs.config import API_KEY_PATTERN, Settings, load_settings
+from libs.config import API_KEY_PATTERN, BotsFile, Settings, load_settings, read_api_keys
 from libs.errors import ConfigError
 from services.gateway.dashboard import vendor
 from tools.run.children import ChildSpec
@@ -29,7 +32,8 @@ from tools.run.redis_server import RedisServer
 WORKER_HEALTH_PORTS = {"ingest": 9101, "strategy": 9102, "accounting": 9103}  # SPEC 4.1 rule 3
 SERVICES = ("ingest", "strategy", "accounting", "gateway")
 DEFAULT_GATEWAY_PORT: int = Settings.model_fields["gateway_port"].get_default()
-KEY_FILE = "demo-api-key"
+DEMO_KEY_VARIABLE = "BOT_API_KEY"
+KEY_FILE = "demo-api-key"  # $BOT_API_KEY's, named before other variables had files
 _WILDCARDS = ("", "0.0.0.0", "::")
 
 
@@ -38,6 +42,16 @@ class ApiKey:
     value: str = field(repr=False)
     origin: Literal["environment", "generated", "kept"]
     path: Path | None = None
+    variable: str = DEMO_KEY_VARIABLE
+
+
+@dataclass(frozen=True, slots=True)
+class BotKey:
+    """A bot's key, as `make run` gives it to the services and shows it."""
+
+    bot: str
+    enabled: bool
+    key: ApiKey
 
 
 @dataclass
@@ -80,22 +94,31 @@ class Stoppable(Protocol):
     def show(self, text: str) -> None: ...
 
 
-# -- the key -------------------------------------------------------------------------------------
+# -- the keys ------------------------------------------------------------------------------------
 
 
-def demo_api_key(run_dir: Path, environ: Mapping[str, str]) -> ApiKey:
-    """$BOT_API_KEY if set; else the key an earlier run kept; else a new one, kept for next time."""
-    value = environ.get("BOT_API_KEY", "")
+def key_file(run_dir: Path, variable: str) -> Path:
+    """Where the run dir keeps a key generated for `variable`. $BOT_API_KEY's keeps the name it
+    had when it was the only one, so a run dir of an earlier version keeps its key."""
+    return run_dir / (KEY_FILE if variable == DEMO_KEY_VARIABLE else f"{variable}.key")
+
+
+def demo_api_key(
+    run_dir: Path, environ: Mapping[str, str], variable: str = DEMO_KEY_VARIABLE
+) -> ApiKey:
+    """$variable if set; else the key an earlier run kept for it; else a new one, kept for next
+    time in `key_file(run_dir, variable)`."""
+    value = environ.get(variable, "")
     if value:
         if not API_KEY_PATTERN.fullmatch(value):
             raise ConfigError(
-                "BOT_API_KEY",
+                variable,
                 value,
                 "must be 16 to 256 printable ASCII characters with no space",
                 secret=True,
             )
-        return ApiKey(value, "environment")
-    path = run_dir / KEY_FILE
+        return ApiKey(value, "environment", variable=variable)
+    path = key_file(run_dir, variable)
     if path.exists():
         value = path.read_text(encoding="ascii", errors="replace").strip()
         if not API_KEY_PATTERN.fullmatch(value):
@@ -106,12 +129,43 @@ def demo_api_key(run_dir: Path, environ: Mapping[str, str]) -> ApiKey:
                 secret=True,
             )
         path.chmod(0o600)
-        return ApiKey(value, "kept", path)
+        return ApiKey(value, "kept", path, variable)
     value = secrets.token_urlsafe(24)  # 32 characters of [A-Za-z0-9_-]
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w", encoding="ascii") as file:
         file.write(value + "\n")
-    return ApiKey(value, "generated", path)
+    return ApiKey(value, "generated", path, variable)
+
+
+def bot_api_keys(bots: BotsFile, run_dir: Path, environ: Mapping[str, str]) -> list[BotKey]:
+    """Every bot's key, in the bots file's order, by `demo_api_key` for its `api_key_env`.
+
+    Disabled bots too: they are served (STATUS `stop`), and accounting reads every bot's key.
+    Keys must differ across bots (SPEC 2.1 rule 16): two bots naming one variable is a config
+    error before any key is made, and two variables holding one key is caught as accounting
+    would catch it (`read_api_keys`), but before anything starts.
+    """
+    owners: dict[str, str] = {}
+    for index, bot in enumerate(bots.bots):
+        if bot.api_key_env in owners:
+            raise ConfigError(
+                f"bots[{index}].api_key_env",
+                bot.api_key_env,
+                f"bot {owners[bot.api_key_env]} names it too: each bot needs a variable, "
+                "and a key, of its own",
+            )
+        owners[bot.api_key_env] = bot.id
+    keys = [
+        BotKey(bot.id, bot.enabled, demo_api_key(run_dir, environ, bot.api_key_env))
+        for bot in bots.bots
+    ]
+    read_api_keys(bots, key_environment(keys))
+    return keys
+
+
+def key_environment(keys: Sequence[BotKey]) -> dict[str, str]:
+    """The variables that give the services the bots' keys."""
+    return {bot_key.key.variable: bot_key.key.value for bot_key in keys}
 
 
 # -- ports ---------------------------------------------------------------------------------------
@@ -234,7 +288,7 @@ def start_text(
     redis: RedisServer,
     redis_dir: Path,
     resumed: bool,
-    key: ApiKey,
+    keys: Sequence[BotKey],
     log_dir: Path,
     specs: Sequence[ChildSpec],
     ports: Ports,
@@ -248,8 +302,11 @@ def start_text(
         f"bandwagon run: service logs (JSON lines) in {_shown(log_dir)}/: "
         + ", ".join(f"{spec.name}.log" for spec in specs),
     ]
-    if key.origin == "kept" and key.path is not None:
-        lines.append(f"bandwagon run: reusing the demo apiKey kept in {_shown(key.path)}")
+    lines += [
+        f"bandwagon run: reusing the {bot_key.bot} apiKey kept in {_shown(bot_key.key.path)}"
+        for bot_key in keys
+        if bot_key.key.origin == "kept" and bot_key.key.path is not None
+    ]
     lines += [f"bandwagon run: {note}" for note in ports.notes]
     return "\n".join(lines)
 
@@ -269,8 +326,42 @@ def _charts_installed() -> bool:
         return False
 
 
+def _first(keys: Sequence[BotKey]) -> BotKey:
+    """The bot the dashboard link and `watch it` are for: the first enabled one."""
+    return next((bot_key for bot_key in keys if bot_key.enabled), keys[0])
+
+
+def _origin(key: ApiKey, indent: int, named: bool) -> str:
+    """Where a key comes from: the value itself when generated now (the only time it is shown),
+    else where it is. `named`: the variable is in a column of its own already."""
+    if key.origin == "environment":
+        return "from the environment" if named else f"from ${key.variable}"
+    assert key.path is not None
+    if key.origin == "generated":
+        return (
+            f"{key.value}\n{'':{indent}}(generated now and shown only this once; kept in "
+            f"{_shown(key.path)}, mode 0600, for the next make run)"
+        )
+    return f"kept in {_shown(key.path)} (cat it to see it)"
+
+
+def _key_lines(keys: Sequence[BotKey]) -> str:
+    """One bot: its key as the demo's has always read. Several: a line per bot, with its id and
+    variable."""
+    if len(keys) == 1:
+        return _origin(keys[0].key, 13, named=False)
+    id_width = max(len(bot_key.bot) for bot_key in keys)
+    variable_width = max(len(bot_key.key.variable) for bot_key in keys) + 1
+    lines = [
+        f"{bot_key.bot:<{id_width}}  {'$' + bot_key.key.variable:<{variable_width}}  "
+        + _origin(bot_key.key, 13 + id_width + 2, named=True)
+        for bot_key in keys
+    ]
+    return f"\n{'':13}".join(lines)
+
+
 def banner(
-    ports: Ports, key: ApiKey, log_dir: Path, not_ready: Sequence[str], after_s: float
+    ports: Ports, keys: Sequence[BotKey], log_dir: Path, not_ready: Sequence[str], after_s: float
 ) -> str:
     if not_ready:
         logs = ", ".join(_shown(log_dir / f"{name}.log") for name in not_ready)
@@ -280,25 +371,19 @@ def banner(
         )
     else:
         head = "Bandwagon demo is ready."
+    key = _first(keys).key
     if key.origin == "environment":
-        key_line = "from $BOT_API_KEY"
-        key_arg = '"$BOT_API_KEY"'
-    elif key.origin == "generated" and key.path is not None:
-        key_line = (
-            f"{key.value}\n{'':13}(generated now and shown only this once; kept in "
-            f"{_shown(key.path)}, mode 0600, for the next make run)"
-        )
-        key_arg = f'"$(cat {shlex.quote(_shown(key.path))})"'
+        key_arg = f'"${key.variable}"'
     else:
         assert key.path is not None
-        key_line = f"kept in {_shown(key.path)} (cat it to see it)"
         key_arg = f'"$(cat {shlex.quote(_shown(key.path))})"'
     urls = ports.readiness_urls()
     health = f"\n{'':13}".join(f"{name:<11} {urls[name]}" for name in SERVICES)
     if key.origin == "generated":  # the key is on screen this once anyway: a link that signs in
         dashboard = f"{ports.dashboard_url}#key={key.value}"
     else:
-        dashboard = f"{ports.dashboard_url}  (enter the apiKey, or open it with #key=<apiKey>)"
+        which = "the apiKey" if len(keys) == 1 else "a bot's apiKey"
+        dashboard = f"{ports.dashboard_url}  (enter {which}, or open it with #key=<apiKey>)"
     if not _charts_installed():
         dashboard += (
             f"\n{'':13}(no charts: the chart library is missing; "
@@ -310,7 +395,7 @@ def banner(
             f"  {head}",
             f"  dashboard  {dashboard}",
             f"  websocket  {ports.ws_url}",
-            f"  apiKey     {key_line}",
+            f"  apiKey     {_key_lines(keys)}",
             f"  readiness  {health}",
             f"  logs       {_shown(log_dir)}/<service>.log",
             f"  watch it   {_bandwagon_command()} watch --url {ports.ws_url} --key {key_arg}",
@@ -321,7 +406,7 @@ def banner(
 
 
 def announce_when_ready(
-    supervisor: Stoppable, ports: Ports, key: ApiKey, log_dir: Path, timeout_s: float
+    supervisor: Stoppable, ports: Ports, keys: Sequence[BotKey], log_dir: Path, timeout_s: float
 ) -> None:
     """Poll every service's /readyz; print the banner once all answer 200, or at the timeout with
     the laggards named (then one more line when they catch up). The banner is printed once."""
@@ -337,10 +422,10 @@ def announce_when_ready(
             if announced:
                 supervisor.say("all four services are ready")
             else:
-                supervisor.show(banner(ports, key, log_dir, [], 0))
+                supervisor.show(banner(ports, keys, log_dir, [], 0))
             return
         if not announced and time.monotonic() - started > timeout_s:
-            supervisor.show(banner(ports, key, log_dir, not_ready, timeout_s))
+            supervisor.show(banner(ports, keys, log_dir, not_ready, timeout_s))
             announced = True
         time.sleep(0.25 if not announced else 1.0)
 

@@ -349,7 +349,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         type=Path,
         default=Path(".run"),
         metavar="DIR",
-        help="Redis data, logs and the demo key; default ./.run",
+        help="Redis data, logs and the bots' generated keys; default ./.run",
     )
     parser.add_argument(
         "--gateway-port",
@@ -421,10 +421,10 @@ def main(argv: list[str]) -> int:
     inherited = {name: value for name, value in os.environ.items() if name != "HEALTH_PORT"}
     # A bad setting, bots file, key or port stops the demo here, before anything starts (exit 78).
     settings = load_settings(inherited)
-    load_bots(settings.config_path)
+    bots = load_bots(settings.config_path)
     ports = demo.choose_ports(settings, args.gateway_port, args.free_ports)
     run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key = demo.demo_api_key(run_dir, inherited)  # a secret, not a setting (libs/config.py)
+    keys = demo.bot_api_keys(bots, run_dir, inherited)  # secrets, not settings (libs/config.py)
     if args.fresh and redis_dir.exists():
         shutil.rmtree(redis_dir)
         print(f"bandwagon run: --fresh: deleted {redis_dir}")
@@ -435,7 +435,8 @@ def main(argv: list[str]) -> int:
     )
 
     base_env = dict(inherited)
-    base_env.update(REDIS_URL=redis.url, BOT_API_KEY=key.value, PYTHONUNBUFFERED="1")
+    base_env.update(REDIS_URL=redis.url, PYTHONUNBUFFERED="1")
+    base_env.update(demo.key_environment(keys))  # every bot's, from its api_key_env
     specs = demo.service_specs(base_env, ports, _ingest_argv(args))
 
     def check_redis() -> int | None:
@@ -468,11 +469,11 @@ def main(argv: list[str]) -> int:
             return 1
         try:
             print(
-                demo.start_text(redis, redis_dir, resumed, key, log_dir, specs, ports), flush=True
+                demo.start_text(redis, redis_dir, resumed, keys, log_dir, specs, ports), flush=True
             )
             waiter = threading.Thread(
                 target=demo.announce_when_ready,
-                args=(supervisor, ports, key, log_dir, args.ready_timeout),
+                args=(supervisor, ports, keys, log_dir, args.ready_timeout),
                 name="readiness",
                 daemon=True,
             )
