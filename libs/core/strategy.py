@@ -134,7 +134,7 @@ class SymbolStrategy:
     terms: SymbolTerms
     params: StrategyParams
     ledger: Ledger
-    history: KlineHistory | None = None  # None: a new symbol's, built from the window
+    history: KlineHistory | None = field(default=None, compare=False)  # None: a new one
     kline: AnnotatedKline | None = None
     price: float = 0.0
     last_time_ms: int = 0
@@ -146,7 +146,7 @@ class SymbolStrategy:
     extreme: float | None = None
     """Highest (long) or lowest (short) update price since the open position's opening fill."""
     small_batch: ClassVar[int] = 16  # `on_batch` takes batches up to this size one by one
-    _klines: KlineHistory = field(init=False, repr=False)
+    _klines: KlineHistory = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.history is None:
