@@ -1,12 +1,22 @@
 """Backtest speed: Bandwagon's exact live core beside backtesting.py, vectorbt and a numpy floor,
-all measured in one run on one year of seeded 1-minute klines (issue 4, point 4).
+all measured in one run on one year of seeded 1-minute klines (issue 4, point 4; issue 16).
 
-    python -m benches.backtest_speed [--rows N] [--no-doc]     (`make bench` runs it)
+    python -m benches.backtest_speed [--rows N] [--no-doc] [--quick] [--parts P,...]
+                                     (`make bench` runs it)
+
+Three parts, each written to its own section of docs/benchmarks.md (between its markers):
+
+- `bollinger`: BollingerBands, the core, `run_backtest`, the command, a numpy floor,
+  backtesting.py and vectorbt (warm and first runs);
+- `strategies`: RSI and MACD, the core beside backtesting.py running the same rule on the same
+  per-window indicator;
+- `sweep`: a 10 x 10 Bollinger grid, `bandwagon backtest --sweep`'s runner on 2 processes beside
+  vectorbt's vectorized sweep (`benches.sweep_speed`).
 
 Every figure is measured in this run, on this machine, next to the others; nothing is a timed
 assertion. Each implementation also reports its fills, checked against Bandwagon's, so a reader
-can see that they do the same work. The figures go to a rich table and, unless `--no-doc`, into
-the "Backtest speed" section of docs/benchmarks.md (between its markers).
+can see that they do the same work. The figures go to rich tables and, unless `--no-doc`, into
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -17,7 +27,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +37,19 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from benches import sweep_speed
+from benches.backtest_common import (
+    LASTING_OVERRIDES,
+    OVERRIDES,
+    SYMBOL,
+    Row,
+    bench_bot,
+    command_head,
+    compared,
+    override_flags,
+    run_core,
+    seconds_text,
+)
 from benches.data import (
     ROOT,
     SEED,
@@ -40,11 +63,16 @@ from benches.data import (
 from benches.doc_section import write_section
 from benches.strategies import (
     FillMark,
+    LevelRules,
+    MacdRules,
+    RsiRules,
     Rules,
     backtesting_frame,
     backtesting_marks,
+    backtesting_price_difference,
     bandwagon_marks,
-    first_difference,
+    import_backtesting_py,
+    indicator_per_window,
     numpy_floor,
     run_backtesting_py,
     run_vectorbt,
@@ -54,19 +82,22 @@ from benches.timing import machine_line, median_of, package_version, run_process
 from libs.config import BotConfig
 from libs.core.batch import UpdateColumns
 from libs.core.sim_exchange import Fill
-from libs.trading import new_symbol_strategy
-from tools.backtest.engine import BATCH_UPDATES, run_backtest
-from tools.backtest.inputs import apply_overrides, choose_bot
+from tools.backtest.engine import run_backtest
 
-SYMBOL = "ETH-USDT"
-# Taker fills (what every peer can do); leverage 1 and a large capital keep the symbol trading
-# all year: no liquidation (which no peer models per position), no order below min_size.
-OVERRIDES = {"order-type": "taker", "leverage": "1", "start-capital": "100000"}
+__all__ = ["OVERRIDES", "SYMBOL", "bench_bot", "main", "run_core"]
+
 DOC_PATH = ROOT / "docs" / "benchmarks.md"
 BEGIN_MARK = "<!-- backtest-speed:begin (written by python -m benches.backtest_speed) -->"
 END_MARK = "<!-- backtest-speed:end -->"
+STRATEGIES_BEGIN_MARK = (
+    "<!-- strategies-speed:begin (written by python -m benches.backtest_speed) -->"
+)
+STRATEGIES_END_MARK = "<!-- strategies-speed:end -->"
 PEER_PACKAGES = ("numpy", "ta-lib", "pandas", "backtesting", "vectorbt", "numba")
-CORE_GOAL_X = 20.0  # the core at least this many times faster than backtesting.py
+CORE_GOAL_X = 25.0  # Bollinger: the core at least this many times faster than backtesting.py
+LEVEL_GOAL_X = 10.0  # RSI and MACD: likewise
+PARTS = ("bollinger", "strategies", "sweep")
+LEVEL_STRATEGIES = ("RSI", "MACD")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,20 +109,14 @@ class Repeats:
     backtesting_py: int = 3
     vectorbt_warm: int = 5
     vectorbt_fresh: int = 2
-
-
-@dataclass(slots=True)
-class Row:
-    """One line of the table: what ran, what its time covers, its median and its fills."""
-
-    name: str
-    covers: str
-    seconds: float
-    runs: int
-    fills: int
-    same_fills: str  # "yes", or where the fills part from Bandwagon's core
-    notes: list[str] = field(default_factory=list)
-    first_run_seconds: float | None = None  # a fresh vectorbt process: its first run alone
+    level_core: int = 5
+    level_indicator: int = 3
+    level_backtesting_py: int = 3
+    sweep: int = 3
+    sweep_command: int = 2
+    vectorbt_sweep_warm: int = 3
+    vectorbt_sweep_fresh: int = 2
+    sweep_marks: int = 100  # combinations whose fills are compared one by one
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,44 +145,27 @@ VECTORBT_CACHED = "vectorbt, first run (numba cache)"
 # --- what runs ----------------------------------------------------------------------------------
 
 
-def bench_bot() -> BotConfig:
-    """The demo bot narrowed to ETH-USDT, as `bandwagon backtest` builds it, with `OVERRIDES`."""
-    return apply_overrides(choose_bot(None, None, SYMBOL), OVERRIDES, [SYMBOL])
-
-
-def command_argv(data_file: Path, json_out: Path) -> list[str]:
+def command_argv(
+    data_file: Path, json_out: Path, overrides: dict[str, str] = OVERRIDES
+) -> list[str]:
     """The whole command as a user types it; the console script of this interpreter's venv."""
-    script = Path(sys.executable).with_name("bandwagon")
-    head = [str(script)] if script.exists() else [sys.executable, "-m", "tools.cli"]
-    flags = [item for name, value in OVERRIDES.items() for item in (f"--{name}", value)]
     return [
-        *head,
+        *command_head(),
         "backtest",
         "--klines",
         str(data_file),
         "--symbol",
         SYMBOL,
-        *flags,
+        *override_flags(overrides),
         "--json",
         str(json_out),
         "--quiet",
     ]
 
 
-def run_core(bot: BotConfig, columns: UpdateColumns) -> list[Fill]:
-    """What `tools.backtest.engine.run_symbol` runs of the core: `on_batch` over batches of the
-    updates, without per-kline bands (a backtest without a plot)."""
-    strategy = new_symbol_strategy(bot, 0)
-    fills: list[Fill] = []
-    for start in range(0, len(columns), BATCH_UPDATES):
-        chunk = columns.between(start, min(len(columns), start + BATCH_UPDATES))
-        fills.extend(strategy.on_batch(chunk, kline_limit=1).fills)
-    return fills
-
-
-def compared(marks: Sequence[FillMark], reference: Sequence[FillMark]) -> str:
-    difference = first_difference(marks, reference)
-    return "yes" if difference is None else f"no: {difference}"
+def shown_command(argv: Sequence[str]) -> str:
+    """The command as the document shows it: `bandwagon ...`, paths relative to the repo."""
+    return " ".join(["bandwagon", *argv[1:]]).replace(str(ROOT) + os.sep, "")
 
 
 def command_marks(document: dict[str, Any], time_ms: Ints) -> list[FillMark]:
@@ -176,19 +184,16 @@ def command_marks(document: dict[str, Any], time_ms: Ints) -> list[FillMark]:
     ]
 
 
-# --- measuring ----------------------------------------------------------------------------------
+# --- measuring: BollingerBands ------------------------------------------------------------------
 
 
 def measure(
-    rows: int,
-    seed: int,
+    columns: UpdateColumns,
+    data_file: Path,
     repeats: Repeats,
     say: Callable[[str], None],
 ) -> Figures:
     cache = cache_dir()
-    say(f"data: {rows} 1-minute klines, seed {seed}")
-    data_file = klines_csv(rows, seed)
-    columns = read_columns(data_file)
     time_ms, price = columns.time_ms, columns.price
     bot = bench_bot()
     rules = Rules.of(bot)
@@ -215,7 +220,8 @@ def measure(
     measured.append(
         Row(
             RUN_BACKTEST,
-            "`tools.backtest.engine.run_backtest` on the file's updates as columns: core, klines",
+            "`tools.backtest.engine.run_backtest` on the file's updates as columns: core,"
+            " kline series",
             whole.median,
             repeats.run_backtest,
             len(whole.result),
@@ -258,6 +264,9 @@ def measure(
     frame = backtesting_frame(time_ms, price)
     backtesting = median_of(lambda: run_backtesting_py(frame, rules), repeats.backtesting_py)
     backtesting_fills = backtesting_marks(backtesting.result)
+    prices = backtesting_price_difference(
+        backtesting.result, core.result, time_ms, rules.slippage_pct
+    )
     measured.append(
         Row(
             BACKTESTING_PY,
@@ -265,7 +274,7 @@ def measure(
             backtesting.median,
             repeats.backtesting_py,
             len(backtesting_fills),
-            compared(backtesting_fills, reference),
+            compared(backtesting_fills, reference, prices),
         )
     )
 
@@ -274,7 +283,7 @@ def measure(
         rows=tuple(measured),
         update_count=len(columns),
         data_file=data_file,
-        command=" ".join(["bandwagon", *argv[1:]]).replace(str(ROOT) + os.sep, ""),
+        command=shown_command(argv),
         machine=machine_line(PEER_PACKAGES),
         date=datetime.now(UTC).date().isoformat(),
     )
@@ -345,15 +354,83 @@ def _vectorbt_rows(
     return rows
 
 
+# --- measuring: RSI and MACD --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LevelFigures:
+    """One strategy's core beside backtesting.py, and what its indicator costs on its own."""
+
+    strategy: str
+    parameters: str
+    core: Row
+    backtesting_py: Row
+    indicator_seconds: float
+
+    @property
+    def ratio(self) -> float:
+        return self.backtesting_py.seconds / self.core.seconds
+
+
+def level_rules(bot: BotConfig) -> LevelRules:
+    return RsiRules.of(bot) if bot.strategy.name == "RSI" else MacdRules.of(bot)
+
+
+def measure_level(
+    strategy: str, columns: UpdateColumns, repeats: Repeats, say: Callable[[str], None]
+) -> LevelFigures:
+    """The core on a bot trading `strategy` (the Bollinger bot's terms, the strategy's default
+    parameters), then backtesting.py on the same rule, given the per-window indicator."""
+    time_ms, price = columns.time_ms, columns.price
+    bot = bench_bot(strategy, LASTING_OVERRIDES)
+    rules = level_rules(bot)
+    say(f"{strategy}: {CORE}, median of {repeats.level_core}")
+    core = median_of(lambda: run_core(bot, columns), repeats.level_core)
+    reference = bandwagon_marks(core.result, time_ms)
+    liquidations = sum(fill.action.startswith("liquidation_") for fill in core.result)
+
+    say(f"{strategy}: its per-window indicator, median of {repeats.level_indicator}")
+    indicator = median_of(lambda: indicator_per_window(price, rules), repeats.level_indicator)
+    frame = backtesting_frame(time_ms, price, indicator.result)
+    say(f"{strategy}: {BACKTESTING_PY}, median of {repeats.level_backtesting_py}")
+    backtesting = median_of(lambda: run_backtesting_py(frame, rules), repeats.level_backtesting_py)
+    marks = backtesting_marks(backtesting.result)
+    prices = backtesting_price_difference(
+        backtesting.result, core.result, time_ms, rules.slippage_pct
+    )
+    own = bot.strategy.parameters
+    return LevelFigures(
+        strategy,
+        ", ".join(f"{name} {value:g}" for name, value in own.items()),
+        Row(
+            CORE,
+            "`SymbolStrategy.on_batch` over the updates as columns: the indicator of every"
+            " window, crosses, fills",
+            core.median,
+            repeats.level_core,
+            len(reference),
+            "reference",
+            [f"{liquidations} liquidations"],
+        ),
+        Row(
+            BACKTESTING_PY,
+            "`FractionalBacktest(...).run()` on a prepared DataFrame carrying the per-window"
+            " indicator, statistics included",
+            backtesting.median,
+            repeats.level_backtesting_py,
+            len(marks),
+            compared(marks, reference, prices),
+            [f"the indicator, computed before: {seconds_text(indicator.median)}"],
+        ),
+        indicator.median,
+    )
+
+
 # --- reporting ----------------------------------------------------------------------------------
 
 
-def seconds_text(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
-
-
 def goals(figures: Figures) -> list[tuple[str, str, bool]]:
-    """(goal, what was measured, met) of issue 4 point 4."""
+    """(goal, what was measured, met) of issue 4 point 4 and issue 16."""
     core, command = figures.row(CORE), figures.row(COMMAND)
     backtesting = figures.row(BACKTESTING_PY)
     cold = figures.row(VECTORBT_COLD)
@@ -362,7 +439,7 @@ def goals(figures: Figures) -> list[tuple[str, str, bool]]:
     cold_first = cold.first_run_seconds or 0.0
     return [
         (
-            f"core >= {CORE_GOAL_X:.0f}x faster than backtesting.py",
+            f"core >= {CORE_GOAL_X:.0f}x faster than backtesting.py (issue 16; issue 4: 20x)",
             f"{ratio:.1f}x (run_backtest: {whole_ratio:.1f}x)",
             ratio >= CORE_GOAL_X,
         ),
@@ -373,6 +450,25 @@ def goals(figures: Figures) -> list[tuple[str, str, bool]]:
             command.seconds < cold.seconds,
         ),
     ]
+
+
+def level_goals(levels: Sequence[LevelFigures]) -> list[tuple[str, str, bool]]:
+    return [
+        (
+            f"{level.strategy}: core >= {LEVEL_GOAL_X:.0f}x faster than backtesting.py"
+            " on the same rule (issue 16)",
+            f"{level.ratio:.1f}x ({seconds_text(level.core.seconds)} vs"
+            f" {seconds_text(level.backtesting_py.seconds)})",
+            level.ratio >= LEVEL_GOAL_X,
+        )
+        for level in levels
+    ]
+
+
+def print_goals(console: Console, rows: Sequence[tuple[str, str, bool]]) -> None:
+    for goal, value, met in rows:
+        mark = "[green]met[/green]" if met else "[red]not met[/red]"
+        console.print(f"goal: {goal}: {value}: {mark}")
 
 
 def print_figures(console: Console, figures: Figures) -> None:
@@ -399,10 +495,36 @@ def print_figures(console: Console, figures: Figures) -> None:
             ", ".join(row.notes),
         )
     console.print(table)
-    for goal, value, met in goals(figures):
-        mark = "[green]met[/green]" if met else "[red]not met[/red]"
-        console.print(f"goal: {goal}: {value}: {mark}")
+    print_goals(console, goals(figures))
     console.print(f"machine: {figures.machine}")
+
+
+def print_levels(console: Console, levels: Sequence[LevelFigures]) -> None:
+    table = Table(title="RSI and MACD: the core beside backtesting.py", title_justify="left")
+    for name in ("strategy", "implementation", "median", "/ core", "runs", "fills"):
+        table.add_column(name, justify="right" if name in ("median", "/ core") else "left")
+    table.add_column("same fills", max_width=28)
+    table.add_column("notes", max_width=36)
+    for level in levels:
+        for row in (level.core, level.backtesting_py):
+            table.add_row(
+                level.strategy,
+                row.name,
+                seconds_text(row.seconds),
+                f"{row.seconds / level.core.seconds:.1f}x",
+                str(row.runs),
+                f"{row.fills:,}",
+                row.same_fills,
+                ", ".join(row.notes),
+            )
+    console.print(table)
+    print_goals(console, level_goals(levels))
+
+
+def goal_lines(rows: Sequence[tuple[str, str, bool]]) -> list[str]:
+    lines = ["| goal | measured | met |", "| --- | --- | --- |"]
+    lines += [f"| {goal} | {value} | {'yes' if met else 'no'} |" for goal, value, met in rows]
+    return lines
 
 
 def markdown(figures: Figures) -> str:
@@ -426,10 +548,34 @@ def markdown(figures: Figures) -> str:
             f" | {row.seconds / core:.1f}x | {row.runs} | {row.fills:,} | {row.same_fills}"
             f" | {', '.join(row.notes)} |"
         )
-    lines += ["", "| goal (issue 4) | measured | met |", "| --- | --- | --- |"]
-    for goal, value, met in goals(figures):
-        lines.append(f"| {goal} | {value} | {'yes' if met else 'no'} |")
-    lines += ["", END_MARK]
+    lines += ["", *goal_lines(goals(figures)), "", END_MARK]
+    return "\n".join(lines)
+
+
+def levels_markdown(
+    levels: Sequence[LevelFigures], data_file: Path, update_count: int, command: str
+) -> str:
+    lines = [
+        STRATEGIES_BEGIN_MARK,
+        "",
+        f"Measured {datetime.now(UTC).date().isoformat()} on {machine_line(PEER_PACKAGES)}.",
+        "",
+        f"Data: `{data_file.relative_to(ROOT)}`, {update_count:,} klines.",
+        f"The same trades as (not timed here): `{command}`",
+        "",
+        "| strategy | implementation | what the time covers | median | / core | runs | fills"
+        " | same fills as the core | notes |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for level in levels:
+        for row in (level.core, level.backtesting_py):
+            strategy = f"{level.strategy} ({level.parameters})"
+            lines.append(
+                f"| {strategy} | {row.name} | {row.covers} | {seconds_text(row.seconds)}"
+                f" | {row.seconds / level.core.seconds:.1f}x | {row.runs} | {row.fills:,}"
+                f" | {row.same_fills} | {', '.join(row.notes)} |"
+            )
+    lines += ["", *goal_lines(level_goals(levels)), "", STRATEGIES_END_MARK]
     return "\n".join(lines)
 
 
@@ -440,11 +586,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--doc", type=Path, default=DOC_PATH, help="the document to update")
     parser.add_argument("--no-doc", action="store_true", help="print only")
     parser.add_argument("--quick", action="store_true", help="one run of each, for a try")
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=f"which parts to measure, comma-separated (default: {','.join(PARTS)})",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    parts = [part.strip() for part in args.parts.split(",") if part.strip()]
+    unknown = [part for part in parts if part not in PARTS]
+    if unknown or not parts:
+        raise SystemExit(f"--parts: {', '.join(unknown) or '(none)'}: not one of {PARTS}")
     os.environ.setdefault("TQDM_DISABLE", "1")  # backtesting.py's progress bar
     # This process's numba (vectorbt, warm) uses the cache its fresh processes filled.
     os.environ["NUMBA_CACHE_DIR"] = str(cache_dir() / "numba-cache")
@@ -455,10 +610,39 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=None if sys.stdout.isatty() else 160)  # room for the table in logs
     once = {repeat.name: 1 for repeat in fields(Repeats)}
     repeats = Repeats(**once) if args.quick else Repeats()
-    figures = measure(args.rows, args.seed, repeats, lambda text: console.log(text))
-    print_figures(console, figures)
+
+    def say(text: str) -> None:
+        console.log(text)
+
+    import_backtesting_py()
+    say(f"data: {args.rows} 1-minute klines, seed {args.seed}")
+    data_file = klines_csv(args.rows, args.seed)
+    columns = read_columns(data_file)
+    blocks: list[tuple[str, str, str]] = []  # (markdown, begin mark, end mark)
+    if "sweep" in parts:
+        # First, while this process is small: the sweep forks its workers from it.
+        sweep = sweep_speed.measure_sweep(columns, data_file, repeats, say)
+        sweep_speed.print_sweep(console, sweep)
+        blocks.append((sweep_speed.markdown(sweep), sweep_speed.BEGIN_MARK, sweep_speed.END_MARK))
+    if "bollinger" in parts:
+        figures = measure(columns, data_file, repeats, say)
+        print_figures(console, figures)
+        blocks.append((markdown(figures), BEGIN_MARK, END_MARK))
+    if "strategies" in parts:
+        levels = [measure_level(name, columns, repeats, say) for name in LEVEL_STRATEGIES]
+        print_levels(console, levels)
+        argv = command_argv(data_file, cache_dir() / "backtest-speed.json", LASTING_OVERRIDES)
+        command = shown_command([*argv[:6], "--strategy", "RSI|MACD", *argv[6:-3]])
+        blocks.append(
+            (
+                levels_markdown(levels, data_file, len(columns), command),
+                STRATEGIES_BEGIN_MARK,
+                STRATEGIES_END_MARK,
+            )
+        )
     if not args.no_doc:
-        write_section(args.doc, markdown(figures), BEGIN_MARK, END_MARK)
+        for block, begin, end in blocks:
+            write_section(args.doc, block, begin, end)
         console.print(f"written: {args.doc}")
     return 0
 
