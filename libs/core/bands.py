@@ -34,8 +34,9 @@ def bollinger_bands(
     if len(closes) < period:
         return None
     window = np.asarray(closes[-period:], dtype=np.float64)
-    if (window == window[0]).all():
-        first = float(window[0])
+    values = window.tolist()  # a short list compares faster in Python than numpy's set-up
+    first = values[0]
+    if all(value == first for value in values):
         return Bands(middle=first, upper=first, lower=first)
     upper, middle, lower = talib.BBANDS(
         window,

@@ -101,15 +101,70 @@ class UpdateColumns:
         )
 
 
-@dataclass(frozen=True, slots=True)
 class Windows:
     """Each update's window: the `window - 1` klines closed before it (rows stop-window+1 ..
-    stop-1 of `history`, one column per kline field), then its own kline as it stands."""
+    stop-1 of `history(field)`), then its own kline as it stands.
 
-    history: dict[str, Column]
-    stop: Ints  # closed klines known at each update
-    valid: Bools  # at least window - 1 closed klines: a window exists
-    window: int
+    The closed klines' columns are built on first use, field by field: most strategies read
+    the closes alone, and a year's batch would otherwise build five more columns for nothing.
+    """
+
+    def __init__(
+        self,
+        prior: Mapping[str, Column],
+        current_kline: Kline | None,
+        columns: UpdateColumns,
+        closing: Bools,
+        window: int,
+    ) -> None:
+        self.window = window
+        self._prior, self._current_kline, self._columns = prior, current_kline, columns
+        self._closing = closing
+        self._every_closes = bool(closing.all())
+        self._history: dict[str, Column] = {}
+        known = len(prior["close"])
+        count = len(columns)
+        if self._every_closes:  # every update closes a kline, as in a klines file
+            self.stop: Ints = np.arange(known + 1, known + count + 1, dtype=np.int64)
+        else:
+            self.stop = known + np.cumsum(closing, dtype=np.int64)
+        self.valid: Bools = self.stop >= window - 1  # a window exists
+
+    def history(self, name: str) -> Column:
+        """The closed klines' `name` field, oldest first: before the batch, then those the
+        batch closes (each update that starts a kline closes the one before it)."""
+        found = self._history.get(name)
+        if found is None:
+            own = _current(self._columns, name)
+            previous = np.empty(len(own), dtype=own.dtype)
+            if len(own):
+                current = self._current_kline
+                previous[0] = _kline_field(current, name) if current is not None else 0
+                previous[1:] = own[:-1]
+            closed = previous if self._every_closes else previous[self._closing]
+            prior = np.asarray(self._prior[name], dtype=own.dtype)
+            found = self._history[name] = np.concatenate([prior, closed])
+        return found
+
+    def closed_tail(self, count: int) -> dict[str, Column]:
+        """The last `count` closed klines (fewer if there are not as many), field by field:
+        what the history keeps after the batch, without building the batch's columns."""
+        if count <= 0:
+            return {name: self._prior[name][:0] for name in KLINE_FIELDS}
+        closes_at = np.flatnonzero(self._closing)[-count:]  # updates that close a kline
+        from_prior = count - len(closes_at)
+        tail: dict[str, Column] = {}
+        for name in KLINE_FIELDS:
+            own = _current(self._columns, name)
+            values = own[np.maximum(closes_at - 1, 0)]
+            if len(closes_at) and closes_at[0] == 0:  # the batch's first update closes the
+                current = self._current_kline  # kline it continues from
+                assert current is not None
+                values[0] = _kline_field(current, name)
+            prior = np.asarray(self._prior[name], dtype=own.dtype)
+            earlier = prior[max(0, len(prior) - from_prior) :] if from_prior > 0 else prior[:0]
+            tail[name] = np.concatenate([earlier, values])
+        return tail
 
     @property
     def first(self) -> int:
@@ -127,29 +182,28 @@ class Windows:
 
     def kline_window(self, index: int, columns: UpdateColumns) -> KlineWindow:
         """The window `evaluate` gets at update `index`."""
-        stop, keep, history = int(self.stop[index]), self.window - 1, self.history
+        stop, keep = int(self.stop[index]), self.window - 1
 
         def load(name: str) -> Column:
             own = _current(columns, name)[index : index + 1]
-            return np.concatenate([history[name][stop - keep : stop], own])
+            return np.concatenate([self.history(name)[stop - keep : stop], own])
 
         return KlineWindow(load)
 
     def batch(self, columns: UpdateColumns) -> WindowBatch:
         """The windows of updates `first`.. as one `WindowBatch` (row 0 = update `first`)."""
-        first, keep, history = self.first, self.window - 1, self.history
+        first, keep = self.first, self.window - 1
         rows: Callable[[str, int, int], Column]
         if self.contiguous_from(first):
             base = int(self.stop[first]) - keep if first < len(columns) else 0
-            series = {
-                name: np.concatenate(
-                    [history[name][base : base + keep], _current(columns, name)[first:]]
-                )
-                for name in KLINE_FIELDS
-            }
+            series: dict[str, Column] = {}
 
             def sliding(name: str, start: int, stop: int) -> Column:
-                return sliding_window_view(series[name][start : stop + keep], keep + 1)
+                found = series.get(name)
+                if found is None:
+                    closed = self.history(name)[base : base + keep]
+                    found = series[name] = np.concatenate([closed, _current(columns, name)[first:]])
+                return sliding_window_view(found[start : stop + keep], keep + 1)
 
             rows = sliding
         else:
@@ -157,7 +211,7 @@ class Windows:
             offsets = np.arange(-keep, 0, dtype=np.int64)
 
             def gathered(name: str, start: int, stop: int) -> Column:
-                closed = history[name][stops[start:stop, None] + offsets]
+                closed = self.history(name)[stops[start:stop, None] + offsets]
                 own = _current(columns, name)[first + start : first + stop, None]
                 return np.concatenate([closed, own], axis=1)
 
@@ -195,22 +249,7 @@ def windows_of(
     closing = starts.copy()
     if count and current_kline is None:
         closing[0] = False  # the very first kline closes nothing
-    every_closes = bool(closing.all())
-    history: dict[str, Column] = {}
-    for name in KLINE_FIELDS:
-        own = _current(columns, name)
-        previous = np.empty(count, dtype=own.dtype)
-        if count:
-            previous[0] = _kline_field(current_kline, name) if current_kline is not None else 0
-            previous[1:] = own[:-1]
-        closed = previous if every_closes else previous[closing]
-        history[name] = np.concatenate([np.asarray(prior[name], dtype=own.dtype), closed])
-    known = len(prior["close"])
-    if every_closes:  # every update closes a kline, as in a klines file: no selection needed
-        stop = np.arange(known + 1, known + count + 1, dtype=np.int64)
-    else:
-        stop = known + np.cumsum(closing, dtype=np.int64)
-    return Windows(history, stop, stop >= window - 1, window), starts
+    return Windows(prior, current_kline, columns, closing, window), starts
 
 
 def _kline_field(kline: Kline, name: str) -> float | int:

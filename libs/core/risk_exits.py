@@ -35,9 +35,10 @@ class RiskExits:
             or self.trailing_stop_pct is not None
         )
 
-    def triggered(self, position: Position, price: float, extreme: float) -> ExitName | None:
+    def triggered(self, position: Position, price: float, extreme: float | None) -> ExitName | None:
         """The first trigger, in SPEC 3.3 rule 2's order, of a position at `price`; `extreme`
-        is the highest (long) or lowest (short) update price since its opening fill."""
+        is the highest (long) or lowest (short) update price since its opening fill (known
+        whenever a trailing stop is on)."""
         entry = position.entry_price
         stop_loss, trailing, take_profit = (
             self.stop_loss_pct,
@@ -47,14 +48,14 @@ class RiskExits:
         if position.side == "long":
             if stop_loss is not None and price <= entry * (1 - stop_loss / 100):
                 return "stopLoss"
-            if trailing is not None and price <= extreme * (1 - trailing / 100):
+            if trailing is not None and price <= _known(extreme) * (1 - trailing / 100):
                 return "trailingStop"
             if take_profit is not None and price >= entry * (1 + take_profit / 100):
                 return "takeProfit"
             return None
         if stop_loss is not None and price >= entry * (1 + stop_loss / 100):
             return "stopLoss"
-        if trailing is not None and price >= extreme * (1 + trailing / 100):
+        if trailing is not None and price >= _known(extreme) * (1 + trailing / 100):
             return "trailingStop"
         if take_profit is not None and price <= entry * (1 - take_profit / 100):
             return "takeProfit"
@@ -82,6 +83,11 @@ class RiskExits:
             else:
                 mask |= prices <= entry * (1 - self.take_profit_pct / 100)
         return mask
+
+
+def _known(extreme: float | None) -> float:
+    assert extreme is not None, "a trailing stop tracks its extreme from the opening fill"
+    return extreme
 
 
 def running_extreme(position: Position, seed: float | None, prices: Floats) -> Floats:

@@ -144,14 +144,22 @@ class SymbolStrategy:
     buy_condition: bool = False
     sell_condition: bool = False
     extreme: float | None = None
-    """Highest (long) or lowest (short) update price since the open position's opening fill."""
+    """Highest (long) or lowest (short) update price since the open position's opening fill;
+    kept only for a trailing stop, the one exit that reads it (None otherwise)."""
     small_batch: ClassVar[int] = 16  # `on_batch` takes batches up to this size one by one
     _klines: KlineHistory = field(init=False, repr=False, compare=False)
+    _exits: bool = field(init=False, repr=False, compare=False)
+    _trailing: bool = field(init=False, repr=False, compare=False)
+    _trusted: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.history is None:
             self.history = KlineHistory(self.params.strategy.window)
         self._klines = self.history
+        # read at every event: a bot without risk exits must not pay for them
+        self._exits = self.params.exits.any
+        self._trailing = self.params.exits.trailing_stop_pct is not None
+        self._trusted = self.params.trusted
 
     def closed_klines(self) -> list[Kline]:
         """The closed klines the next window needs, oldest first (a checkpoint keeps them)."""
@@ -167,13 +175,17 @@ class SymbolStrategy:
             raise BadMarketData("kline_time", update.kline.time_ms, "earlier than the last kline")
         new_kline = current is None or update.kline.time_ms > current.kline.time_ms
         klines = self._klines
-        mark = klines.mark()
-        klines.advance(update.kline, new_kline=new_kline)
-        try:
+        if self._trusted:  # a built-in does not fail: nothing to undo
+            klines.advance(update.kline, new_kline=new_kline)
             evaluation = self._evaluate(klines.window_view() if klines.full() else None)
-        except StrategyFailed as failed:
-            klines.restore(mark)
-            raise StrategyFailed(0, update.time_ms, failed.reason) from failed
+        else:
+            mark = klines.mark()
+            klines.advance(update.kline, new_kline=new_kline)
+            try:
+                evaluation = self._evaluate(klines.window_view() if klines.full() else None)
+            except StrategyFailed as failed:
+                klines.restore(mark)
+                raise StrategyFailed(0, update.time_ms, failed.reason) from failed
         if current is None:
             self.first_time_ms = update.time_ms
         annotation = KlineAnnotation() if new_kline or current is None else current.annotation
@@ -194,7 +206,7 @@ class SymbolStrategy:
         params = self.params
         if window is None:
             return Evaluation(False, False, params.no_values)
-        if params.trusted:
+        if self._trusted:
             evaluation = params.strategy.evaluate(window)
         else:
             try:
@@ -216,23 +228,30 @@ class SymbolStrategy:
             self.ledger, price, self.terms.isolated
         ):
             fills.append(self._liquidate(time_ms, price))
-        position = self.ledger.position
-        if position is None:
-            self.extreme = None
-        else:
-            opened_now = any(fill.round_trip is None for fill in fills)
-            self._extend_extreme(price, opened_now)
-            if self.order is None and self.params.exits.any:
-                assert self.extreme is not None
-                exit = self.params.exits.triggered(position, price, self.extreme)
-                if exit is not None:
-                    self._place_exit(exit, time_ms, price)
+        if self._exits:
+            self._risk_exit(time_ms, price, fills)
         ordered: Side | None = None
         if buy_cross and self._place_order("buy", time_ms, price):
             ordered = "buy"
         elif sell_cross and self._place_order("sell", time_ms, price):
             ordered = "sell"
         return fills, ordered
+
+    def _risk_exit(self, time_ms: int, price: float, fills: list[Fill]) -> None:
+        """SPEC 3.3 for the position still open after the first two steps: move the trailing
+        extreme through this update, then place the first exit that triggers, if no order is
+        open."""
+        position = self.ledger.position
+        if position is None:
+            self.extreme = None
+            return
+        if self._trailing:
+            opened_now = any(fill.round_trip is None for fill in fills)
+            self._extend_extreme(price, opened_now)
+        if self.order is None:
+            exit = self.params.exits.triggered(position, price, self.extreme)
+            if exit is not None:
+                self._place_exit(exit, time_ms, price)
 
     def _extend_extreme(self, price: float, restart: bool) -> None:
         """h (long) or l (short) of SPEC 3.3 rule 2, through this update's price; `restart` at
@@ -369,7 +388,7 @@ class SymbolStrategy:
                 event = index  # a taker order fills at the next update (SPEC 3.1 rule 8)
             else:
                 event = self._next_event(index, columns, buy_crosses, sell_crosses, extremes)
-            if self.ledger.position is not None and event > index:
+            if self._trailing and event > index and self.ledger.position is not None:
                 self._skip_to(price[index : min(event, count)])
             if event >= count:
                 break
@@ -385,7 +404,7 @@ class SymbolStrategy:
         annotated = self._close_batch(
             columns, segments, values, buy_crosses, sell_crosses, ordered_at, starts
         )
-        klines.replace(windows.history, columns.kline(count - 1))
+        klines.replace(windows.closed_tail(klines.keep), columns.kline(count - 1))
         self.buy_condition, self.sell_condition = bool(buy[-1]), bool(sell[-1])
         return BatchStep(tuple(fills), annotated, rejected)
 
@@ -421,7 +440,6 @@ class SymbolStrategy:
         if first >= count:
             return buy, sell
         batch = windows.batch(columns)
-        params = self.params
         decided = self._vector_conditions(batch)
         if decided is None:  # the strategy decides one window at a time
             for row in range(len(batch)):
@@ -429,7 +447,7 @@ class SymbolStrategy:
                 buy[first + row], sell[first + row] = evaluation.buy, evaluation.sell
             return buy, sell
         buy[first:], sell[first:] = decided
-        if not params.trusted:
+        if not self._trusted:
             both = buy & sell
             buy &= ~both
             sell &= ~both
@@ -439,7 +457,7 @@ class SymbolStrategy:
         """The strategy's own vectorized answer, if it offers one; a plug-in's that raises or
         answers in the wrong shape fails the batch (then found one by one)."""
         strategy = self.params.strategy
-        if self.params.trusted:
+        if self._trusted:
             return strategy.conditions(batch)
         try:
             decided = strategy.conditions(batch)
@@ -517,7 +535,7 @@ class SymbolStrategy:
                 worst = float(window.min() if long else window.max())
                 if liquidation_due(ledger, worst, terms.isolated):
                     event = start + self._first_liquidation(window)
-            if event > start and self.params.exits.any:
+            if event > start and self._exits:
                 event = self._first_exit(start, event, price)
             return event
         mode = self.params.mode
@@ -560,7 +578,7 @@ class SymbolStrategy:
         while start < stop:
             end = min(stop, start + size)
             prices = price[start:end]
-            running = running_extreme(position, extreme, prices)
+            running = running_extreme(position, extreme, prices) if self._trailing else prices
             found = np.flatnonzero(exits.mask(position, prices, running))
             if len(found):
                 return start + int(found[0])

@@ -38,6 +38,7 @@ class MACD(Strategy):
 
     def __init__(self, fast: int = 12, slow: int = 26, signal: int = 9, window: int = 200) -> None:
         self.fast, self.slow, self.signal, self.window = fast, slow, signal, window
+        self._cached_weights: Floats | None = None
 
     def _exact(self, closes: Floats) -> tuple[float, float, float]:
         macd, signal, hist = talib.MACD(
@@ -52,6 +53,16 @@ class MACD(Strategy):
             return Evaluation(False, False, values)
         hist = values[2]
         return Evaluation(hist > 0, hist < 0, values)
+
+    def _weights(self) -> Floats:
+        """The histogram is linear in the window's closes (sums, divisions by the periods and
+        EMA steps, all linear): its weight on each close is its answer for a unit close there.
+        One dot product per window then replaces the `window` steps of the recurrence; it
+        rounds differently from them, by a few ulps of the price, far inside the margin."""
+        weights = self._cached_weights
+        if weights is None:
+            weights = self._cached_weights = self._approximate_histogram(np.eye(self.window))
+        return weights
 
     def _approximate_histogram(self, closes: Floats) -> Floats:
         """Each row's last histogram value, TA-Lib's steps with `k * (x - prev) + prev` for
@@ -100,12 +111,14 @@ class MACD(Strategy):
         rows = len(windows)
         buy = np.zeros(rows, dtype=np.bool_)
         sell = np.zeros(rows, dtype=np.bool_)
+        weights = self._weights()
         for start, stop in windows.blocks(BLOCK_ROWS):
             closes = windows.column("close", start, stop)
-            hist = self._approximate_histogram(closes)
-            moving = closes.max(axis=1) != closes.min(axis=1)
-            np.logical_and(hist > 0, moving, out=buy[start:stop])
-            np.logical_and(hist < 0, moving, out=sell[start:stop])
+            # A flat window's histogram is its close times the weights' sum, zero but for
+            # rounding: well inside the margin, so TA-Lib and the flat test below settle it.
+            hist = closes @ weights
+            np.greater(hist, 0.0, out=buy[start:stop])
+            np.less(hist, 0.0, out=sell[start:stop])
             margin = np.abs(windows.price[start:stop]) * UNDECIDED_RELATIVE
             for row in np.flatnonzero(np.abs(hist) <= margin).tolist():
                 window = np.ascontiguousarray(closes[row])
