@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.console import Console
+
 from benches.strategies import FillMark, first_difference
 from libs.config import BotConfig
 from libs.core.batch import UpdateColumns
@@ -74,6 +76,40 @@ class Row:
 
 def seconds_text(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def row_cells(row: Row, reference_seconds: float, ratio_digits: int = 1) -> list[str]:
+    """A row's figures after its name, as every table shows them: median, its ratio to the
+    reference's, runs, fills, same fills, notes."""
+    return [
+        seconds_text(row.seconds),
+        f"{row.seconds / reference_seconds:.{ratio_digits}f}x",
+        str(row.runs),
+        f"{row.fills:,}",
+        row.same_fills,
+        ", ".join(row.notes),
+    ]
+
+
+def markdown_row(row: Row, reference_seconds: float, ratio_digits: int = 1) -> str:
+    """`| name | covers | median | ratio | runs | fills | same fills | notes |`."""
+    cells = [row.name, row.covers, *row_cells(row, reference_seconds, ratio_digits)]
+    return "| " + " | ".join(cells) + " |"
+
+
+Goal = tuple[str, str, bool]  # the goal, what was measured, met
+
+
+def print_goals(console: Console, rows: Sequence[Goal]) -> None:
+    for goal, value, met in rows:
+        mark = "[green]met[/green]" if met else "[red]not met[/red]"
+        console.print(f"goal: {goal}: {value}: {mark}")
+
+
+def goal_lines(rows: Sequence[Goal]) -> list[str]:
+    lines = ["| goal | measured | met |", "| --- | --- | --- |"]
+    lines += [f"| {goal} | {value} | {'yes' if met else 'no'} |" for goal, value, met in rows]
+    return lines
 
 
 def compared(

@@ -46,7 +46,11 @@ from benches.backtest_common import (
     bench_bot,
     command_head,
     compared,
+    goal_lines,
+    markdown_row,
     override_flags,
+    print_goals,
+    row_cells,
     run_core,
     seconds_text,
 )
@@ -465,12 +469,6 @@ def level_goals(levels: Sequence[LevelFigures]) -> list[tuple[str, str, bool]]:
     ]
 
 
-def print_goals(console: Console, rows: Sequence[tuple[str, str, bool]]) -> None:
-    for goal, value, met in rows:
-        mark = "[green]met[/green]" if met else "[red]not met[/red]"
-        console.print(f"goal: {goal}: {value}: {mark}")
-
-
 def print_figures(console: Console, figures: Figures) -> None:
     core = figures.row(CORE).seconds
     table = Table(
@@ -485,15 +483,7 @@ def print_figures(console: Console, figures: Figures) -> None:
     table.add_column("same fills", max_width=28)
     table.add_column("notes", max_width=36)
     for row in figures.rows:
-        table.add_row(
-            row.name,
-            seconds_text(row.seconds),
-            f"{row.seconds / core:.1f}x",
-            str(row.runs),
-            f"{row.fills:,}",
-            row.same_fills,
-            ", ".join(row.notes),
-        )
+        table.add_row(row.name, *row_cells(row, core))
     console.print(table)
     print_goals(console, goals(figures))
     console.print(f"machine: {figures.machine}")
@@ -507,24 +497,9 @@ def print_levels(console: Console, levels: Sequence[LevelFigures]) -> None:
     table.add_column("notes", max_width=36)
     for level in levels:
         for row in (level.core, level.backtesting_py):
-            table.add_row(
-                level.strategy,
-                row.name,
-                seconds_text(row.seconds),
-                f"{row.seconds / level.core.seconds:.1f}x",
-                str(row.runs),
-                f"{row.fills:,}",
-                row.same_fills,
-                ", ".join(row.notes),
-            )
+            table.add_row(level.strategy, row.name, *row_cells(row, level.core.seconds))
     console.print(table)
     print_goals(console, level_goals(levels))
-
-
-def goal_lines(rows: Sequence[tuple[str, str, bool]]) -> list[str]:
-    lines = ["| goal | measured | met |", "| --- | --- | --- |"]
-    lines += [f"| {goal} | {value} | {'yes' if met else 'no'} |" for goal, value, met in rows]
-    return lines
 
 
 def markdown(figures: Figures) -> str:
@@ -542,12 +517,7 @@ def markdown(figures: Figures) -> str:
         " | same fills as the core | notes |",
         "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |",
     ]
-    for row in figures.rows:
-        lines.append(
-            f"| {row.name} | {row.covers} | {seconds_text(row.seconds)}"
-            f" | {row.seconds / core:.1f}x | {row.runs} | {row.fills:,} | {row.same_fills}"
-            f" | {', '.join(row.notes)} |"
-        )
+    lines += [markdown_row(row, core) for row in figures.rows]
     lines += ["", *goal_lines(goals(figures)), "", END_MARK]
     return "\n".join(lines)
 
@@ -570,11 +540,7 @@ def levels_markdown(
     for level in levels:
         for row in (level.core, level.backtesting_py):
             strategy = f"{level.strategy} ({level.parameters})"
-            lines.append(
-                f"| {strategy} | {row.name} | {row.covers} | {seconds_text(row.seconds)}"
-                f" | {row.seconds / level.core.seconds:.1f}x | {row.runs} | {row.fills:,}"
-                f" | {row.same_fills} | {', '.join(row.notes)} |"
-            )
+            lines.append(f"| {strategy} {markdown_row(row, level.core.seconds)}")
     lines += ["", *goal_lines(level_goals(levels)), "", STRATEGIES_END_MARK]
     return "\n".join(lines)
 

@@ -34,7 +34,11 @@ from benches.backtest_common import (
     Row,
     bench_bot,
     command_head,
+    goal_lines,
+    markdown_row,
     override_flags,
+    print_goals,
+    row_cells,
     run_core,
     seconds_text,
 )
@@ -371,19 +375,9 @@ def print_sweep(console: Console, figures: SweepFigures) -> None:
     table.add_column("same fills", max_width=32)
     table.add_column("notes", max_width=40)
     for row in figures.rows:
-        table.add_row(
-            row.name,
-            seconds_text(row.seconds),
-            f"{row.seconds / reference:.2f}x",
-            str(row.runs),
-            f"{row.fills:,}",
-            row.same_fills,
-            ", ".join(row.notes),
-        )
+        table.add_row(row.name, *row_cells(row, reference, ratio_digits=2))
     console.print(table)
-    for goal, value, met in goals(figures):
-        mark = "[green]met[/green]" if met else "[red]not met[/red]"
-        console.print(f"goal: {goal}: {value}: {mark}")
+    print_goals(console, goals(figures))
 
 
 def markdown(figures: SweepFigures) -> str:
@@ -401,14 +395,6 @@ def markdown(figures: SweepFigures) -> str:
         " | fills, all combinations | same fill count per combination as Bandwagon | notes |",
         "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |",
     ]
-    for row in figures.rows:
-        lines.append(
-            f"| {row.name} | {row.covers} | {seconds_text(row.seconds)}"
-            f" | {row.seconds / reference:.2f}x | {row.runs} | {row.fills:,} | {row.same_fills}"
-            f" | {', '.join(row.notes)} |"
-        )
-    lines += ["", "| goal | measured | met |", "| --- | --- | --- |"]
-    for goal, value, met in goals(figures):
-        lines.append(f"| {goal} | {value} | {'yes' if met else 'no'} |")
-    lines += ["", END_MARK]
+    lines += [markdown_row(row, reference, ratio_digits=2) for row in figures.rows]
+    lines += ["", *goal_lines(goals(figures)), "", END_MARK]
     return "\n".join(lines)

@@ -35,9 +35,10 @@ def api_keys() -> str:
 
 def meta(bot: str) -> str:
     """Hash: `epoch`, `seq` (last published refresh), `config` (frozen trading config, JSON),
-    `display` (fees, kline/trade history: what `init` needs besides the hashes), and the Redis
-    server the state was last vouched for on (`redis_run_id`, `redis_appendfsync`,
-    `redis_replid`: SPEC 2.1 rule 19, docs/reliability.md)."""
+    `display` (fees, kline/trade history: what `init` needs besides the hashes), a plug-in's
+    validated `strategy_parameters` (JSON, frozen by the strategy worker), and the Redis server
+    the state was last vouched for on (`redis_run_id`, `redis_appendfsync`, `redis_replid`:
+    SPEC 2.1 rule 19, docs/reliability.md)."""
     return f"{PREFIX}:{{{bot}}}:meta"
 
 

@@ -106,33 +106,25 @@ def run_symbol(
     run.first_price = float(columns.price[0])
     strategy = run.strategy
     values: dict[int, tuple[float | None, ...]] = {}
+    kline_limit = None if with_bands else 1
+    applied, failure = count, None
     for start in range(0, count, BATCH_UPDATES):
         stop = min(count, start + BATCH_UPDATES)
-        chunk = columns.between(start, stop)
-        step = strategy.on_batch(chunk, kline_limit=None if with_bands else 1)
+        step = strategy.on_batch(columns.between(start, stop), kline_limit=kline_limit)
         run.fills.extend(step.fills)
         values.update((k.kline.time_ms, k.annotation.values) for k in step.klines)
         if step.failure is not None:
-            applied = start + step.failure.index
-            run.update_count += applied
-            _record_series(
-                run.series,
-                columns.between(0, applied),
-                run.fills,
-                values if with_bands else {},
-                strategy.params.strategy.indicators,
-            )
-            raise step.failure
+            applied, failure = start + step.failure.index, step.failure
+            break
         if progress is not None:
             progress(stop - start)
-    run.update_count += count
+    run.update_count += applied
+    indicators = strategy.params.strategy.indicators
     _record_series(
-        run.series,
-        columns,
-        run.fills,
-        values if with_bands else {},
-        strategy.params.strategy.indicators,
+        run.series, columns.between(0, applied), run.fills, values if with_bands else {}, indicators
     )
+    if failure is not None:
+        raise failure
 
 
 def _record_series(

@@ -36,6 +36,7 @@ from libs.core.sim_exchange import Fill
 from libs.errors import ConfigError
 from libs.trading import load_strategy_with_parameters
 from tools.backtest.engine import BacktestResult, KlineSeries, equity_curve
+from tools.backtest.report import parameter_texts, risk_exits_on
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -220,22 +221,12 @@ def plot_title(result: BacktestResult) -> str:
         parameters = load_strategy_with_parameters(bot)[1]
     except ConfigError:
         parameters = config.parameters
-    own = ", ".join(f"{name} {_value_text(value)}" for name, value in parameters.items())
+    own = ", ".join(parameter_texts(parameters))
     shared = [config.mode, config.order_type] + [
-        f"{label} {value:g} %"
-        for label, value in (
-            ("stop loss", config.stop_loss_pct),
-            ("take profit", config.take_profit_pct),
-            ("trailing stop", config.trailing_stop_pct),
-        )
-        if value is not None
+        f"{label} {value:g} %" for label, value in risk_exits_on(config)
     ]
     strategy = f"{display_name} ({own})" if own else display_name
     return f"Backtest of bot {bot.id}: {strategy}, {', '.join(shared)}"
-
-
-def _value_text(value: object) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _picture(result: BacktestResult) -> _Picture:

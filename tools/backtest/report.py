@@ -5,14 +5,14 @@ Rich tables; the numbers are `tools.backtest.engine.BacktestStats`, nothing is c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from libs.config import BotConfig
+from libs.config import BotConfig, StrategyConfig
 from tools.backtest.engine import BacktestStats
 
 
@@ -34,16 +34,8 @@ def money(value: float, currency: str) -> str:
 def run_lines(bot: BotConfig, stats: BacktestStats) -> list[str]:
     """What was run, over what: the lines above the tables."""
     strategy = bot.strategy
-    own = " ".join(f"{name} {_value_text(value)}" for name, value in strategy.parameters.items())
-    exits = [
-        f"{label} {value:g}%"
-        for label, value in (
-            ("stop loss", strategy.stop_loss_pct),
-            ("take profit", strategy.take_profit_pct),
-            ("trailing stop", strategy.trailing_stop_pct),
-        )
-        if value is not None
-    ]
+    own = " ".join(parameter_texts(strategy.parameters))
+    exits = [f"{label} {value:g}%" for label, value in risk_exits_on(strategy)]
     lines = [
         f"bot {bot.id}: {strategy.name} {own}, {strategy.mode}, {strategy.order_type}"
         + "".join(f", {exit}" for exit in exits),
@@ -56,8 +48,22 @@ def run_lines(bot: BotConfig, stats: BacktestStats) -> list[str]:
     return lines
 
 
-def _value_text(value: object) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+def parameter_texts(parameters: Mapping[str, object]) -> list[str]:
+    """`period 14`, `nbdev 2`...: a strategy's own parameters as the report and plot show them."""
+    return [
+        f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
+        for name, value in parameters.items()
+    ]
+
+
+def risk_exits_on(strategy: StrategyConfig) -> list[tuple[str, float]]:
+    """The risk exits a strategy has on (SPEC 3.3), named, in SPEC's order."""
+    exits = (
+        ("stop loss", strategy.stop_loss_pct),
+        ("take profit", strategy.take_profit_pct),
+        ("trailing stop", strategy.trailing_stop_pct),
+    )
+    return [(label, value) for label, value in exits if value is not None]
 
 
 def currency_of(bot: BotConfig) -> str:
