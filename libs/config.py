@@ -423,6 +423,8 @@ class Settings(_EnvironmentSettings):
     """Everything a service reads from the environment, with SPEC defaults."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # SPEC 4.1 rule 13: REDIS_URL names any node of a Redis Cluster (libs.store.client)
+    redis_cluster: bool = False
     config_path: Path = Field(DEFAULT_CONFIG_PATH, validation_alias="BANDWAGON_CONFIG")
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8080, ge=0, le=65535)

@@ -12,22 +12,23 @@ import argparse
 import asyncio
 import re
 import sys
+from typing import cast
 
-from redis.asyncio import Redis
-
-from libs.config import BOT_ID_PATTERN, load_settings
+from libs.config import BOT_ID_PATTERN, Settings, load_settings
 from libs.errors import ConfigError
 from libs.store.bot_state import live_owners, reset_bot
+from libs.store.client import RedisNodes
 
 
-async def _owners(redis_url: str, bot_id: str) -> list[str]:
-    async with Redis.from_url(redis_url, decode_responses=True) as redis:
-        return await live_owners(redis, bot_id)
-
-
-async def _reset(redis_url: str, bot_id: str) -> int:
-    async with Redis.from_url(redis_url, decode_responses=True) as redis:
-        return await reset_bot(redis, bot_id)
+async def _on_bot_node(settings: Settings, bot_id: str, reset: bool) -> list[str] | int:
+    """On a cluster, every key of the bot is on its slot's master (SPEC 4.1 rule 13)."""
+    nodes = RedisNodes(settings.redis_url, cluster=settings.redis_cluster, decode_responses=True)
+    try:
+        await nodes.refresh()
+        redis = nodes.for_bot(bot_id)
+        return await (reset_bot(redis, bot_id) if reset else live_owners(redis, bot_id))
+    finally:
+        await nodes.aclose()
 
 
 def main(argv: list[str]) -> int:
@@ -44,7 +45,7 @@ def main(argv: list[str]) -> int:
     if not re.fullmatch(BOT_ID_PATTERN, args.bot):
         raise ConfigError("--bot", args.bot, f"must match {BOT_ID_PATTERN}")
     settings = load_settings()
-    owners = asyncio.run(_owners(settings.redis_url, args.bot))
+    owners = cast(list[str], asyncio.run(_on_bot_node(settings, args.bot, reset=False)))
     if owners and not args.force:
         print(
             f"bot {args.bot} is being worked on ({'; '.join(owners)}): stop its strategy and "
@@ -60,6 +61,6 @@ def main(argv: list[str]) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
-    deleted = asyncio.run(_reset(settings.redis_url, args.bot))
+    deleted = asyncio.run(_on_bot_node(settings, args.bot, reset=True))
     print(f"bot {args.bot}: {deleted} keys deleted; restart its workers to start it over")
     return 0

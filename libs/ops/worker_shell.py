@@ -13,8 +13,8 @@ import logging
 import random
 import signal
 from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from libs.config import Settings
@@ -51,11 +51,20 @@ async def serve_until_stopped(
             backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
 
 
+class RedisConnections(Protocol):
+    """What the shell needs of a worker's Redis: one Redis, or a cluster's masters
+    (`libs.store.client.RedisNodes`)."""
+
+    async def ping(self) -> Any: ...
+
+    async def aclose(self) -> Any: ...
+
+
 async def run_worker(
     *,
     service: str,
     settings: Settings,
-    redis: Redis,
+    redis: RedisConnections,
     default_health_port: int,
     load: Callable[[], Awaitable[None]],
     step: Callable[[], Awaitable[object]],

@@ -18,6 +18,7 @@ from libs.core.pnl import Ledger
 from libs.core.portfolio import status_figures, symbol_figures
 from libs.errors import ConfigError, MarketTermsPending
 from libs.store import keys
+from libs.store.client import RedisNodes
 from libs.store.market_terms import frozen_terms, missing_terms, read_supplied_terms
 from libs.store.published import Display, stage_state_creation, write_display
 from libs.store.server import read_server
@@ -138,7 +139,9 @@ async def freeze_strategy_parameters(
         )
 
 
-async def ensure_state(redis: Redis, bot: BotConfig, time_zone_offset_min: int) -> StateReady:
+async def ensure_state(
+    nodes: Redis | RedisNodes, bot: BotConfig, time_zone_offset_min: int
+) -> StateReady:
     """Create the bot's state unless it exists, else check the frozen config. WATCH makes two
     accounting replicas starting at once create it only once. Market terms the bots file
     leaves out are taken from the source's report (`libs.store.market_terms`) and frozen with the
@@ -146,6 +149,8 @@ async def ensure_state(redis: Redis, bot: BotConfig, time_zone_offset_min: int) 
     redis-server it is created on (`libs.store.server.ServerRecord`, SPEC 2.1 rule 19)."""
     meta_key = keys.meta(bot.id)
     display = display_of(bot)
+    nodes = RedisNodes.wrapping(nodes)
+    redis = nodes.for_bot(bot.id)
     while True:
         async with redis.pipeline(transaction=True) as tx:
             try:
@@ -159,7 +164,7 @@ async def ensure_state(redis: Redis, bot: BotConfig, time_zone_offset_min: int) 
                 # frozen other terms, which `thawed` must compare with the file, not with ours
                 resolved = bot
                 if not resolved.has_market_terms:
-                    resolved = bot.with_market_terms(await read_supplied_terms(redis, bot))
+                    resolved = bot.with_market_terms(await read_supplied_terms(nodes, bot))
                     if not resolved.has_market_terms:
                         raise MarketTermsPending(bot.id, missing_terms(resolved))
                 epoch = secrets.token_hex(8)

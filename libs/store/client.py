@@ -1,24 +1,252 @@
-"""The Redis client of every worker: no retries inside redis-py.
+"""The Redis clients of every service: one Redis, or each master of a Redis Cluster.
 
-redis-py retries a command on a connection error by default (10 times, up to 1 s apart). For a
-worker that hides a Redis restart: a command after a short outage just succeeds, on a Redis that
-may have come back without its last second of writes (AOF `everysec`), while the worker goes on
-from memory that is ahead of it. Each worker retries in its own shell instead, after reloading
-what Redis really holds (`libs.ops.worker_shell`), and ingest after reading back its stream.
+No retries inside redis-py. It retries a command on a connection error by default (10 times, up
+to 1 s apart). For a worker that hides a Redis restart: a command after a short outage just
+succeeds, on a Redis that may have come back without its last second of writes (AOF `everysec`),
+while the worker goes on from memory that is ahead of it. Each worker retries in its own shell
+instead, after reloading what Redis really holds (`libs.ops.worker_shell`), and ingest after
+reading back its stream.
+
+On a cluster (SPEC 4.1 rule 13, `REDIS_CLUSTER=true`) every command is sent, as on one Redis,
+through a plain client of the master that owns the key's slot: a bot's fenced transaction, its
+server check (INFO on the very connection that WATCHes) and its scripts (loaded on the node that
+runs them) are then exactly the single-Redis code. redis-py's `RedisCluster` is not used: its
+pipelines refuse PUBLISH, MGET and INFO, and queue transaction commands through a thread. The slot
+map is read with CLUSTER SLOTS at start and again after any error (`refresh`): a failover shows
+up as a connection error or a MOVED reply, both RedisErrors every service already recovers from.
 """
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.exceptions import RedisError
+from redis.typing import ChannelT, EncodableT
+
+from libs.config import Settings
+from libs.store import keys
+
+log = logging.getLogger(__name__)
+
+SLOTS = 16384
 
 
 def worker_redis(url: str) -> Redis:
-    return Redis.from_url(
-        url,
-        decode_responses=True,
-        retry=Retry(NoBackoff(), 0),
-        socket_connect_timeout=5,
-        socket_timeout=10,
-    )
+    return Redis.from_url(url, **_worker_options())
+
+
+def worker_nodes(settings: Settings) -> RedisNodes:
+    """A worker's Redis: `REDIS_URL`, a cluster when `REDIS_CLUSTER` says so."""
+    return RedisNodes(settings.redis_url, cluster=settings.redis_cluster, **_worker_options())
+
+
+def _worker_options() -> dict[str, Any]:
+    return {
+        "decode_responses": True,
+        "retry": Retry(NoBackoff(), 0),
+        "socket_connect_timeout": 5,
+        "socket_timeout": 10,
+    }
+
+
+def _with_address(url: str, host: str, port: int) -> str:
+    """`url` with its host and port replaced, credentials, TLS and options kept."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    netloc = f"{userinfo}@{address}" if userinfo else address
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+
+
+class _ShardedPipeline(Pipeline):
+    """A cluster master's pipeline: PUBLISH goes out as SPUBLISH."""
+
+    def publish(self, channel: ChannelT, message: EncodableT, **kwargs: Any) -> Any:
+        return self.execute_command("SPUBLISH", channel, message, **kwargs)
+
+
+class ClusterNodeRedis(Redis):
+    """A cluster master's client. A refresh travels on sharded pub/sub (SPEC 4.1 rule 13): a
+    plain PUBLISH on a cluster reaches every node and every subscriber of the whole cluster, an
+    SPUBLISH only the shard that owns the channel's slot, and only its SSUBSCRIBErs. The code
+    that commits a refresh stays the same on one Redis and on a cluster."""
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        return _ShardedPipeline(
+            self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
+
+    async def publish(self, channel: ChannelT, message: EncodableT, **kwargs: Any) -> Any:
+        return await self.execute_command("SPUBLISH", channel, message, **kwargs)  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True, slots=True)
+class _Range:
+    first: int
+    last: int
+    address: tuple[str, int]
+
+
+class RedisNodes:
+    """Where a key lives: `for_key` is the one client on a single Redis, and the client of the
+    slot's master on a cluster. Clients are made once per address and kept, each with redis-py's
+    `options`; `pool_size` bounds each one's connections (a blocking pool, waiting at most
+    `pool_wait_s` for a free one)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        cluster: bool = False,
+        pool_size: int | None = None,
+        pool_wait_s: float = 5.0,
+        **options: Any,
+    ) -> None:
+        self.url = url
+        self.cluster = cluster
+        self._pool_size = pool_size
+        self._pool_wait_s = pool_wait_s
+        self._options = options
+        self._clients: dict[tuple[str, int], Redis] = {}
+        self._slot_owner: list[tuple[str, int]] = []
+        parts = urlsplit(url)
+        self._seeds = [(parts.hostname or "127.0.0.1", parts.port or 6379)]
+        self.default = self._client_for(self._seeds[0])
+
+    @classmethod
+    def wrapping(cls, client: Redis | RedisNodes) -> RedisNodes:
+        """Nodes of one Redis whose client exists already (tests, tools)."""
+        if isinstance(client, RedisNodes):
+            return client
+        kwargs = client.connection_pool.connection_kwargs
+        nodes = cls(f"redis://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}")
+        nodes.default = client
+        return nodes
+
+    async def keep_fresh(self, interval_s: float = 1.0) -> None:
+        """Re-read the slot map every `interval_s` (cluster only, until cancelled): a service
+        that answers requests (the gateway) follows a failover without waiting for an error."""
+        while self.cluster:
+            try:
+                await self.refresh()
+            except (RedisError, OSError) as error:
+                log.debug("cluster slot map not refreshed: %s", error)
+            await asyncio.sleep(interval_s)
+
+    def _client_for(self, address: tuple[str, int]) -> Redis:
+        client = self._clients.get(address)
+        if client is None:
+            url = _with_address(self.url, *address)
+            kind = ClusterNodeRedis if self.cluster else Redis
+            if self._pool_size is not None:
+                pool = BlockingConnectionPool.from_url(
+                    url,
+                    max_connections=self._pool_size,
+                    timeout=self._pool_wait_s,
+                    **self._options,
+                )
+                client = kind.from_pool(pool)
+            else:
+                client = kind.from_url(url, **self._options)
+            self._clients[address] = client
+        return client
+
+    async def refresh(self) -> None:
+        """Read the slot map (cluster only) from the first node that answers: the configured
+        one, then every node met before, so a dead seed does not hide the cluster."""
+        if not self.cluster:
+            return
+        candidates = list(dict.fromkeys([*self._seeds, *self._clients]))
+        last_error: RedisError | OSError | None = None
+        for address in candidates:
+            try:
+                reply = await self._client_for(address).execute_command(  # type: ignore[no-untyped-call]
+                    "CLUSTER", "SLOTS"
+                )
+            except (RedisError, OSError) as error:
+                last_error = error
+                continue
+            self._install(_ranges(reply, fallback_host=address[0]))
+            return
+        assert last_error is not None
+        raise last_error
+
+    def _install(self, ranges: Sequence[_Range]) -> None:
+        owner = [("", 0)] * SLOTS
+        for found in ranges:
+            for slot in range(found.first, found.last + 1):
+                owner[slot] = found.address
+        self._slot_owner = owner
+        for found in ranges:
+            self._client_for(found.address)
+
+    async def ensure_map(self) -> None:
+        if self.cluster and not self._slot_owner:
+            await self.refresh()
+
+    def for_key(self, key: str) -> Redis:
+        if not self.cluster:
+            return self.default
+        if not self._slot_owner:
+            raise RedisError("the cluster's slot map has not been read yet")
+        address = self._slot_owner[key_slot(key.encode())]
+        if not address[0]:
+            raise RedisError(f"no master serves the slot of {key} now (CLUSTERDOWN)")
+        return self._client_for(address)
+
+    def for_bot(self, bot: str) -> Redis:
+        """The client of a bot's `{bot}` slot, where all its keys live."""
+        return self.for_key(keys.meta(bot))
+
+    def by_node(self, names: Iterable[str]) -> dict[Redis, list[str]]:
+        """`names` (keys) grouped by the client that serves them, each group in given order."""
+        groups: dict[Redis, list[str]] = defaultdict(list)
+        for name in names:
+            groups[self.for_key(name)].append(name)
+        return groups
+
+    def by_slot(self, names: Iterable[str]) -> list[list[str]]:
+        """`names` (keys) in groups one multi-key command may take: all of them on one Redis,
+        one slot each on a cluster (no command touches two slots)."""
+        names = list(names)
+        if not self.cluster:
+            return [names] if names else []
+        groups: dict[int, list[str]] = defaultdict(list)
+        for name in names:
+            groups[key_slot(name.encode())].append(name)
+        return list(groups.values())
+
+    def masters(self) -> list[Redis]:
+        if not self.cluster:
+            return [self.default]
+        owners = dict.fromkeys(address for address in self._slot_owner if address[0])
+        return [self._client_for(address) for address in owners]
+
+    async def ping(self) -> bool:
+        """Every master answers (the one Redis, or each master owning slots)."""
+        for client in self.masters():
+            await client.ping()
+        return True
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+
+
+def _ranges(reply: Any, fallback_host: str) -> list[_Range]:
+    ranges: list[_Range] = []
+    for first, last, master, *_replicas in reply:
+        host = master[0].decode() if isinstance(master[0], bytes) else str(master[0])
+        ranges.append(_Range(int(first), int(last), (host or fallback_host, int(master[1]))))
+    return ranges

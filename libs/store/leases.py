@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from redis.asyncio import Redis
@@ -32,6 +33,7 @@ from libs.config import Settings
 from libs.errors import LeaseLost
 from libs.ops.health import PARTITIONS_OWNED
 from libs.store import keys
+from libs.store.client import RedisNodes
 from libs.store.partitions import PartitionId, assigned_to
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,7 @@ class LeaseKeeper:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisNodes,
         *,
         service: str,
         worker_id: str,
@@ -104,7 +106,8 @@ class LeaseKeeper:
         renew_every_s: float = LEASE_TTL_MS / 1000 * RENEW_SHARE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.redis = redis
+        self.nodes = RedisNodes.wrapping(redis)
+        redis = self.nodes.default
         self.service = service
         self.worker_id = worker_id
         self.partitions = list(partitions)
@@ -120,7 +123,11 @@ class LeaseKeeper:
 
     @classmethod
     def for_service(
-        cls, redis: Redis, service: str, settings: Settings, partitions: Sequence[PartitionId]
+        cls,
+        redis: Redis | RedisNodes,
+        service: str,
+        settings: Settings,
+        partitions: Sequence[PartitionId],
     ) -> LeaseKeeper:
         """The keeper of a service replica: `WORKER_ID`, `LEASE_TTL_S` from its settings."""
         return cls(
@@ -131,6 +138,11 @@ class LeaseKeeper:
             ttl_ms=int(settings.lease_ttl_s * 1000),
             renew_every_s=settings.lease_ttl_s * RENEW_SHARE,
         )
+
+    @property
+    def redis(self) -> Redis:
+        """The one Redis (on a cluster: the configured node)."""
+        return self.nodes.default
 
     def due(self) -> bool:
         return self.seconds_until_due() <= 0
@@ -148,31 +160,40 @@ class LeaseKeeper:
         """Renew membership and leases; release what another member should now own; acquire
         what this one should. Returns the partitions owned now."""
         started_s = self.clock()
+        members_key = keys.members(self.service)
         members = await self._join(
-            keys=[keys.members(self.service)], args=[self.worker_id, self.ttl_ms]
+            keys=[members_key],
+            args=[self.worker_id, self.ttl_ms],
+            client=self.nodes.for_key(members_key),
         )
         self.members = [str(member) for member in members]
         wanted = assigned_to(self.worker_id, self.partitions, self.members)
         for partition in sorted(set(self.tokens) - wanted):
             await self._give_up(partition)
         candidates = sorted(wanted | set(self.tokens))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for partition in candidates:
-                await self._acquire(
-                    keys=[
-                        keys.lease(partition.bot, partition.name),
-                        keys.fence(partition.bot, partition.name),
-                    ],
-                    args=[self.worker_id, self.tokens.get(partition, 0), self.ttl_ms],
-                    client=pipe,
-                )
-            tokens = await pipe.execute()
-        for partition, token in zip(candidates, tokens, strict=True):
-            held = self.tokens.get(partition)
-            if int(token) > 0:
+        by_node: dict[Redis, list[PartitionId]] = defaultdict(list)
+        for partition in candidates:
+            by_node[self.nodes.for_bot(partition.bot)].append(partition)
+        tokens: dict[PartitionId, int] = {}
+        for client, partitions in by_node.items():  # one round trip per Redis (cluster master)
+            async with client.pipeline(transaction=False) as pipe:
+                for partition in partitions:
+                    await self._acquire(
+                        keys=[
+                            keys.lease(partition.bot, partition.name),
+                            keys.fence(partition.bot, partition.name),
+                        ],
+                        args=[self.worker_id, self.tokens.get(partition, 0), self.ttl_ms],
+                        client=pipe,
+                    )
+                replies = await pipe.execute()
+                tokens.update((p, int(t)) for p, t in zip(partitions, replies, strict=True))
+        for partition in candidates:
+            token, held = tokens[partition], self.tokens.get(partition)
+            if token > 0:
                 if held is None:
-                    log.info("partition acquired", extra=self._context(partition, int(token)))
-                self.tokens[partition] = int(token)
+                    log.info("partition acquired", extra=self._context(partition, token))
+                self.tokens[partition] = token
             elif held is not None:
                 log.warning("lease lost", extra=self._context(partition, held))
                 del self.tokens[partition]
@@ -250,12 +271,17 @@ class LeaseKeeper:
         partitions over at their next beat instead of after the TTL."""
         for partition in sorted(self.tokens):
             await self._give_up(partition)
-        await self.redis.zrem(keys.members(self.service), self.worker_id)
+        members_key = keys.members(self.service)
+        await self.nodes.for_key(members_key).zrem(members_key, self.worker_id)
         PARTITIONS_OWNED.set(0)
 
     async def _give_up(self, partition: PartitionId) -> None:
         value = self.lease_value(partition)
-        await self._release(keys=[keys.lease(partition.bot, partition.name)], args=[value])
+        await self._release(
+            keys=[keys.lease(partition.bot, partition.name)],
+            args=[value],
+            client=self.nodes.for_bot(partition.bot),
+        )
         log.info("partition released", extra=self._context(partition, self.tokens.pop(partition)))
 
     def _context(self, partition: PartitionId, token: int) -> dict[str, object]:

@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from libs.config import BotConfig, MarketTerms
 from libs.store import keys
+from libs.store.client import RedisNodes
 
 log = logging.getLogger(__name__)
 
@@ -68,25 +69,32 @@ def missing_terms(bot: BotConfig) -> list[str]:
 
 
 async def write_supplied_terms(
-    redis: Redis, exchange: str, terms: Mapping[str, MarketTerms], now_ms: int | None = None
+    redis: Redis | RedisNodes,
+    exchange: str,
+    terms: Mapping[str, MarketTerms],
+    now_ms: int | None = None,
 ) -> None:
     """What the source says now, one hash per market, replacing what it said before."""
     updated_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    async with redis.pipeline(transaction=False) as pipe:
-        for product_id, found in terms.items():
-            pipe.hset(
-                keys.market_terms(exchange, product_id),
-                mapping={
-                    "min_size": found.min_size,
-                    "price_decimals": found.price_decimals,
-                    "updated_ms": updated_ms,
-                },
-            )
-        await pipe.execute()
+    nodes = RedisNodes.wrapping(redis)
+    by_key = {keys.market_terms(exchange, product): found for product, found in terms.items()}
+    for node, names in nodes.by_node(by_key).items():
+        async with node.pipeline(transaction=False) as pipe:
+            for name in names:
+                found = by_key[name]
+                pipe.hset(
+                    name,
+                    mapping={
+                        "min_size": found.min_size,
+                        "price_decimals": found.price_decimals,
+                        "updated_ms": updated_ms,
+                    },
+                )
+            await pipe.execute()
 
 
 async def store_terms_until_stored(
-    redis: Redis,
+    redis: Redis | RedisNodes,
     terms_by_exchange: Mapping[str, Mapping[str, MarketTerms]],
     stop: asyncio.Event,
     then: Callable[[str, Mapping[str, MarketTerms]], Awaitable[None]] | None = None,
@@ -110,11 +118,13 @@ async def store_terms_until_stored(
                 delay_s = min(delay_s * 2, 10.0)
 
 
-async def read_supplied_terms(redis: Redis, bot: BotConfig) -> dict[str, MarketTerms]:
+async def read_supplied_terms(redis: Redis | RedisNodes, bot: BotConfig) -> dict[str, MarketTerms]:
     """The source's terms of the bot's symbols whose terms the bots file leaves out."""
+    nodes = RedisNodes.wrapping(redis)
     found: dict[str, MarketTerms] = {}
     for product_id in missing_terms(bot):
-        fields = await redis.hgetall(keys.market_terms(bot.exchange, product_id))
+        name = keys.market_terms(bot.exchange, product_id)
+        fields = await nodes.for_key(name).hgetall(name)
         if fields:  # decode_responses=True: str fields
             found[product_id] = MarketTerms(
                 min_size=fields["min_size"], price_decimals=int(fields["price_decimals"])

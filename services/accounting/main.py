@@ -6,15 +6,14 @@ import argparse
 import asyncio
 import logging
 
-from redis.asyncio import Redis
-
 from libs.config import BotsFile, load_bots, load_settings, read_api_keys
 from libs.errors import MarketTermsPending
 from libs.ops.logs import setup_logging
 from libs.ops.timezone import local_time_zone_offset_min
 from libs.ops.worker_shell import run_worker
+from libs.store import keys
 from libs.store.bot_state import ensure_state, publish_api_keys
-from libs.store.client import worker_redis
+from libs.store.client import RedisNodes, worker_nodes
 from libs.store.leases import LeaseKeeper
 from libs.store.partitions import accounting_partitions
 from services.accounting.worker import AccountingWorker
@@ -23,16 +22,18 @@ log = logging.getLogger(__name__)
 DEFAULT_HEALTH_PORT = 9103
 
 
-async def prepare(redis: Redis, bots: BotsFile, worker: AccountingWorker) -> None:
+async def prepare(nodes: RedisNodes, bots: BotsFile, worker: AccountingWorker) -> None:
     """State creation (SPEC 4.1 rule 11) and key hashes (2.1 rule 16) before any event, then the
     book as of the last commit."""
+    await nodes.refresh()
     for bot in bots.bots:
         try:
-            if (await ensure_state(redis, bot, local_time_zone_offset_min())).created:
+            state = await ensure_state(nodes.for_bot(bot.id), bot, local_time_zone_offset_min())
+            if state.created:
                 log.info("bot state created", extra={"bot": bot.id})
         except MarketTermsPending as pending:  # retried whenever the worker takes the bot
             log.warning("%s", pending, extra={"bot": bot.id})
-    await publish_api_keys(redis, read_api_keys(bots))
+    await publish_api_keys(nodes.for_key(keys.api_keys()), read_api_keys(bots))
     await worker.load()
 
 
@@ -41,7 +42,7 @@ async def amain(args: argparse.Namespace) -> int:
     setup_logging("accounting", settings.log_level)
     bots = load_bots(settings.config_path)
     read_api_keys(bots)  # a missing or malformed key is a config error at start (exit 78)
-    redis = worker_redis(settings.redis_url)
+    redis = worker_nodes(settings)
     keeper = LeaseKeeper.for_service(
         redis, "accounting", settings, accounting_partitions(bots.bots)
     )

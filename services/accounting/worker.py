@@ -16,7 +16,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import cast
 
 import orjson
 from prometheus_client import Counter, Gauge, Histogram
@@ -27,10 +26,12 @@ from libs.errors import LeaseLost, MarketTermsPending
 from libs.ops.timezone import local_time_zone_offset_min
 from libs.store import keys
 from libs.store.bot_state import display_of, ensure_state
+from libs.store.client import RedisNodes
 from libs.store.leases import LeaseKeeper
 from libs.store.partitions import PartitionId
 from libs.store.published import read_server_record, stage_refresh_commit
 from libs.store.server import ServerState, on_server, read_server
+from libs.store.streams import read_streams
 from libs.wire.events import StrategyEvent
 from libs.wire.market import entry_key
 from services.accounting.book import BotBook, Refresh
@@ -58,8 +59,6 @@ UPDATE_TO_PUBLISH = Histogram(
 )
 
 FILL_DELAY_S = 0.1  # SPEC 2.1 rule 10: refreshes >= 100 ms apart, a fill published within 100 ms
-
-StreamReply = list[tuple[str, list[tuple[str, dict[str, str]]]]] | None
 
 
 async def load_book(redis: Redis, bot: BotConfig) -> BotBook:
@@ -91,13 +90,13 @@ def partition_of(bot_id: str) -> PartitionId:
 class AccountingWorker:
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisNodes,
         bots: list[BotConfig],
         keeper: LeaseKeeper,
         clock: Callable[[], float] = time.monotonic,
         batch_size: int = 1000,
     ) -> None:
-        self.redis = redis
+        self.nodes = RedisNodes.wrapping(redis)
         self.bots = {bot.id: bot for bot in bots}
         self.keeper = keeper
         self.clock = clock
@@ -109,9 +108,15 @@ class AccountingWorker:
         # have lost them (a damaged AOF). The server record decides otherwise (rule 19).
         self.committed: dict[str, tuple[str, int]] = {}
 
+    @property
+    def redis(self) -> Redis:
+        """The one Redis (on a cluster: the configured node)."""
+        return self.nodes.default
+
     async def load(self) -> None:
         """After a start or any Redis error: renew the leases, then every owned bot's book as of
         its last commit (memory may be ahead of it)."""
+        await self.nodes.refresh()  # after any error: a failover moves slots (rule 13)
         owned = await self.keeper.beat()
         self.books = {}
         await self._take(owned)
@@ -127,9 +132,10 @@ class AccountingWorker:
         for partition in sorted(partitions):
             # the state may be gone since this process started (`bandwagon reset`, a Redis that
             # lost everything): create it anew, with a new epoch, before any refresh
+            redis = self.nodes.for_bot(partition.bot)
             try:
                 bot, created = await ensure_state(
-                    self.redis, self.bots[partition.bot], local_time_zone_offset_min()
+                    redis, self.bots[partition.bot], local_time_zone_offset_min()
                 )
             except MarketTermsPending as pending:  # tried again at the next beat
                 log.debug("%s", pending, extra={"bot": partition.bot})
@@ -138,8 +144,8 @@ class AccountingWorker:
                 log.info("bot state created", extra={"bot": bot.id})
             # the server first, the book after: every commit confirms this server still
             # answers, so the book it commits from was read from this server too
-            server = await read_server(self.redis)
-            book = await load_book(self.redis, bot)
+            server = await read_server(redis)
+            book = await load_book(redis, bot)
             book.redis_run_id = server.record.run_id
             book.unsaved_events = 1  # check once: config changes such as `enabled` show at start
             self.books[bot.id] = book
@@ -157,7 +163,8 @@ class AccountingWorker:
         not any service saw it go down; one that cannot have keeps the epoch and is recorded."""
         bot = book.bot
         partition = partition_of(bot.id)
-        recorded = await read_server_record(self.redis, bot.id)
+        redis = self.nodes.for_bot(bot.id)
+        recorded = await read_server_record(redis, bot.id)
         verdict = continuity(recorded, server)
         reason = describe(recorded, server)
         remembered = self.committed.get(bot.id)
@@ -166,7 +173,7 @@ class AccountingWorker:
             verdict = Continuity.MAY_HAVE_LOST
             reason = f"Redis holds seq {book.seq}, this worker had committed seq {remembered[1]}"
         if verdict is Continuity.MAY_HAVE_LOST:
-            epoch = await renew_epoch(self.redis, self.keeper, partition, server.record)
+            epoch = await renew_epoch(redis, self.keeper, partition, server.record)
             log.warning(
                 "state lost (SPEC 2.1 rule 19): %s; epoch %s ends at seq %d, new epoch %s",
                 reason,
@@ -180,7 +187,7 @@ class AccountingWorker:
             REFRESHES.labels(bot=bot.id).inc()
             SEQ.labels(bot=bot.id).set(1)
         elif recorded != server.record:
-            await record_server(self.redis, self.keeper, partition, server.record)
+            await record_server(redis, self.keeper, partition, server.record)
             if verdict is Continuity.DURABLE_RESTART:
                 log.info(
                     "Redis restarted under appendfsync always, nothing acknowledged was lost: "
@@ -218,11 +225,8 @@ class AccountingWorker:
                 budget_s = min(budget_s, due_in_s - BLOCK_LATENESS_S)
             block_ms = max(1, int(budget_s * 1000))
         streams = {keys.events(bot_id): book.checkpoint for bot_id, book in self.books.items()}
-        reply = cast(
-            StreamReply,
-            await self.redis.xread(streams, count=self.batch_size, block=block_ms),  # type: ignore[arg-type]
-        )
-        for stream, entries in reply or []:
+        reply = await read_streams(self.nodes, streams, count=self.batch_size, block_ms=block_ms)
+        for stream, entries in reply:
             book = self.books[keys.bot_of(stream)]
             for entry_id, fields in entries:
                 book.apply(entry_id, StrategyEvent.from_fields(fields))
@@ -249,7 +253,7 @@ class AccountingWorker:
     async def _commit(self, book: BotBook, refresh: Refresh) -> None:
         bot = book.bot
         partition = partition_of(bot.id)
-        async with self.redis.pipeline(transaction=True) as tx:
+        async with self.nodes.for_bot(bot.id).pipeline(transaction=True) as tx:
             await self.keeper.guard(tx, [partition], check=on_server(book.redis_run_id))
             stage_refresh_commit(
                 tx,
@@ -274,7 +278,7 @@ class AccountingWorker:
 
     async def _save_checkpoint(self, book: BotBook) -> None:
         partition = partition_of(book.bot.id)
-        async with self.redis.pipeline(transaction=True) as tx:
+        async with self.nodes.for_bot(book.bot.id).pipeline(transaction=True) as tx:
             await self.keeper.guard(tx, [partition], check=on_server(book.redis_run_id))
             tx.hset(keys.accounting_state(book.bot.id), mapping=book.accounting_fields())
             tx.xtrim(keys.events(book.bot.id), minid=book.checkpoint, approximate=True)

@@ -18,12 +18,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from libs.config import Settings, api_key_hash
 from libs.errors import ClientError, StateMissing
 from libs.store import keys
+from libs.store.client import RedisNodes
 from libs.wire.frames import error_frame, refresh_head, resume_frame
 from services.gateway import metrics
 from services.gateway.hub import Hub, LogEntries, Refresh, read_log
@@ -64,7 +64,7 @@ class ConnectionContext:
     """What every connection of one gateway process shares."""
 
     settings: Settings
-    redis: Redis
+    redis: RedisNodes
     hub: Hub
     failed_keys: FailedKeys
     inits: InitCache
@@ -400,7 +400,9 @@ class Connection:
             batch = self._hub.ring_range(bot, epoch, self._next_seq, last_seq)
             if not batch:
                 try:
-                    batch = await read_log(self._redis, bot, self._next_seq, last_seq, epoch)
+                    batch = await read_log(
+                        self._redis.for_bot(bot), bot, self._next_seq, last_seq, epoch
+                    )
                 except RedisError as error:
                     log.warning("refresh log unreadable, retrying: %s", error, extra={"bot": bot})
                     await asyncio.sleep(retry_s)
@@ -483,7 +485,7 @@ class Connection:
         """SPEC 2.1 rule 15: same epoch, since <= N, and the log starting by since+1 (it is
         trimmed only from its old end, so holding since+1 means holding since+1..N)."""
         try:
-            async with self._redis.pipeline(transaction=True) as tx:
+            async with self._redis.for_bot(bot).pipeline(transaction=True) as tx:
                 tx.hmget(keys.meta(bot), ["seq", "epoch"])
                 tx.xrange(keys.refresh_log(bot), min=f"{since + 1}-0", count=1)
                 (seq_text, current_epoch), first = await tx.execute()
@@ -540,7 +542,8 @@ class Connection:
         if redis_up:
             with contextlib.suppress(RedisError):
                 newest = cast(
-                    LogEntries, await self._redis.xrevrange(keys.refresh_log(bot), count=1)
+                    LogEntries,
+                    await self._redis.for_bot(bot).xrevrange(keys.refresh_log(bot), count=1),
                 )
         reply: _RefreshReply | None = None
         if newest:

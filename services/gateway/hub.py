@@ -14,6 +14,7 @@ hub: it resubscribes with capped, jittered backoff and catches every subscribed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections import deque
@@ -27,7 +28,9 @@ from redis.exceptions import RedisError
 
 from libs.ops.health import Health
 from libs.store import keys
+from libs.store.client import RedisNodes
 from libs.wire.frames import refresh_head
+from services.gateway import metrics
 from services.gateway.protocol import seq_of_entry_id
 from services.gateway.wsprotocol import text_frame
 
@@ -109,17 +112,22 @@ async def read_log(
 
 
 class Hub:
-    def __init__(self, redis: Redis, health: Health) -> None:
-        self._redis = redis
+    def __init__(self, redis: Redis | RedisNodes, health: Health) -> None:
+        self._nodes = RedisNodes.wrapping(redis)
         self._health = health
         self._streams: dict[str, _BotStream] = {}
         self._subscribers: dict[str, dict[Subscriber, None]] = {}
+        self._wanted_changed = asyncio.Event()
         health.set_check(SUBSCRIPTION_CHECK, False)
 
     # -- what connections use ------------------------------------------------------------------
 
     def subscribe(self, bot: str, subscriber: Subscriber) -> None:
-        self._subscribers.setdefault(bot, {})[subscriber] = None
+        subscribers = self._subscribers.get(bot)
+        if subscribers is None:
+            subscribers = self._subscribers[bot] = {}
+            self._wanted_changed.set()  # the listener subscribes to the bot's channel
+        subscribers[subscriber] = None
 
     def unsubscribe(self, bot: str, subscriber: Subscriber) -> None:
         subscribers = self._subscribers.get(bot)
@@ -127,6 +135,9 @@ class Hub:
             subscribers.pop(subscriber, None)
             if not subscribers:
                 del self._subscribers[bot]
+                # what arrives for it from now on is dropped, so its ring would go stale
+                self._streams.pop(bot, None)
+                self._wanted_changed.set()
 
     def latest(self, bot: str) -> Refresh | None:
         stream = self._streams.get(bot)
@@ -151,54 +162,72 @@ class Hub:
         websockets stay open meanwhile (they just get nothing new)."""
         backoff_s = BACKOFF_FIRST_S
         while True:
-            pubsub = self._redis.pubsub()
+            listeners: dict[Redis, _Listener] = {}
             try:
-                await pubsub.psubscribe(keys.REFRESH_CHANNEL_PATTERN)
-                await self._listen(pubsub)
+                await self._nodes.refresh()
+                for redis in self._nodes.masters():
+                    listeners[redis] = _Listener(redis, self._nodes.cluster, self)
+                    await listeners[redis].open()
+                self._health.set_check(SUBSCRIPTION_CHECK, True)
+                log.info("refresh subscription live")
+                backoff_s = BACKOFF_FIRST_S
+                await self._follow_wanted(listeners)
             except (RedisError, OSError, TimeoutError) as error:
                 log.warning("refresh subscription lost, retrying in %.1f s: %s", backoff_s, error)
             finally:
                 self._health.set_check(SUBSCRIPTION_CHECK, False)
-                try:
-                    await pubsub.aclose()
-                except (RedisError, OSError):
-                    pass
+                for listener in listeners.values():
+                    await listener.close()
             await asyncio.sleep(random.uniform(backoff_s / 2, backoff_s))
             backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
 
-    async def _listen(self, pubsub: PubSub) -> None:
-        loop = asyncio.get_running_loop()
-        last_traffic_s = loop.time()
-        ping_sent_s: float | None = None
+    async def _follow_wanted(self, listeners: dict[Redis, _Listener]) -> None:
+        """Keep one subscription per bot with connections, on the Redis that owns its channel
+        (SPEC 4.1 rule 13), until a listener fails."""
+        placed: dict[str, _Listener] = {}
         while True:
-            message = await pubsub.get_message(timeout=POLL_S)
-            now_s = loop.time()
-            if message is None:
-                if ping_sent_s is not None and now_s - ping_sent_s > PONG_TIMEOUT_S:
-                    raise TimeoutError("no answer to PING on the refresh subscription")
-                if ping_sent_s is None and now_s - last_traffic_s > IDLE_PING_S:
-                    await pubsub.ping()
-                    ping_sent_s = now_s
-                continue
-            last_traffic_s, ping_sent_s = now_s, None
-            kind = message["type"]
-            if kind == "pmessage":
-                bot = keys.bot_from_refresh_channel(message["channel"])
-                await self._on_published(bot, message["data"], now_s)
-            elif kind == "psubscribe":
-                await self._catch_up()
-                self._health.set_check(SUBSCRIPTION_CHECK, True)
-                log.info("refresh subscription live")
+            self._wanted_changed.clear()
+            wanted = set(self._subscribers)
+            for bot in sorted(placed.keys() - wanted):
+                await placed.pop(bot).unsubscribe(bot)
+            for bot in sorted(wanted - placed.keys()):
+                listener = listeners.get(self._nodes.for_bot(bot))
+                if listener is None:  # a master unknown at the last (re)start: start again
+                    raise RedisError(f"the slot of bot {bot} moved to another Redis")
+                await listener.subscribe(bot)
+                placed[bot] = listener
+            changed = asyncio.ensure_future(self._wanted_changed.wait())
+            try:
+                done, _ = await asyncio.wait(
+                    [changed, *(listener.task for listener in listeners.values())],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                changed.cancel()
+            for listener in listeners.values():
+                if listener.task in done:
+                    listener.task.result()  # its error ends this subscription
+                    raise RedisError("a refresh listener stopped")
 
-    async def _catch_up(self) -> None:
-        """After (re)subscribing: what was published while the hub was away reaches every bot
-        with connections now, not at its next refresh (SPEC 2.1 rule 7)."""
-        for bot in list(self._subscribers):
-            newest = cast(LogEntries, await self._redis.xrevrange(keys.refresh_log(bot), count=1))
-            if newest:
-                text = newest[0][1].get("msg")
-                if text is not None:
-                    await self._on_published(bot, text, None)
+    async def on_subscribed(self, bot: str) -> None:
+        """Once a bot's channel is subscribed: what was published before (since the snapshot of
+        a connection that is waiting for it) reaches its connections now, not at the bot's next
+        refresh (SPEC 2.1 rule 7)."""
+        if bot not in self._subscribers:
+            return
+        redis = self._nodes.for_bot(bot)
+        newest = cast(LogEntries, await redis.xrevrange(keys.refresh_log(bot), count=1))
+        if newest:
+            text = newest[0][1].get("msg")
+            if text is not None:
+                await self._on_published(bot, text, None)
+
+    async def on_message(self, bot: str, text: str, received_s: float) -> None:
+        if bot not in self._subscribers:
+            metrics.REFRESHES_UNSERVED.inc()  # in flight while unsubscribing: none after
+            return
+        metrics.REFRESHES_SERVED.inc()
+        await self._on_published(bot, text, received_s)
 
     async def _on_published(self, bot: str, text: str, received_s: float | None) -> None:
         head = refresh_head(text)
@@ -212,9 +241,8 @@ class Hub:
         elif seq <= stream.latest_seq:
             return  # already dispatched, e.g. by a catch-up that raced the live copy
         elif stream.ring and seq > stream.latest_seq + 1:
-            if bot in self._subscribers:
-                for missed in await self._read_gap(bot, epoch, stream.latest_seq + 1, seq - 1):
-                    self._dispatch(bot, stream, missed)
+            for missed in await self._read_gap(bot, epoch, stream.latest_seq + 1, seq - 1):
+                self._dispatch(bot, stream, missed)
         self._dispatch(bot, stream, Refresh(seq, epoch, text, received_s))
 
     async def _read_gap(
@@ -222,7 +250,7 @@ class Hub:
     ) -> Sequence[Refresh]:
         found: list[Refresh] = []
         while first_seq <= last_seq:
-            chunk = await read_log(self._redis, bot, first_seq, last_seq, epoch)
+            chunk = await read_log(self._nodes.for_bot(bot), bot, first_seq, last_seq, epoch)
             if not chunk:
                 break
             found += chunk
@@ -239,3 +267,79 @@ class Hub:
         if subscribers:
             for subscriber in tuple(subscribers):
                 subscriber.push(refresh)
+
+
+class _Listener:
+    """The refresh subscriptions held on one Redis (the one Redis, or one cluster master): a
+    channel per bot, SUBSCRIBE on one Redis, SSUBSCRIBE on a cluster, read by one task that
+    pings an idle connection so a dead one is noticed."""
+
+    def __init__(self, redis: Redis, sharded: bool, hub: Hub) -> None:
+        self._pubsub: PubSub = redis.pubsub()
+        self._sharded = sharded
+        self._hub = hub
+        self._leaving: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def task(self) -> asyncio.Task[None]:
+        assert self._task is not None, "open() first"
+        return self._task
+
+    async def open(self) -> None:
+        await self._pubsub.ping()  # connects, so the reader has a connection to read
+        self._task = asyncio.create_task(self._read())
+
+    async def subscribe(self, bot: str) -> None:
+        channel = keys.refresh_channel(bot)
+        self._leaving.discard(channel)
+        if self._sharded:
+            await self._pubsub.ssubscribe(channel)
+        else:
+            await self._pubsub.subscribe(channel)
+
+    async def unsubscribe(self, bot: str) -> None:
+        channel = keys.refresh_channel(bot)
+        self._leaving.add(channel)
+        if self._sharded:
+            await self._pubsub.sunsubscribe(channel)
+        else:
+            await self._pubsub.unsubscribe(channel)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError, TimeoutError):
+                await self._task
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.aclose()
+
+    async def _read(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_traffic_s = loop.time()
+        ping_sent_s: float | None = None
+        while True:
+            message = await self._pubsub.get_message(timeout=POLL_S)
+            now_s = loop.time()
+            if message is None:
+                if ping_sent_s is not None and now_s - ping_sent_s > PONG_TIMEOUT_S:
+                    raise TimeoutError("no answer to PING on the refresh subscription")
+                if ping_sent_s is None and now_s - last_traffic_s > IDLE_PING_S:
+                    await self._pubsub.ping()
+                    ping_sent_s = now_s
+                continue
+            last_traffic_s, ping_sent_s = now_s, None
+            kind = message["type"]
+            if kind in ("message", "smessage"):
+                channel = message["channel"]
+                await self._hub.on_message(
+                    keys.bot_from_refresh_channel(channel), message["data"], now_s
+                )
+            elif kind in ("subscribe", "ssubscribe"):
+                await self._hub.on_subscribed(keys.bot_from_refresh_channel(message["channel"]))
+            elif kind in ("unsubscribe", "sunsubscribe"):
+                channel = message["channel"]
+                if channel not in self._leaving:
+                    # the server dropped it: its slot moved (a failover, a resharding)
+                    raise RedisError(f"{channel} was unsubscribed by the server")
+                self._leaving.discard(channel)

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from libs.errors import StateMissing
 from libs.store import keys
+from libs.store.client import RedisNodes
 from libs.store.published import init_message, read_snapshot
 from services.gateway.wsprotocol import text_frame
 
@@ -50,15 +51,15 @@ class InitCache:
     reference: a quiet bot's 0.8 MB goes once its last init is sent), and the build in flight
     per bot."""
 
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
+    def __init__(self, redis: Redis | RedisNodes) -> None:
+        self._nodes = RedisNodes.wrapping(redis)
         self._newest: weakref.WeakValueDictionary[str, BuiltInit] = weakref.WeakValueDictionary()
         self._building: dict[str, asyncio.Future[BuiltInit | None]] = {}
 
     async def get(self, bot: str) -> BuiltInit:
         """The bot's init as of now or later. Raises StateMissing, RedisError, KeyError or
         ValueError as `read_snapshot` does."""
-        seq_text, epoch, display = await self._redis.hmget(
+        seq_text, epoch, display = await self._nodes.for_bot(bot).hmget(
             keys.meta(bot), ["seq", "epoch", "display"]
         )
         if seq_text is None or epoch is None or display is None:
@@ -79,7 +80,7 @@ class InitCache:
         self._building[bot] = future
         built: BuiltInit | None = None
         try:
-            snapshot = await read_snapshot(self._redis, bot)
+            snapshot = await read_snapshot(self._nodes.for_bot(bot), bot)
             text = init_message(snapshot).decode()
             display_now = snapshot.display.to_json().decode()
             built = BuiltInit(snapshot.seq, snapshot.epoch, display_now, text)

@@ -17,6 +17,14 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 CONNECTIONS = Gauge("bandwagon_ws_connections", "Open websocket connections")
 INITS = Counter("bandwagon_ws_inits", "Successful init or resume replies", ["mode"])
 ERRORS = Counter("bandwagon_ws_errors", "Error frames sent", ["code"])
+REFRESHES_RECEIVED = Counter(
+    "bandwagon_ws_refreshes_received",
+    "Refreshes this gateway received from Redis: `served` for a bot it had a client of; "
+    "`unserved` only while a bot's last client leaves (SPEC 4.1 rule 13)",
+    ["bot_served"],
+)
+REFRESHES_SERVED = REFRESHES_RECEIVED.labels(bot_served="true")
+REFRESHES_UNSERVED = REFRESHES_RECEIVED.labels(bot_served="false")
 CLOSES = Counter("bandwagon_ws_closes", "Closed connections, by close code", ["code"])
 PUBLISH_TO_SEND_BUCKETS = (
     0.001,

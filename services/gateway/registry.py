@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from libs.errors import BandwagonError
 from libs.ops.health import Health
 from libs.store import keys
+from libs.store.client import RedisNodes
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ class RegistryMissing(BandwagonError):
 
 
 class KeyRegistry:
-    def __init__(self, redis: Redis, health: Health) -> None:
-        self._redis = redis
+    def __init__(self, redis: Redis | RedisNodes, health: Health) -> None:
+        self._nodes = RedisNodes.wrapping(redis)
         self._health = health
         self._found: bool | None = None
         health.set_check(REGISTRY_CHECK, False)
@@ -48,11 +49,12 @@ class KeyRegistry:
         """The bot of each key hash, None where the registry has none. Raises RegistryMissing,
         or RedisError when the registry cannot be read."""
         registry = keys.api_keys()
+        redis = self._nodes.for_key(registry)
         if not key_hashes:
-            found = bool(await self._redis.exists(registry))
+            found = bool(await redis.exists(registry))
             owners: Owners = []
         else:
-            async with self._redis.pipeline(transaction=True) as tx:
+            async with redis.pipeline(transaction=True) as tx:
                 tx.exists(registry)
                 tx.hmget(registry, list(key_hashes))
                 exists, owners = await tx.execute()

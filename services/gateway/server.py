@@ -8,10 +8,10 @@ import asyncio
 import logging
 
 import uvicorn
-from redis.asyncio import BlockingConnectionPool, Redis
 
 from libs.config import Settings
 from libs.ops.health import Health, ServerWithoutSignals
+from libs.store.client import RedisNodes
 from services.gateway.app import build_app
 from services.gateway.service import Gateway
 from services.gateway.wsprotocol import GatewayWebSocketProtocol
@@ -30,15 +30,16 @@ class GatewayServer:
         self.settings = settings
         # A blocking pool: a burst of thousands of inits waits for one of a bounded set of
         # connections instead of failing past redis-py's default 100 (MaxConnectionsError).
-        pool = BlockingConnectionPool.from_url(
+        # On a cluster, one such pool per master (libs.store.client, SPEC 4.1 rule 13).
+        self.redis = RedisNodes(
             settings.redis_url,
+            cluster=settings.redis_cluster,
+            pool_size=REDIS_MAX_CONNECTIONS,
+            pool_wait_s=REDIS_POOL_WAIT_S,
             decode_responses=True,
-            max_connections=REDIS_MAX_CONNECTIONS,
-            timeout=REDIS_POOL_WAIT_S,
             socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
             socket_timeout=REDIS_SOCKET_TIMEOUT_S,
         )
-        self.redis = Redis.from_pool(pool)
         self.health = Health("gateway")
         self.gateway = Gateway(settings, self.redis, self.health)
         config = uvicorn.Config(

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from libs.config import Settings
 from libs.errors import ConfigError
 from libs.ops.health import Health, ping_redis_forever
+from libs.store.client import RedisNodes
 from services.gateway.connection import Connection, ConnectionContext
 from services.gateway.hub import Hub
 from services.gateway.inits import InitCache
@@ -40,9 +41,9 @@ DRAIN_POLL_S = 0.05
 
 
 class Gateway:
-    def __init__(self, settings: Settings, redis: Redis, health: Health) -> None:
+    def __init__(self, settings: Settings, redis: Redis | RedisNodes, health: Health) -> None:
         self.settings = settings
-        self.redis = redis
+        self.redis = redis = RedisNodes.wrapping(redis)
         self.health = health
         self.hub = Hub(redis, health)
         self.registry = KeyRegistry(redis, health)
@@ -90,6 +91,7 @@ class Gateway:
         spawn(self.hub.run())
         spawn(self.registry.watch_forever())
         spawn(ping_redis_forever(self.redis.ping, self.health))
+        spawn(self.redis.keep_fresh())  # a cluster's slot map (SPEC 4.1 rule 13)
         spawn(self._sweep_forever())
         spawn(self._check_keys_forever())
 

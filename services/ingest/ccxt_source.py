@@ -64,6 +64,7 @@ from libs.exchange.markets import (
 )
 from libs.ops.health import Health
 from libs.store import keys
+from libs.store.client import RedisNodes
 from libs.store.market_terms import changed_terms, frozen_terms, store_terms_until_stored
 from services.ingest.ccxt_markets import check_markets
 from services.ingest.sources import Item, LastEntry
@@ -642,7 +643,7 @@ class CcxtIngest:
             and any(symbol.product_id == stream.product_id for symbol in bot.symbols)
         )
 
-    async def publish_terms(self, redis: Redis, stop: asyncio.Event) -> None:
+    async def publish_terms(self, redis: Redis | RedisNodes, stop: asyncio.Event) -> None:
         """Each market's `min_size` and `price_decimals` as the exchange says them now, for the
         bots whose file leaves them out (their state freezes them when created), and a WARNING
         for each bot whose frozen terms the exchange has since changed: they stay (SPEC 4.1
@@ -659,7 +660,9 @@ class CcxtIngest:
 
         await store_terms_until_stored(redis, terms_by_exchange, stop, then=warn_of_changes)
 
-    async def run(self, redis: Redis, maxlen: int, batch_size: int, stop: asyncio.Event) -> None:
+    async def run(
+        self, redis: Redis | RedisNodes, maxlen: int, batch_size: int, stop: asyncio.Event
+    ) -> None:
         await self.publish_terms(redis, stop)
         per_exchange = {
             exchange_id: sum(stream.exchange == exchange_id for stream in self.streams)
@@ -736,10 +739,10 @@ class CcxtIngest:
 
 
 async def warn_of_changed_terms(
-    redis: Redis, bot: BotConfig, terms: Mapping[str, MarketTerms]
+    redis: Redis | RedisNodes, bot: BotConfig, terms: Mapping[str, MarketTerms]
 ) -> None:
     """A WARNING naming each term the exchange changed since the bot's state froze it."""
-    frozen = await redis.hget(keys.meta(bot.id), "config")
+    frozen = await RedisNodes.wrapping(redis).for_bot(bot.id).hget(keys.meta(bot.id), "config")
     if frozen is None:
         return
     for change in changed_terms(bot, frozen_terms(frozen), terms):

@@ -46,7 +46,7 @@ from libs.exchange.market_files import Reject, file_kind
 from libs.exchange.markets import parse_urls
 from libs.ops.health import Health, SidePort, ping_redis_forever
 from libs.ops.logs import setup_logging
-from libs.store.client import worker_redis
+from libs.store.client import RedisNodes, worker_nodes
 from libs.store.market_terms import store_terms_until_stored
 from services.ingest.ccxt_source import CcxtIngest, CcxtSettings, Stopped
 from services.ingest.sources import ReplaySource, Source, SyntheticSource
@@ -192,7 +192,7 @@ def build_sources(
 
 
 async def run_streams(
-    redis: Redis,
+    redis: Redis | RedisNodes,
     plans: list[tuple[StreamSpec, Source]],
     maxlen: int,
     options: Options,
@@ -210,10 +210,10 @@ async def run_streams(
             group.create_task(run_stream(source, writer, Pacer(options.speed)))
 
 
-def redis_client(url: str) -> Redis:
+def redis_client(settings: Settings) -> RedisNodes:
     """No retries inside redis-py: a blindly retried batch could be applied twice. The writer
     retries itself, after reading back what is already in the stream."""
-    return worker_redis(url)
+    return worker_nodes(settings)
 
 
 async def serve(settings: Settings, bots: BotsFile, options: Options) -> int:
@@ -227,7 +227,7 @@ async def serve(settings: Settings, bots: BotsFile, options: Options) -> int:
     side_port = SidePort(health, settings.health_host, wanted_port)
     port = await side_port.start()
     log.info("health, readiness and metrics on port %d", port)
-    redis = redis_client(settings.redis_url)
+    redis = redis_client(settings)
     stop = asyncio.Event()
 
     def on_signal(signum: int) -> None:

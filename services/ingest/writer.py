@@ -13,6 +13,7 @@ is skipped. This relies on ingest being the only writer of its streams (one inge
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -27,6 +28,7 @@ from redis.exceptions import RedisError
 from libs.core.periods import kline_period_ms
 from libs.exchange.market_files import Reject
 from libs.store import keys
+from libs.store.client import RedisNodes
 from libs.wire.market import FIELDS, decode_update, encode_update
 from services.ingest.sources import Item, LastEntry, Source
 
@@ -142,13 +144,13 @@ class Backoff:
 class StreamWriter:
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisNodes,
         stream: StreamSpec,
         maxlen: int,
         batch_size: int,
         stop: asyncio.Event,
     ) -> None:
-        self.redis = redis
+        self.nodes = RedisNodes.wrapping(redis)
         self.stream = stream
         self.maxlen = maxlen
         self.batch_size = batch_size
@@ -157,7 +159,12 @@ class StreamWriter:
         self.last_entry_id: str | None = None
         self._backoff = Backoff()
         self._uncertain = False
-        self._xadd_batch = redis.register_script(XADD_BATCH_LUA)
+        self._xadd_batch = self.nodes.default.register_script(XADD_BATCH_LUA)
+
+    @property
+    def redis(self) -> Redis:
+        """The Redis holding the stream (a cluster master: its slot's, SPEC 4.1 rule 13)."""
+        return self.nodes.for_key(self.stream.key)
 
     async def read_last(self) -> LastEntry | None:
         """The stream's newest entry, None when it is empty (or on stop): retried until Redis
@@ -206,7 +213,9 @@ class StreamWriter:
                         break
                 entries = [_joined_fields(item) for item in self.batch]
                 last_id = await self._xadd_batch(
-                    keys=[self.stream.key], args=[self.maxlen, len(FIELDS), *FIELDS, *entries]
+                    keys=[self.stream.key],
+                    args=[self.maxlen, len(FIELDS), *FIELDS, *entries],
+                    client=self.redis,
                 )
             except (RedisError, OSError) as error:
                 self._uncertain = True  # the batch may or may not have been applied
@@ -250,6 +259,8 @@ class StreamWriter:
 
     async def _wait_after(self, error: Exception, what: str) -> None:
         delay_s = self._backoff.next_delay_s()
+        with contextlib.suppress(RedisError, OSError):
+            await self.nodes.refresh()  # a failover moved the stream's slot, maybe
         log.warning(
             "redis unavailable, cannot %s (%s: %s); retrying in %.2f s",
             what,

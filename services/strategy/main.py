@@ -9,7 +9,7 @@ from libs.config import load_bots, load_settings
 from libs.ops.health import Health
 from libs.ops.logs import setup_logging
 from libs.ops.worker_shell import run_worker
-from libs.store.client import worker_redis
+from libs.store.client import worker_nodes
 from libs.store.leases import LeaseKeeper
 from libs.store.partitions import strategy_partitions
 from libs.trading import load_strategy
@@ -25,7 +25,7 @@ async def amain(args: argparse.Namespace) -> int:
     bots = load_bots(settings.config_path)
     for bot in bots.enabled_bots:  # a plug-in that does not import: a config error, now
         load_strategy(bot)
-    redis = worker_redis(settings.redis_url)
+    redis = worker_nodes(settings)
     keeper = LeaseKeeper.for_service(
         redis, "strategy", settings, strategy_partitions(bots.enabled_bots)
     )

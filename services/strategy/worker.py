@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import cast
 
 from prometheus_client import Counter
 from redis.asyncio import Redis
@@ -34,9 +34,11 @@ from libs.errors import LeaseLost
 from libs.ops.health import Health
 from libs.store import keys
 from libs.store.bot_state import freeze_strategy_parameters, thawed
+from libs.store.client import RedisNodes
 from libs.store.leases import LeaseKeeper
 from libs.store.partitions import PartitionId
 from libs.store.server import RedisReplaced, confirm_server, read_server
+from libs.store.streams import StreamEntries, read_streams
 from libs.trading import (
     load_strategy_with_parameters,
     new_symbol_strategy,
@@ -66,8 +68,6 @@ OVERRUNS = Counter(
 LINGER_BELOW = 16  # a read of fewer entries means the worker is caught up with a trickle
 WITHIN_CAP_CHECK = "market streams within cap"  # SPEC 4.1 rule 12: readiness false meanwhile
 
-StreamEntries = list[tuple[str, dict[str, str]]]
-StreamReply = list[tuple[str, StreamEntries]] | None
 FIRST_ENTRY = "0-0"  # SPEC 3.1 rule 17: a new bot reads each stream from its oldest entry
 
 
@@ -106,18 +106,22 @@ class BatchOutput:
 
 
 async def load_partitions(
-    redis: Redis,
+    redis: Redis | RedisNodes,
     bots: list[BotConfig],
     owned: set[PartitionId] | None = None,
     *,
-    redis_run_id: str = "",
+    redis_run_ids: Mapping[Redis, str] | None = None,
 ) -> list[Partition]:
-    """The partitions of `bots` (those in `owned`, when given) as of their last commit, read from
-    the redis-server whose run_id is `redis_run_id` (`read_server` before this call)."""
+    """The partitions of `bots` (those in `owned`, when given) as of their last commit, each
+    read from the redis-server whose run_id `redis_run_ids` gives for its bot's Redis (`read_server`
+    before this call)."""
+    nodes = RedisNodes.wrapping(redis)
     partitions: list[Partition] = []
     strategies = {bot.id: load_strategy_with_parameters(bot) for bot in bots}  # checked at start
     for configured in bots:
         logic, parameters = strategies[configured.id]
+        redis = nodes.for_bot(configured.id)
+        redis_run_id = (redis_run_ids or {}).get(redis, "")
         frozen = await redis.hget(keys.meta(configured.id), "config")
         if frozen is not None:
             bot = thawed(configured, frozen)
@@ -256,14 +260,14 @@ def strategy_event(partition: Partition, output: BatchOutput) -> StrategyEvent:
 class StrategyWorker:
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisNodes,
         bots: list[BotConfig],
         keeper: LeaseKeeper,
         batch_size: int = 1000,
         health: Health | None = None,
         linger_ms: float = 0.0,
     ) -> None:
-        self.redis = redis
+        self.nodes = RedisNodes.wrapping(redis)
         self.bots = bots
         self.keeper = keeper
         self.batch_size = batch_size
@@ -275,9 +279,15 @@ class StrategyWorker:
         if health is not None:
             health.set_check(WITHIN_CAP_CHECK, True)
 
+    @property
+    def redis(self) -> Redis:
+        """The one Redis (on a cluster: the configured node)."""
+        return self.nodes.default
+
     async def load(self) -> None:
         """After a start or any Redis error: renew the leases, then every owned partition as
         of its last commit (memory may be ahead of it)."""
+        await self.nodes.refresh()  # after any error: a failover moves slots (rule 13)
         owned = await self.keeper.beat()
         self.partitions = await self._load(owned)
         await self.check_overruns()
@@ -293,10 +303,10 @@ class StrategyWorker:
     async def _load(self, owned: set[PartitionId]) -> list[Partition]:
         # the server first, the partitions after: every commit confirms this server still
         # answers, so the state it commits from was read from this server too
-        server = await read_server(self.redis)
-        return await load_partitions(
-            self.redis, self.bots, owned, redis_run_id=server.record.run_id
-        )
+        run_ids = {}
+        for redis in self.nodes.masters():
+            run_ids[redis] = (await read_server(redis)).record.run_id
+        return await load_partitions(self.nodes, self.bots, owned, redis_run_ids=run_ids)
 
     async def check_overruns(self) -> None:
         """SPEC 4.1 rule 12: a consumer further behind than a stream's cap loses entries, and
@@ -309,11 +319,13 @@ class StrategyWorker:
         and back takes far longer at the default cap of 1,000,000."""
         streams = sorted({p.stream for p in self.partitions if p.checkpoint != FIRST_ENTRY})
         overrun: set[str] = set()
-        if streams:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for stream in streams:
+        heads: dict[str, StreamEntries] = {}
+        for redis, on_node in self.nodes.by_node(streams).items():
+            async with redis.pipeline(transaction=False) as pipe:
+                for stream in on_node:
                     pipe.xrange(stream, count=1)
-                heads = dict(zip(streams, await pipe.execute(), strict=True))
+                heads.update(zip(on_node, await pipe.execute(), strict=True))
+        if streams:
             for partition in self.partitions:
                 if partition.checkpoint == FIRST_ENTRY:
                     continue  # a new partition starts at the head: nothing of it was trimmed
@@ -354,13 +366,10 @@ class StrategyWorker:
         if not read_from:
             await asyncio.sleep(block_ms / 1000)  # owning nothing: wait for the next beat
             return 0
-        reply = cast(
-            StreamReply,
-            await self.redis.xread(read_from, count=self.batch_size, block=block_ms),  # type: ignore[arg-type]
-        )
+        reply = await read_streams(self.nodes, read_from, count=self.batch_size, block_ms=block_ms)
         outputs: dict[tuple[str, int], tuple[Partition, BatchOutput]] = {}
         read = 0
-        for stream, entries in reply or []:
+        for stream, entries in reply:
             read += len(entries)
             for partition in by_stream[stream]:
                 output = BatchOutput()
@@ -405,7 +414,7 @@ class StrategyWorker:
                 await confirm_server(tx, run_id)
 
         try:
-            async with self.redis.pipeline(transaction=True) as tx:
+            async with self.nodes.for_bot(bot_id).pipeline(transaction=True) as tx:
                 await self.keeper.guard(tx, ids, check=on_their_server)
                 for partition, output in items:
                     if output.klines or output.trades:

