@@ -11,6 +11,7 @@ bot, received none of its refreshes: they travel on sharded pub/sub, subscribed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import textwrap
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 from redis.crc import key_slot
+from redis.exceptions import RedisError
 
 from libs.errors import StateMissing
 from libs.exchange.market_files import read_market_file
@@ -114,6 +116,10 @@ async def settled(nodes: RedisNodes, bot: str) -> Snapshot:
             snapshot = await read_snapshot(nodes.for_bot(bot), bot)
         except StateMissing:
             return None
+        except RedisError:  # its master is gone: read the slot map again
+            with contextlib.suppress(RedisError):
+                await nodes.refresh()
+            return None
         klines = snapshot.symbols[0]["klines"]
         shown = klines and (klines[-1]["time"], klines[-1]["close"]) == (
             last.kline.time_ms,
@@ -189,3 +195,89 @@ async def test_two_bots_on_a_cluster_trade_as_their_backtests_through_three_gate
     third = scrape_metrics(deployment.services["gateway-3"])
     assert metric_value(third, "bandwagon_ws_refreshes_received_total", bot_served="false") == 0
     assert metric_value(third, "bandwagon_ws_refreshes_received_total", bot_served="true") > 0
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """A cluster of the failover test's own: it loses a master."""
+    cluster = LocalCluster(tmp_path / "cluster").start()
+    yield cluster
+    cluster.stop()
+
+
+async def test_a_master_killed_mid_replay_costs_no_order_and_every_client_converges(
+    own_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """SPEC 4.1 rule 13 and 2.1 rule 19: SIGKILL the master that owns the first bot's slot while
+    the replay runs. Its replica takes over within the node timeout; the services reconnect by
+    themselves; the first bot moves to a new epoch (a failover may have lost acknowledged
+    writes), the second keeps its own; both end exactly as their backtests, and every client
+    ends on its bot's final epoch and seq."""
+    cluster = own_cluster
+    nodes = RedisNodes(cluster.url, cluster=True, decode_responses=True)
+    await nodes.refresh()
+    deployment = Deployment(cluster.url, tmp_path / "bots.yaml", tmp_path, API_KEY)
+    try:
+        first, second = two_bots_on_two_masters(cluster)
+        victim = cluster.master_of_slot(key_slot(keys.meta(first).encode()))
+        deployment.config_path.write_text(bots_yaml(first, second))
+        for name in ("accounting", "strategy", "gateway"):
+            deployment.start(name, **CLUSTER_ENV)
+        deployment.start("gateway", replica="gateway-2", **CLUSTER_ENV)
+        deployment.wait_ready("accounting", "strategy", "gateway", "gateway-2", timeout_s=60)
+        urls = [ws_url_of(deployment.services[name]) for name in ("gateway", "gateway-2")]
+        stop = asyncio.Event()
+        watchers = {
+            first: [Watcher(urls[index:] + urls[:index], API_KEY) for index in (0, 1)],
+            second: [Watcher(urls[index:] + urls[:index], SECOND_KEY) for index in (0, 1)],
+        }
+        everyone = [watcher for group in watchers.values() for watcher in group]
+        running = [asyncio.create_task(watcher.run(stop)) for watcher in everyone]
+        first_epoch, second_epoch = [
+            (await read_snapshot(nodes.for_bot(bot), bot)).epoch for bot in (first, second)
+        ]
+        deployment.start(
+            "ingest",
+            "--source=replay",
+            f"--replay=ALT-BTC={KLINES}",
+            f"--replay=ALT-ETH={KLINES}",
+            "--speed=6000",
+            **CLUSTER_ENV,
+        )
+        for watcher in watchers[first]:
+            await watcher.reach(30, timeout_s=60)
+        assert victim.process is not None
+        victim.process.kill()  # SIGKILL: the replica takes over after the node timeout
+        victim.process.wait(timeout=10)
+
+        snapshots = {bot: await settled(nodes, bot) for bot in (first, second)}
+        assert snapshots[first].epoch != first_epoch, "a failover may have lost writes (2.1.19)"
+        assert snapshots[second].epoch == second_epoch, "its shard never failed"
+
+        async def converged() -> bool:
+            return all(
+                (watcher.epoch, watcher.last_seq) == (snapshots[bot].epoch, snapshots[bot].seq)
+                for bot, group in watchers.items()
+                for watcher in group
+            )
+
+        await eventually(converged, timeout_s=60, what=lambda: f"clients at the end: {watchers}")
+        stop.set()
+        await asyncio.gather(*running)
+
+        for bot, snapshot in snapshots.items():
+            product_id = snapshot.symbols[0]["product_id"]
+            backtest: dict[str, Any] = backtest_json(
+                deployment.config_path,
+                bot,
+                [f"--klines={product_id}={KLINES}"],
+                tmp_path / f"{bot}.json",
+            )
+            live_trades = snapshot.symbols[0]["trades"]
+            assert live_trades, f"{bot}: the case must make trades"
+            assert backtest["trades"] == live_trades, bot
+            assert backtest["status"] == snapshot.status, bot
+    finally:
+        codes = deployment.stop_all()
+        await nodes.aclose()
+    assert all(code == 0 for code in codes.values()), codes
