@@ -46,9 +46,19 @@ def worker_redis(url: str) -> Redis:
     return Redis.from_url(url, **_worker_options())
 
 
+WORKER_CONNECTIONS = 64
+"""A worker's connections to each Redis, at most: a blocking pool, so that a burst of side by
+side commits waits for a connection instead of failing with `Too many connections`."""
+
+
 def worker_nodes(settings: Settings) -> RedisNodes:
     """A worker's Redis: `REDIS_URL`, a cluster when `REDIS_CLUSTER` says so."""
-    return RedisNodes(settings.redis_url, cluster=settings.redis_cluster, **_worker_options())
+    return RedisNodes(
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        pool_size=WORKER_CONNECTIONS,
+        **_worker_options(),
+    )
 
 
 def _worker_options() -> dict[str, Any]:

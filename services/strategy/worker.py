@@ -65,6 +65,12 @@ OVERRUNS = Counter(
     "Times a market stream's cap (market_stream_len) trimmed entries this worker had not read",
     ["stream"],
 )
+COMMITS_IN_FLIGHT = 32
+"""Bots' fenced commits side by side, each on a connection of its own (the pool holds more)."""
+UPDATES_PER_ROUND = 200_000
+"""(partition, market update) pairs one read may bring: a round's reads, core calls and commits
+must end well within a lease renewal period (a third of LEASE_TTL_S), however many partitions
+read each stream, or the worker's own leases expire while it works."""
 LINGER_BELOW = 16  # a read of fewer entries means the worker is caught up with a trickle
 WITHIN_CAP_CHECK = "market streams within cap"  # SPEC 4.1 rule 12: readiness false meanwhile
 
@@ -366,7 +372,9 @@ class StrategyWorker:
         if not read_from:
             await asyncio.sleep(block_ms / 1000)  # owning nothing: wait for the next beat
             return 0
-        reply = await read_streams(self.nodes, read_from, count=self.batch_size, block_ms=block_ms)
+        readers = sum(len(members) for members in by_stream.values())
+        count = max(1, min(self.batch_size, UPDATES_PER_ROUND // readers))
+        reply = await read_streams(self.nodes, read_from, count=count, block_ms=block_ms)
         outputs: dict[tuple[str, int], tuple[Partition, BatchOutput]] = {}
         read = 0
         for stream, entries in reply:
@@ -397,8 +405,14 @@ class StrategyWorker:
             [(bot_id, items)] = by_bot.items()
             await self._commit_bot(bot_id, items)
             return
+        in_flight = asyncio.Semaphore(COMMITS_IN_FLIGHT)
+
+        async def commit_bot(bot_id: str, items: list[tuple[Partition, BatchOutput]]) -> None:
+            async with in_flight:
+                await self._commit_bot(bot_id, items)
+
         outcomes = await asyncio.gather(
-            *(self._commit_bot(bot_id, items) for bot_id, items in by_bot.items()),
+            *(commit_bot(bot_id, items) for bot_id, items in by_bot.items()),
             return_exceptions=True,
         )
         for outcome in outcomes:

@@ -744,34 +744,55 @@ async def test_unavailable_in_reply_to_refresh_leaves_the_connection_open_and_us
 ) -> None:
     """SPEC 2.1 rules 3 and 9: Redis down and no refresh of the bot in the gateway's memory: a
     `refresh` gets `unavailable`, and the connection stays open, answers the next message, and
-    once Redis is back answers `refresh` with the bot's newest refresh, byte for byte."""
-    async with connect(west.deployment.ws_url) as ws:
-        await ws.send(frame(action="init", apiKey=WEST_KEY))
-        init = await receive(ws)
-        assert (init["action"], init["seq"]) == ("init", 1)
+    once Redis is back answers `refresh` with the bot's newest refresh, byte for byte.
 
-        west.server.stop()
-        try:
-            await ws.send(frame(action="refresh", apiKey=WEST_KEY))
-            error = await receive(ws, timeout_s=15)
-            assert list(error) == ["action", "code", "message"], error
-            assert (error["action"], error["code"]) == ("error", "unavailable")
-            await ws.send(frame(action="subscribe", apiKey=WEST_KEY))
-            assert (await receive(ws))["code"] == "unknown_action"
-            assert ws.close_code is None
-        finally:
-            west.server.start()
+    A gateway subscribes to a bot's channel when its first client comes and takes the bot's
+    newest refresh from the log then (SPEC 4.1 rule 13): the log is hidden meanwhile, so that
+    the gateway holds no refresh of the bot when Redis goes down."""
+    log_key, hidden = keys.refresh_log("west"), "west-log-hidden"
+    redis = Redis.from_url(west.server.url, decode_responses=True)
+    try:
+        await redis.rename(log_key, hidden)
+        async with connect(west.deployment.ws_url) as ws:
+            await ws.send(frame(action="init", apiKey=WEST_KEY))
+            init = await receive(ws)
+            assert (init["action"], init["seq"]) == ("init", 1)
 
-        deadline = time.monotonic() + 20
-        while True:
-            await ws.send(frame(action="refresh", apiKey=WEST_KEY))
-            text = await asyncio.wait_for(ws.recv(), 15)
-            assert isinstance(text, str)
-            if orjson.loads(text)["action"] == "refresh":
-                break
-            assert orjson.loads(text)["code"] == "unavailable", text
-            assert time.monotonic() < deadline, "refresh still unavailable 20 s after Redis"
-            await asyncio.sleep(0.2)
+            async def subscribed() -> bool:
+                ((_, count),) = await redis.pubsub_numsub(keys.refresh_channel("west"))
+                return bool(count)
+
+            await eventually(subscribed, timeout_s=5, what="the gateway subscribed to the bot")
+            await asyncio.sleep(0.3)  # its look into the (hidden) log is done
+            await redis.rename(hidden, log_key)
+            await _unavailable_then_usable(ws, west)
+    finally:
+        await redis.aclose()
+
+
+async def _unavailable_then_usable(ws: ClientConnection, west: West) -> None:
+    west.server.stop()
+    try:
+        await ws.send(frame(action="refresh", apiKey=WEST_KEY))
+        error = await receive(ws, timeout_s=15)
+        assert list(error) == ["action", "code", "message"], error
+        assert (error["action"], error["code"]) == ("error", "unavailable")
+        await ws.send(frame(action="subscribe", apiKey=WEST_KEY))
+        assert (await receive(ws))["code"] == "unknown_action"
+        assert ws.close_code is None
+    finally:
+        west.server.start()
+
+    deadline = time.monotonic() + 20
+    while True:
+        await ws.send(frame(action="refresh", apiKey=WEST_KEY))
+        text = await asyncio.wait_for(ws.recv(), 15)
+        assert isinstance(text, str)
+        if orjson.loads(text)["action"] == "refresh":
+            break
+        assert orjson.loads(text)["code"] == "unavailable", text
+        assert time.monotonic() < deadline, "refresh still unavailable 20 s after Redis"
+        await asyncio.sleep(0.2)
     redis = Redis.from_url(west.server.url, decode_responses=True)
     try:
         ((entry_id, fields),) = cast(
