@@ -23,11 +23,11 @@ LOCK_ARGS ?= --upgrade
 PYTEST_ARGS ?=
 PY ?= 3.13
 
-.PHONY: help install run watch test test-py lint lock lock-check k8s-check fmt clean
+.PHONY: help install run watch test test-py lint lock lock-check k8s-check fmt clean image image-check
 
 help: ## list the targets
 	@echo "usage: make TARGET [ARGS=...]"
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ printf "  %-10s %s\n", $$1, $$2 }'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ printf "  %-12s %s\n", $$1, $$2 }'
 
 # uv, hash-checked from locks/uv.txt into a venv of its own (the project's venv is synced exactly
 # to uv.lock, which would remove uv from it). It never downloads a Python: the machine's is used.
@@ -160,3 +160,42 @@ soak: $(STAMP) ## the soak: 200 clients, synthetic data at 100x (SOAK_MINUTES=30
 clean: ## remove the venvs, caches and .run (the demo's Redis data, logs and key)
 	rm -rf $(VENV) $(VENV)-*/ .run .bench .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# The image (docs/image.md). `make image` builds deploy/Dockerfile as $(IMAGE) with podman where
+# it is installed, else with docker where `docker info` reaches an engine. podman runs with the vfs
+# storage driver and runc (PODMAN), without the layer cache (vfs copies the whole file system for
+# every cached layer; IMAGE_BUILD_ARGS=--layers keeps them), and replaces the image the tag named
+# before. A FROM image that no registry serves is made first by deploy/image-base.sh, from the
+# Debian mirror. The machine's CA bundle, and a pip.conf naming it, are mounted into the build's
+# RUN steps (never into the image), for a machine whose HTTPS is verified by a CA of its own.
+# `make image-check` builds it, then runs Redis and the four services from it: every /readyz, a
+# websocket init and one refresh through the gateway, non-root on a read-only root file system
+# (tools/image_check.py); it removes every container it made.
+IMAGE ?= bandwagon:0.1.0
+PODMAN ?= podman --storage-driver vfs --runtime runc
+IMAGE_BUILD_ARGS ?=
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+IMAGE_ENGINE = $(shell if command -v podman >/dev/null 2>&1; then echo '$(PODMAN)'; \
+  elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then echo docker; fi)
+NO_ENGINE := neither podman nor a docker engine here: as root, apt-get install podman mmdebstrap runc
+
+image: ## build deploy/Dockerfile with podman or docker (IMAGE=bandwagon:0.1.0; docs/image.md)
+	@engine='$(IMAGE_ENGINE)'; test -n "$$engine" || { echo "$(NO_ENGINE)" >&2; exit 1; }; \
+	mounts=(); if [[ $$engine != docker ]]; then \
+	  PODMAN="$$engine" deploy/image-base.sh; \
+	  if [[ -f $(CA_BUNDLE) ]]; then mkdir -p build/image; \
+	    printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' > build/image/pip.conf; \
+	    mounts=(--volume $(CA_BUNDLE):/etc/ssl/certs/ca-certificates.crt:ro \
+	      --volume "$$PWD/build/image/pip.conf:/etc/pip.conf:ro"); fi; \
+	  mounts+=(--format docker --pull=never --layers=false); fi; \
+	before=$$($$engine image inspect --format '{{.Id}}' $(IMAGE) 2>/dev/null || true); \
+	started=$$SECONDS; \
+	echo "$$engine build $${mounts[*]} $(IMAGE_BUILD_ARGS) -f deploy/Dockerfile -t $(IMAGE) ."; \
+	$$engine build "$${mounts[@]}" $(IMAGE_BUILD_ARGS) -f deploy/Dockerfile -t $(IMAGE) .; \
+	after=$$($$engine image inspect --format '{{.Id}}' $(IMAGE)); \
+	if [[ -n $$before && $$before != "$$after" ]]; then $$engine rmi "$$before" >/dev/null 2>&1 || true; fi; \
+	echo "built $(IMAGE) in $$((SECONDS - started)) s: $$($$engine image inspect --format '{{.Size}}' $(IMAGE) \
+	  | awk '{ printf "%.0f MB", $$1 / 1e6 }')"
+
+image-check: $(STAMP) image ## build the image, run Redis and the four services from it, probe them, clean up
+	$(BIN)/python -m tools.image_check --engine '$(IMAGE_ENGINE)' --image $(IMAGE)

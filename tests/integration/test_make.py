@@ -44,6 +44,8 @@ def test_make_help_lists_every_target_and_is_the_default() -> None:
             "bench",
             "soak",
             "clean",
+            "image",
+            "image-check",
         ]
     )
 
@@ -167,4 +169,5 @@ def test_ci_run_is_an_executable_bash_script_that_runs_make_test() -> None:
     assert lines[0] == "#!/usr/bin/env bash"
     assert "set -euo pipefail" in lines
     assert "make test" in lines
-    assert lines[-1] == "make test-py PY=3.13"
+    assert lines.index("make test") < lines.index("make test-py PY=3.13")
+    assert lines[-1] == "make image-check"  # issue 17: after the tests, the image built and run
