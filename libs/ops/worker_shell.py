@@ -60,6 +60,17 @@ class RedisConnections(Protocol):
     async def aclose(self) -> Any: ...
 
 
+async def _supervised(task: Callable[[], Awaitable[None]]) -> None:
+    """A background task that must not die silently: a bug is logged and it starts again."""
+    while True:
+        try:
+            await task()
+            return
+        except Exception:
+            log.exception("background task failed; starting it again")
+            await asyncio.sleep(1.0)
+
+
 async def run_worker(
     *,
     service: str,
@@ -70,10 +81,12 @@ async def run_worker(
     step: Callable[[], Awaitable[object]],
     leave: Callable[[], Awaitable[None]] | None = None,
     health: Health | None = None,
+    background: Callable[[], Awaitable[None]] | None = None,
 ) -> int:
     """Serve `/healthz`, `/readyz`, `/metrics`, run batches until SIGTERM/SIGINT, then let the
     current batch commit, `leave` (give up partitions, so survivors need not wait out their
-    leases) and exit 0 (SPEC 4.1 rule 4). `health` lets the worker add checks of its own."""
+    leases) and exit 0 (SPEC 4.1 rule 4). `health` lets the worker add checks of its own;
+    `background` (the lease renewals) runs beside the batches until the stop."""
     health = health or Health(service)
     health.set_check(MEMBERSHIP, False)
     port = default_health_port if settings.health_port is None else settings.health_port
@@ -90,8 +103,11 @@ async def run_worker(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, begin_shutdown)
     pinger = asyncio.create_task(ping_redis_forever(redis.ping, health))
+    beside = None if background is None else asyncio.create_task(_supervised(background))
     try:
         await serve_until_stopped(stop, health, load, step)
+        if beside is not None:
+            beside.cancel()
         if leave is not None:
             try:
                 await leave()
@@ -99,6 +115,8 @@ async def run_worker(
                 log.warning("could not release partitions, they move when leases expire: %s", error)
     finally:
         pinger.cancel()
+        if beside is not None:
+            beside.cancel()
         await side_port.stop()
         await redis.aclose()
     log.info("stopped")

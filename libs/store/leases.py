@@ -6,11 +6,14 @@ members which partitions it should own (`libs.store.partitions`), and holds a le
 counter incremented by every acquisition, so each ownership has its own number.
 
 Leases alone cannot stop a paused owner (a long GC, SIGSTOP, a VM freeze) from waking up after
-its lease moved and committing stale state. So every commit is fenced: it WATCHes the leases of
-the partitions it writes and checks they still hold this owner's tokens before MULTI; if a lease
-moved in between, EXEC fails and nothing is written (`LeaseLost`). A dead owner's partitions
-move when its membership and lease expire: within 10 s plus a 3 s renewal, under the 15 s of
-4.1 rule 9.
+its lease moved and committing stale state. So every commit is fenced: it WATCHes the fence
+counters of the partitions it writes and checks they still hold this owner's tokens before
+MULTI; if another owner took a partition in between (which increments its counter), EXEC fails
+and nothing is written (`LeaseLost`). The WATCH is on the counter, not on the lease, so the
+renewals (`keep_alive`, a task of its own) never abort the owner's own commits, and a round of
+work may take longer than a renewal period: a replica loses its leases only when its whole
+process stops. A dead owner's partitions move when its membership and lease expire: within
+10 s plus a 3 s renewal, under the 15 s of 4.1 rule 9.
 
 A worker id that finds its own id on a lease with another token is a new incarnation of a
 restarted replica (same pod name): it takes the lease over with a new token at once, which also
@@ -19,15 +22,16 @@ fences out the old incarnation should it still be running.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import WatchError
+from redis.exceptions import RedisError, WatchError
 
 from libs.config import Settings
 from libs.errors import LeaseLost
@@ -92,8 +96,9 @@ def _connection_lost(error: WatchError) -> RedisConnectionError:
 
 
 class LeaseKeeper:
-    """One replica's membership and leases. Driven by its worker between batches (`beat` when
-    `due`), never concurrently with a commit, so its own renewals never abort its own WATCH."""
+    """One replica's membership and leases. Its worker rebalances between batches (`beat` when
+    `due`: acquire and release); `keep_alive` renews what it holds meanwhile, on time whatever
+    the worker is doing."""
 
     def __init__(
         self,
@@ -117,6 +122,7 @@ class LeaseKeeper:
         self.tokens: dict[PartitionId, int] = {}
         self.members: list[str] = []
         self._last_beat_s: float | None = None
+        self._lock = asyncio.Lock()  # a beat and a renewal never interleave
         self._join = redis.register_script(_JOIN)
         self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
@@ -159,6 +165,59 @@ class LeaseKeeper:
     async def beat(self) -> set[PartitionId]:
         """Renew membership and leases; release what another member should now own; acquire
         what this one should. Returns the partitions owned now."""
+        async with self._lock:
+            return await self._beat()
+
+    async def keep_alive(self) -> None:
+        """Renew membership and the leases held, every renewal period, until cancelled: the
+        worker may be busy with a long round meanwhile (a thousand bots), its leases stay."""
+        while True:
+            await asyncio.sleep(self.renew_every_s)
+            try:
+                async with self._lock:
+                    await self._renew()
+            except (RedisError, OSError) as error:
+                log.debug("leases not renewed: %s", error)
+
+    async def _renew(self) -> None:
+        members_key = keys.members(self.service)
+        await self._join(
+            keys=[members_key],
+            args=[self.worker_id, self.ttl_ms],
+            client=self.nodes.for_key(members_key),
+        )
+        held = dict(self.tokens)  # a token of 0 would acquire: only what is held now is renewed
+        for partition, token in (await self._acquire_each(sorted(held), held)).items():
+            if token <= 0 and partition in self.tokens:
+                log.warning("lease lost", extra=self._context(partition, self.tokens[partition]))
+                del self.tokens[partition]
+        PARTITIONS_OWNED.set(len(self.tokens))
+
+    async def _acquire_each(
+        self, partitions: Sequence[PartitionId], held: Mapping[PartitionId, int]
+    ) -> dict[PartitionId, int]:
+        """`_ACQUIRE` on each partition: renewing those `held` gives a token for, taking the
+        others when free. One round trip per Redis."""
+        by_node: dict[Redis, list[PartitionId]] = defaultdict(list)
+        for partition in partitions:
+            by_node[self.nodes.for_bot(partition.bot)].append(partition)
+        tokens: dict[PartitionId, int] = {}
+        for client, on_node in by_node.items():
+            async with client.pipeline(transaction=False) as pipe:
+                for partition in on_node:
+                    await self._acquire(
+                        keys=[
+                            keys.lease(partition.bot, partition.name),
+                            keys.fence(partition.bot, partition.name),
+                        ],
+                        args=[self.worker_id, held.get(partition, 0), self.ttl_ms],
+                        client=pipe,
+                    )
+                replies = await pipe.execute()
+            tokens.update((p, int(t)) for p, t in zip(on_node, replies, strict=True))
+        return tokens
+
+    async def _beat(self) -> set[PartitionId]:
         started_s = self.clock()
         members_key = keys.members(self.service)
         members = await self._join(
@@ -171,23 +230,7 @@ class LeaseKeeper:
         for partition in sorted(set(self.tokens) - wanted):
             await self._give_up(partition)
         candidates = sorted(wanted | set(self.tokens))
-        by_node: dict[Redis, list[PartitionId]] = defaultdict(list)
-        for partition in candidates:
-            by_node[self.nodes.for_bot(partition.bot)].append(partition)
-        tokens: dict[PartitionId, int] = {}
-        for client, partitions in by_node.items():  # one round trip per Redis (cluster master)
-            async with client.pipeline(transaction=False) as pipe:
-                for partition in partitions:
-                    await self._acquire(
-                        keys=[
-                            keys.lease(partition.bot, partition.name),
-                            keys.fence(partition.bot, partition.name),
-                        ],
-                        args=[self.worker_id, self.tokens.get(partition, 0), self.ttl_ms],
-                        client=pipe,
-                    )
-                replies = await pipe.execute()
-                tokens.update((p, int(t)) for p, t in zip(partitions, replies, strict=True))
+        tokens = await self._acquire_each(candidates, dict(self.tokens))
         for partition in candidates:
             token, held = tokens[partition], self.tokens.get(partition)
             if token > 0:
@@ -207,8 +250,9 @@ class LeaseKeeper:
         partitions: Iterable[PartitionId],
         check: Callable[[Pipeline], Awaitable[None]] | None = None,
     ) -> None:
-        """Start a fenced commit on `tx`: WATCH the leases of `partitions` and check they hold
-        this owner's tokens, then MULTI. The caller adds its commands and calls `commit`.
+        """Start a fenced commit on `tx`: WATCH the fence counters of `partitions` and check
+        they still hold this owner's tokens (nobody took a partition since), then MULTI. The
+        caller adds its commands and calls `commit`.
 
         `check`, when given, runs on the watching connection before MULTI and may raise to
         abort: what it reads holds until EXEC, since a Redis that goes away takes the
@@ -218,14 +262,14 @@ class LeaseKeeper:
         lost = [p for p in partitions if p not in self.tokens]
         if lost:
             raise LeaseLost(lost)
-        lease_keys = [keys.lease(p.bot, p.name) for p in partitions]
+        fence_keys = [keys.fence(p.bot, p.name) for p in partitions]
         try:
-            await tx.watch(*lease_keys)
-            values = await tx.mget(lease_keys)
+            await tx.watch(*fence_keys)
+            values = await tx.mget(fence_keys)
         except WatchError as error:
             raise _connection_lost(error) from error
         lost = [
-            p for p, value in zip(partitions, values, strict=True) if value != self.lease_value(p)
+            p for p, value in zip(partitions, values, strict=True) if value != str(self.tokens[p])
         ]
         if lost:  # the caller's `async with` resets the pipeline, which UNWATCHes
             self.forget(lost)
@@ -249,7 +293,7 @@ class LeaseKeeper:
             )
 
     async def commit(self, tx: Pipeline, partitions: Iterable[PartitionId]) -> None:
-        """EXEC a transaction `guard` opened; a lease that moved since turns it into `LeaseLost`."""
+        """EXEC a transaction `guard` opened; a partition taken since turns it into `LeaseLost`."""
         try:
             await tx.execute()
         except WatchError as error:
@@ -269,8 +313,9 @@ class LeaseKeeper:
     async def leave(self) -> None:
         """On shutdown: release every lease and leave membership, so survivors take the
         partitions over at their next beat instead of after the TTL."""
-        for partition in sorted(self.tokens):
-            await self._give_up(partition)
+        async with self._lock:
+            for partition in sorted(self.tokens):
+                await self._give_up(partition)
         members_key = keys.members(self.service)
         await self.nodes.for_key(members_key).zrem(members_key, self.worker_id)
         PARTITIONS_OWNED.set(0)

@@ -55,6 +55,7 @@ async def amain(args: argparse.Namespace) -> int:
         load=lambda: prepare(redis, bots, worker),
         step=worker.run_once,
         leave=keeper.leave,
+        background=keeper.keep_alive,
     )
 
 

@@ -46,6 +46,7 @@ async def amain(args: argparse.Namespace) -> int:
         load=worker.load,
         step=lambda: worker.run_once(block_ms=500),
         leave=keeper.leave,
+        background=keeper.keep_alive,
         health=health,
     )
 

@@ -105,10 +105,29 @@ async def test_a_lease_that_moves_between_guard_and_exec_aborts_the_transaction(
     async with redis.pipeline(transaction=True) as tx:
         await owner.guard(tx, [partition])
         tx.set(f"bw:{{{partition.bot}}}:probe", "late")
-        await redis.set(keys.lease(partition.bot, partition.name), "thief:99")  # lease moves
+        # another owner takes it, as `_ACQUIRE` does: a new fencing token, then the lease
+        token = await redis.incr(keys.fence(partition.bot, partition.name))
+        await redis.set(keys.lease(partition.bot, partition.name), f"thief:{token}")
         with pytest.raises(LeaseLost):
             await owner.commit(tx, [partition])
     assert await redis.get(f"bw:{{{partition.bot}}}:probe") is None
+
+
+async def test_a_renewal_during_a_commit_does_not_abort_it(redis: Redis) -> None:
+    """The commit WATCHes the fence counter, which only a new owner changes: the renewals of
+    `keep_alive` run beside the worker's commits, however long its rounds take."""
+    owner = keeper(redis, "owner")
+    await owner.beat()
+    partition = PARTITIONS[0]
+    lease = keys.lease(partition.bot, partition.name)
+    await redis.pexpire(lease, 1000)
+    async with redis.pipeline(transaction=True) as tx:
+        await owner.guard(tx, [partition])
+        tx.set(f"bw:{{{partition.bot}}}:probe", "committed")
+        await owner._renew()  # what keep_alive does every renewal period
+        await owner.commit(tx, [partition])
+    assert await redis.get(f"bw:{{{partition.bot}}}:probe") == "committed"
+    assert await redis.pttl(lease) > 1000, "the renewal extended the lease"
 
 
 async def test_a_restarted_replica_with_the_same_id_takes_its_leases_over_with_new_tokens(
