@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter
@@ -67,7 +67,7 @@ OVERRUNS = Counter(
 )
 COMMITS_IN_FLIGHT = 32
 """Bots' fenced commits side by side, each on a connection of its own (the pool holds more)."""
-UPDATES_PER_ROUND = 200_000
+UPDATES_PER_ROUND = 1_000_000
 """(partition, market update) pairs one read may bring: a round's reads, core calls and commits
 must end well within a lease renewal period (a third of LEASE_TTL_S), however many partitions
 read each stream, or the worker's own leases expire while it works."""
@@ -160,7 +160,30 @@ async def load_partitions(
     return partitions
 
 
-def apply_entries(partition: Partition, entries: StreamEntries, output: BatchOutput) -> None:
+@dataclass(frozen=True, slots=True)
+class DecodedEntry:
+    """A market stream entry decoded once per read, for every partition that reads its stream
+    (a market shared by a hundred bots is decoded once, not a hundred times)."""
+
+    entry_id: str
+    key: tuple[int, int]
+    update: MarketUpdate | None
+    error: str = ""
+
+
+def decode_entries(entries: StreamEntries) -> list[DecodedEntry]:
+    decoded: list[DecodedEntry] = []
+    for entry_id, fields in entries:
+        try:
+            decoded.append(DecodedEntry(entry_id, entry_key(entry_id), decode_update(fields)))
+        except (KeyError, ValueError) as error:
+            decoded.append(DecodedEntry(entry_id, entry_key(entry_id), None, str(error)))
+    return decoded
+
+
+def apply_entries(
+    partition: Partition, entries: Sequence[DecodedEntry], output: BatchOutput
+) -> None:
     """Feed the partition the entries after its checkpoint, as one batch of the core; entries
     that do not decode, or whose kline is older than one seen, are skipped and reported."""
     start_checkpoint = partition.checkpoint
@@ -169,15 +192,19 @@ def apply_entries(partition: Partition, entries: StreamEntries, output: BatchOut
     context = {"bot": bot.id, "stream": partition.stream}
     updates: list[MarketUpdate] = []
     update_ids: list[str] = []
-    for entry_id, fields in entries:
-        if entry_key(entry_id) <= checkpoint:
+    for entry in entries:
+        if entry.key <= checkpoint:
             continue
-        try:
-            updates.append(decode_update(fields))
-            update_ids.append(entry_id)
-        except (KeyError, ValueError) as error:
-            log.warning("market entry skipped: %s", error, extra={**context, "entry_id": entry_id})
-        partition.checkpoint = output.last_entry_id = entry_id
+        if entry.update is not None:
+            updates.append(entry.update)
+            update_ids.append(entry.entry_id)
+        else:
+            log.warning(
+                "market entry skipped: %s",
+                entry.error,
+                extra={**context, "entry_id": entry.entry_id},
+            )
+        partition.checkpoint = output.last_entry_id = entry.entry_id
     if not updates:
         return
     step = partition.strategy.on_batch(updates, kline_limit=bot.kline_history)
@@ -205,7 +232,7 @@ def apply_entries(partition: Partition, entries: StreamEntries, output: BatchOut
 
 def _halt(
     partition: Partition,
-    entries: StreamEntries,
+    entries: Sequence[DecodedEntry],
     start_checkpoint: str,
     failed_entry_id: str,
     failure: StrategyFailed,
@@ -217,9 +244,7 @@ def _halt(
     bot = partition.bot
     failed_key = entry_key(failed_entry_id)
     applied = [
-        entry_id
-        for entry_id, _ in entries
-        if entry_key(start_checkpoint) < entry_key(entry_id) < failed_key
+        entry.entry_id for entry in entries if entry_key(start_checkpoint) < entry.key < failed_key
     ]
     partition.checkpoint = applied[-1] if applied else start_checkpoint
     output.last_entry_id = applied[-1] if applied else ""
@@ -379,9 +404,10 @@ class StrategyWorker:
         read = 0
         for stream, entries in reply:
             read += len(entries)
+            decoded = decode_entries(entries)
             for partition in by_stream[stream]:
                 output = BatchOutput()
-                apply_entries(partition, entries, output)
+                apply_entries(partition, decoded, output)
                 if partition.halted is not None and self.health is not None:
                     self.health.set_check(halted_check(partition), False)
                 if output.last_entry_id:

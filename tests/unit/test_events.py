@@ -20,7 +20,13 @@ from libs.wire.checkpoint import decode_strategy, encode_strategy, ledger_state,
 from libs.wire.events import StrategyEvent
 from libs.wire.market import encode_update
 from services.accounting.book import BotBook
-from services.strategy.worker import BatchOutput, Partition, apply_entries, strategy_event
+from services.strategy.worker import (
+    BatchOutput,
+    Partition,
+    apply_entries,
+    decode_entries,
+    strategy_event,
+)
 
 KLINES = Path(__file__).parents[1] / "data" / "klines-1m-3000.csv"
 
@@ -179,7 +185,7 @@ def test_the_book_folds_an_event_and_the_json_object_accounting_reads_alike() ->
             (f"{start + n + 1}-0", encode_update(update, f"test:{start + n}"))
             for n, update in enumerate(updates[start : start + 10])
         ]
-        apply_entries(partition, entries, output)
+        apply_entries(partition, decode_entries(entries), output)
         event = strategy_event(partition, output)
         fields = event.to_fields()
         assert event.to_value() == orjson.loads(fields["data"])

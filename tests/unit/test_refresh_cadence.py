@@ -27,7 +27,13 @@ from libs.wire.events import StrategyEvent
 from libs.wire.market import encode_update
 from services.accounting.book import BotBook
 from services.accounting.worker import AccountingWorker
-from services.strategy.worker import BatchOutput, Partition, apply_entries, strategy_event
+from services.strategy.worker import (
+    BatchOutput,
+    Partition,
+    apply_entries,
+    decode_entries,
+    strategy_event,
+)
 
 KLINES = Path(__file__).parents[1] / "data" / "klines-1m-3000.csv"
 # With period 5 and 0.5 standard deviations, the klines of this file at indexes 5 to 8 make
@@ -75,7 +81,7 @@ def events(bot: BotConfig, batches: list[list[MarketUpdate]]) -> list[StrategyEv
         for update in batch:
             entry += 1
             entries.append((f"{entry}-0", encode_update(update, f"test:{entry}")))
-        apply_entries(partition, entries, output)
+        apply_entries(partition, decode_entries(entries), output)
         made.append(strategy_event(partition, output))
     return made
 
