@@ -21,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -44,6 +44,34 @@ SLOTS = 16384
 
 def worker_redis(url: str) -> Redis:
     return Redis.from_url(url, **_worker_options())
+
+
+IN_FLIGHT = 32
+"""Bots' transactions a worker runs side by side, each on a connection of its own from a pool
+of `WORKER_CONNECTIONS`: a thousand bots must not ask Redis for a thousand connections."""
+
+T = TypeVar("T")
+
+
+async def side_by_side(
+    work: Callable[[T], Awaitable[object]], items: Iterable[T], limit: int = IN_FLIGHT
+) -> None:
+    """`work` on each item, at most `limit` at once; once all have settled, the first error,
+    if any, is raised (a failed item never leaves another one half done)."""
+    items = list(items)
+    if len(items) == 1:
+        await work(items[0])
+        return
+    in_flight = asyncio.Semaphore(limit)
+
+    async def bounded(item: T) -> object:
+        async with in_flight:
+            return await work(item)
+
+    outcomes = await asyncio.gather(*(bounded(item) for item in items), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 WORKER_CONNECTIONS = 64
@@ -70,7 +98,7 @@ def _worker_options() -> dict[str, Any]:
     }
 
 
-def _with_address(url: str, host: str, port: int) -> str:
+def node_url(url: str, host: str, port: int) -> str:
     """`url` with its host and port replaced, credentials, TLS and options kept."""
     parts = urlsplit(url)
     userinfo = parts.netloc.rpartition("@")[0]
@@ -157,7 +185,7 @@ class RedisNodes:
     def _client_for(self, address: tuple[str, int]) -> Redis:
         client = self._clients.get(address)
         if client is None:
-            url = _with_address(self.url, *address)
+            url = node_url(self.url, *address)
             kind = ClusterNodeRedis if self.cluster else Redis
             if self._pool_size is not None:
                 pool = BlockingConnectionPool.from_url(

@@ -6,14 +6,14 @@ import argparse
 import asyncio
 import logging
 
-from libs.config import BotsFile, load_bots, load_settings, read_api_keys
+from libs.config import BotConfig, BotsFile, load_bots, load_settings, read_api_keys
 from libs.errors import MarketTermsPending
 from libs.ops.logs import setup_logging
 from libs.ops.timezone import local_time_zone_offset_min
 from libs.ops.worker_shell import run_worker
 from libs.store import keys
 from libs.store.bot_state import ensure_state, publish_api_keys
-from libs.store.client import RedisNodes, worker_nodes
+from libs.store.client import RedisNodes, side_by_side, worker_nodes
 from libs.store.leases import LeaseKeeper
 from libs.store.partitions import accounting_partitions
 from services.accounting.worker import AccountingWorker
@@ -26,13 +26,16 @@ async def prepare(nodes: RedisNodes, bots: BotsFile, worker: AccountingWorker) -
     """State creation (SPEC 4.1 rule 11) and key hashes (2.1 rule 16) before any event, then the
     book as of the last commit."""
     await nodes.refresh()
-    for bot in bots.bots:
+
+    async def create(bot: BotConfig) -> None:
         try:
             state = await ensure_state(nodes.for_bot(bot.id), bot, local_time_zone_offset_min())
             if state.created:
                 log.info("bot state created", extra={"bot": bot.id})
         except MarketTermsPending as pending:  # retried whenever the worker takes the bot
             log.warning("%s", pending, extra={"bot": bot.id})
+
+    await side_by_side(create, bots.bots)  # a thousand bots: a bounded number at once
     await publish_api_keys(nodes.for_key(keys.api_keys()), read_api_keys(bots))
     await worker.load()
 

@@ -26,7 +26,7 @@ from libs.errors import LeaseLost, MarketTermsPending
 from libs.ops.timezone import local_time_zone_offset_min
 from libs.store import keys
 from libs.store.bot_state import display_of, ensure_state
-from libs.store.client import RedisNodes
+from libs.store.client import RedisNodes, side_by_side
 from libs.store.leases import LeaseKeeper
 from libs.store.partitions import PartitionId
 from libs.store.published import read_server_record, stage_refresh_commit
@@ -58,7 +58,6 @@ UPDATE_TO_PUBLISH = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
-COMMITS_IN_FLIGHT = 32  # bots' commits side by side (the worker's pool holds 64 connections)
 FILL_DELAY_S = 0.1  # SPEC 2.1 rule 10: refreshes >= 100 ms apart, a fill published within 100 ms
 
 
@@ -130,33 +129,37 @@ class AccountingWorker:
         await self._take({p for p in owned if p.bot not in self.books})
 
     async def _take(self, partitions: set[PartitionId]) -> None:
-        for partition in sorted(partitions):
-            # the state may be gone since this process started (`bandwagon reset`, a Redis that
-            # lost everything): create it anew, with a new epoch, before any refresh
-            redis = self.nodes.for_bot(partition.bot)
-            try:
-                bot, created = await ensure_state(
-                    redis, self.bots[partition.bot], local_time_zone_offset_min()
-                )
-            except MarketTermsPending as pending:  # tried again at the next beat
-                log.debug("%s", pending, extra={"bot": partition.bot})
-                continue
-            if created:
-                log.info("bot state created", extra={"bot": bot.id})
-            # the server first, the book after: every commit confirms this server still
-            # answers, so the book it commits from was read from this server too
-            server = await read_server(redis)
-            book = await load_book(redis, bot)
-            book.redis_run_id = server.record.run_id
-            book.unsaved_events = 1  # check once: config changes such as `enabled` show at start
-            self.books[bot.id] = book
-            self.last_publish_s.setdefault(bot.id, -1e9)
-            try:
-                await self._vouch_for_history(book, server)
-            except LeaseLost:
-                del self.books[bot.id]
-                continue
-            SEQ.labels(bot=bot.id).set(book.seq)  # SPEC 4.1 rule 5: also for a bot yet to trade
+        """Load the books of `partitions`, a bounded number side by side (a thousand bots'
+        books, each several round trips, one after another took seconds)."""
+        await side_by_side(self._take_one, sorted(partitions))
+
+    async def _take_one(self, partition: PartitionId) -> None:
+        # the state may be gone since this process started (`bandwagon reset`, a Redis that
+        # lost everything): create it anew, with a new epoch, before any refresh
+        redis = self.nodes.for_bot(partition.bot)
+        try:
+            bot, created = await ensure_state(
+                redis, self.bots[partition.bot], local_time_zone_offset_min()
+            )
+        except MarketTermsPending as pending:  # tried again at the next beat
+            log.debug("%s", pending, extra={"bot": partition.bot})
+            return
+        if created:
+            log.info("bot state created", extra={"bot": bot.id})
+        # the server first, the book after: every commit confirms this server still
+        # answers, so the book it commits from was read from this server too
+        server = await read_server(redis)
+        book = await load_book(redis, bot)
+        book.redis_run_id = server.record.run_id
+        book.unsaved_events = 1  # check once: config changes such as `enabled` show at start
+        self.books[bot.id] = book
+        self.last_publish_s.setdefault(bot.id, -1e9)
+        try:
+            await self._vouch_for_history(book, server)
+        except LeaseLost:
+            del self.books[bot.id]
+            return
+        SEQ.labels(bot=bot.id).set(book.seq)  # SPEC 4.1 rule 5: also for a bot yet to trade
 
     async def _vouch_for_history(self, book: BotBook, server: ServerState) -> None:
         """SPEC 2.1 rule 19, before anything more of the bot is published: a Redis that may
@@ -234,20 +237,8 @@ class AccountingWorker:
             EVENTS.labels(bot=book.bot.id).inc(len(entries))
         now = self.clock()
         due = [b for b in self.books.values() if b.unsaved_events and now >= self._due_s(b)]
-        if len(due) == 1:
-            await self._publish_fenced(due[0])
-            return
         # side by side, each bot's commit on a connection of its own, a bounded number at once
-        in_flight = asyncio.Semaphore(COMMITS_IN_FLIGHT)
-
-        async def publish(book: BotBook) -> None:
-            async with in_flight:
-                await self._publish_fenced(book)
-
-        outcomes = await asyncio.gather(*(publish(book) for book in due), return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        await side_by_side(self._publish_fenced, due)
 
     async def _publish_fenced(self, book: BotBook) -> None:
         try:

@@ -34,7 +34,7 @@ from libs.errors import LeaseLost
 from libs.ops.health import Health
 from libs.store import keys
 from libs.store.bot_state import freeze_strategy_parameters, thawed
-from libs.store.client import RedisNodes
+from libs.store.client import RedisNodes, side_by_side
 from libs.store.leases import LeaseKeeper
 from libs.store.partitions import PartitionId
 from libs.store.server import RedisReplaced, confirm_server, read_server
@@ -65,8 +65,6 @@ OVERRUNS = Counter(
     "Times a market stream's cap (market_stream_len) trimmed entries this worker had not read",
     ["stream"],
 )
-COMMITS_IN_FLIGHT = 32
-"""Bots' fenced commits side by side, each on a connection of its own (the pool holds more)."""
 UPDATES_PER_ROUND = 1_000_000
 """(partition, market update) pairs one read may bring: a round's reads, core calls and commits
 must end well within a lease renewal period (a third of LEASE_TTL_S), however many partitions
@@ -122,9 +120,12 @@ async def load_partitions(
     read from the redis-server whose run_id `redis_run_ids` gives for its bot's Redis (`read_server`
     before this call)."""
     nodes = RedisNodes.wrapping(redis)
-    partitions: list[Partition] = []
+    if owned is not None:  # a rebalance: only the bots that have a partition to load
+        bots = [bot for bot in bots if any(p.bot == bot.id for p in owned)]
     strategies = {bot.id: load_strategy_with_parameters(bot) for bot in bots}  # checked at start
-    for configured in bots:
+    loaded: dict[str, list[Partition]] = {}
+
+    async def load_bot(configured: BotConfig) -> None:
         logic, parameters = strategies[configured.id]
         redis = nodes.for_bot(configured.id)
         redis_run_id = (redis_run_ids or {}).get(redis, "")
@@ -140,7 +141,9 @@ async def load_partitions(
                 "waiting for the state of a bot whose market terms come from the source",
                 extra={"bot": configured.id},
             )
-            continue
+            return
+        found: list[Partition] = []
+        loaded[bot.id] = found
         for index, symbol in enumerate(bot.symbols):
             if (
                 owned is not None
@@ -156,8 +159,10 @@ async def load_partitions(
             else:
                 strategy, checkpoint = new_symbol_strategy(bot, index, logic), FIRST_ENTRY
             stream = keys.market_stream(bot.exchange, symbol.product_id, bot.kline_size)
-            partitions.append(Partition(bot, index, stream, strategy, checkpoint, redis_run_id))
-    return partitions
+            found.append(Partition(bot, index, stream, strategy, checkpoint, redis_run_id))
+
+    await side_by_side(load_bot, bots)  # a bounded number of bots side by side
+    return [partition for bot in bots for partition in loaded.get(bot.id, [])]
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,23 +432,7 @@ class StrategyWorker:
         by_bot: dict[str, list[tuple[Partition, BatchOutput]]] = defaultdict(list)
         for partition, output in touched:
             by_bot[partition.bot.id].append((partition, output))
-        if len(by_bot) == 1:
-            [(bot_id, items)] = by_bot.items()
-            await self._commit_bot(bot_id, items)
-            return
-        in_flight = asyncio.Semaphore(COMMITS_IN_FLIGHT)
-
-        async def commit_bot(bot_id: str, items: list[tuple[Partition, BatchOutput]]) -> None:
-            async with in_flight:
-                await self._commit_bot(bot_id, items)
-
-        outcomes = await asyncio.gather(
-            *(commit_bot(bot_id, items) for bot_id, items in by_bot.items()),
-            return_exceptions=True,
-        )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        await side_by_side(lambda bot: self._commit_bot(bot, by_bot[bot]), list(by_bot))
 
     async def _commit_bot(self, bot_id: str, items: list[tuple[Partition, BatchOutput]]) -> None:
         ids = [partition.id for partition, _ in items]
