@@ -69,7 +69,7 @@ from benches.loadgen_stats import (
 from benches.processes import is_ready, service_env
 from benches.timing import machine_line
 from libs.store import keys
-from libs.wire.market import entry_key
+from libs.wire.market import decode_update, entry_key
 from tools.run.redis_server import RedisServer, free_port
 
 DOC_PATH = ROOT / "docs" / "benchmarks.md"
@@ -77,6 +77,7 @@ BEGIN_MARK = "<!-- thousand-bots:begin (written by python -m benches.thousand_bo
 END_MARK = "<!-- thousand-bots:end -->"
 PACKAGES = ("redis", "hiredis", "orjson", "uvicorn", "websockets", "uvloop")
 EXCHANGE, KLINE_SIZE = "mexc", "1m"
+Entries = list[tuple[str, dict[str, str]]]
 MARKETS = 30
 SYMBOLS_PER_BOT = 3
 SERVICES = ("accounting", "strategy", "gateway", "ingest")
@@ -429,6 +430,7 @@ class Figures:
     states_s: float = math.nan  # start -> every bot's state created
     states_created: int = 0
     first_order_s: list[float] = field(default_factory=list)  # per bot that placed one
+    first_order_lag_s: list[float] = field(default_factory=list)  # from its fill's update
     no_first_order: int = 0
     clients_ready: int = 0
     client_closes: dict[str, int] = field(default_factory=dict)
@@ -610,6 +612,36 @@ class Run:
                 found[product_id(market)] = float(entry_key(str(reply[0][0]))[0])
         return found
 
+    async def first_fill_update_ms(
+        self, bot: str, first_update: Mapping[str, float]
+    ) -> float | None:
+        """The XADD time of the market update the bot's first fill happened at: the system's
+        share of its first order (the rest is the market's: its strategy's first signal). The
+        trade's `time` is that update's event time; the entry is found near where the pace of
+        the synthetic source (`speed`x) puts it."""
+        firsts: list[tuple[int, str]] = []
+        for market in self.markets[bot]:
+            text = await self.redis.lindex(keys.trades(bot, product_id(market)), 0)
+            if text is not None:
+                firsts.append((int(orjson.loads(text)["time"]), product_id(market)))
+        if not firsts:
+            return None
+        fill_time_ms, product = min(firsts)
+        stream = keys.market_stream(EXCHANGE, product, KLINE_SIZE)
+        head = cast(Entries, await self.redis.xrange(stream, count=1))
+        if not head or product not in first_update:
+            return None
+        head_time_ms = decode_update(head[0][1]).time_ms
+        guess_ms = first_update[product] + (fill_time_ms - head_time_ms) / self.sizes.speed
+        window = cast(
+            Entries,
+            await self.redis.xrange(stream, min=int(guess_ms - 5000), max=int(guess_ms + 5000)),
+        )
+        for entry_id, fields in window:
+            if decode_update(fields).time_ms == fill_time_ms:
+                return float(entry_key(entry_id)[0])
+        return None
+
     # phase 1: start
 
     async def start(self, figures: Figures) -> None:
@@ -663,6 +695,9 @@ class Run:
             known = [u for u in updates if u is not None]
             if known:
                 figures.first_order_s.append((at_ms - min(known)) / 1000)
+            fill_update_ms = await self.first_fill_update_ms(bot, first_update)
+            if fill_update_ms is not None:
+                figures.first_order_lag_s.append((at_ms - fill_update_ms) / 1000)
         figures.no_first_order = len(no_order)
         if no_state:
             figures.notes.append(f"{len(no_state)} states not created within {sizes.start_s:.0f} s")
@@ -1032,6 +1067,17 @@ def goal_rows(figures: Figures) -> list[tuple[str, str, str, str]]:
             f" {GOAL_FIRST_ORDER_S:.0f} s)",
             f"every bot <= {GOAL_FIRST_ORDER_S:.0f} s",
             "yes" if within == sizes.bots else "no",
+        )
+    )
+    lags = figures.first_order_lag_s
+    rows.append(
+        (
+            "of which the system's: from the update of its first fill to that trade in Redis",
+            f"max {seconds_text(max(lags, default=math.nan))} (p50"
+            f" {seconds_text(percentile(lags, 0.5))}, p99 {seconds_text(percentile(lags, 0.99))};"
+            f" {len(lags):,} bots; polled every {POLL_S:g} s)",
+            "",
+            "",
         )
     )
     whole = figures.leases.get(WHOLE_RUN, {})

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import orjson
 from prometheus_client import Counter, Gauge, Histogram
@@ -62,22 +62,28 @@ FILL_DELAY_S = 0.1  # SPEC 2.1 rule 10: refreshes >= 100 ms apart, a fill publis
 
 
 async def load_book(redis: Redis, bot: BotConfig) -> BotBook:
-    """The book as of the last commit: seq and epoch, the published hashes, the folded ledgers."""
-    seq_text, epoch = await redis.hmget(keys.meta(bot.id), ["seq", "epoch"])
+    """The book as of the last commit: seq and epoch, the published hashes, the folded ledgers,
+    read in one transaction (one round trip, one consistent snapshot)."""
+    async with redis.pipeline(transaction=True) as tx:
+        tx.hmget(keys.meta(bot.id), ["seq", "epoch"])
+        tx.hgetall(keys.accounting_state(bot.id))
+        tx.hgetall(keys.status(bot.id))
+        for symbol_config in bot.symbols:
+            product_id = symbol_config.product_id
+            tx.hgetall(keys.symbol(bot.id, product_id))
+            tx.lindex(keys.klines(bot.id, product_id), -1)
+            tx.lindex(keys.trades(bot.id, product_id), -1)
+        (seq_text, epoch), saved, status, *per_symbol = await tx.execute()
     book = BotBook.fresh(bot, epoch=str(epoch), seq=int(seq_text or 1))
-    saved = await redis.hgetall(keys.accounting_state(bot.id))
     if saved:
         book.checkpoint = str(saved["checkpoint"])
         for symbol, state in zip(book.symbols, orjson.loads(saved["book"]), strict=True):
             symbol.restore(state)
-    status = await redis.hgetall(keys.status(bot.id))
     book.published_status = {str(name): orjson.loads(value) for name, value in status.items()}
-    for symbol in book.symbols:
-        scalars = await redis.hgetall(keys.symbol(bot.id, symbol.product_id))
+    for index, symbol in enumerate(book.symbols):
+        scalars, last_kline, last_trade = per_symbol[3 * index : 3 * index + 3]
         symbol.published_scalars = {str(k): orjson.loads(v) for k, v in scalars.items()}
-        last_kline = await redis.lindex(keys.klines(bot.id, symbol.product_id), -1)
         symbol.last_published_kline = None if last_kline is None else orjson.loads(last_kline)
-        last_trade = await redis.lindex(keys.trades(bot.id, symbol.product_id), -1)
         if last_trade is not None:
             symbol.last_published_order_id = orjson.loads(last_trade)["order_id"]
     return book
@@ -130,10 +136,15 @@ class AccountingWorker:
 
     async def _take(self, partitions: set[PartitionId]) -> None:
         """Load the books of `partitions`, a bounded number side by side (a thousand bots'
-        books, each several round trips, one after another took seconds)."""
-        await side_by_side(self._take_one, sorted(partitions))
+        books, each several round trips, one after another took seconds). The server each
+        Redis is first, the books after: every commit confirms this server still answers, so
+        the book it commits from was read from this server too."""
+        servers: dict[Redis, ServerState] = {}
+        for redis in dict.fromkeys(self.nodes.for_bot(p.bot) for p in partitions):
+            servers[redis] = await read_server(redis)
+        await side_by_side(lambda p: self._take_one(p, servers), sorted(partitions))
 
-    async def _take_one(self, partition: PartitionId) -> None:
+    async def _take_one(self, partition: PartitionId, servers: Mapping[Redis, ServerState]) -> None:
         # the state may be gone since this process started (`bandwagon reset`, a Redis that
         # lost everything): create it anew, with a new epoch, before any refresh
         redis = self.nodes.for_bot(partition.bot)
@@ -146,9 +157,7 @@ class AccountingWorker:
             return
         if created:
             log.info("bot state created", extra={"bot": bot.id})
-        # the server first, the book after: every commit confirms this server still
-        # answers, so the book it commits from was read from this server too
-        server = await read_server(redis)
+        server = servers[redis]
         book = await load_book(redis, bot)
         book.redis_run_id = server.record.run_id
         book.unsaved_events = 1  # check once: config changes such as `enabled` show at start
