@@ -47,7 +47,7 @@ CLUSTER_ENV = {"REDIS_CLUSTER": "true", "SECOND_BOT_KEY": SECOND_KEY}
 pytestmark = pytest.mark.timeout(180)
 
 
-def two_bots_on_two_masters(cluster: LocalCluster) -> tuple[str, str]:
+def two_bots_on_two_masters() -> tuple[str, str]:
     """Bot ids whose slots different masters serve (the cluster splits slots in thirds)."""
     third = 16384 // 3
     first = "alpha"
@@ -133,7 +133,7 @@ async def settled(nodes: RedisNodes, bot: str) -> Snapshot:
 async def test_two_bots_on_a_cluster_trade_as_their_backtests_through_three_gateways(
     cluster: LocalCluster, nodes: RedisNodes, deployment: Deployment, tmp_path: Path
 ) -> None:
-    first, second = two_bots_on_two_masters(cluster)
+    first, second = two_bots_on_two_masters()
     assert nodes.for_bot(first) is not nodes.for_bot(second)
     deployment.config_path.write_text(bots_yaml(first, second))
     deployment.start("accounting", **CLUSTER_ENV)
@@ -218,7 +218,7 @@ async def test_a_master_killed_mid_replay_costs_no_order_and_every_client_conver
     await nodes.refresh()
     deployment = Deployment(cluster.url, tmp_path / "bots.yaml", tmp_path, API_KEY)
     try:
-        first, second = two_bots_on_two_masters(cluster)
+        first, second = two_bots_on_two_masters()
         victim = cluster.master_of_slot(key_slot(keys.meta(first).encode()))
         deployment.config_path.write_text(bots_yaml(first, second))
         for name in ("accounting", "strategy", "gateway"):

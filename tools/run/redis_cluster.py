@@ -167,10 +167,3 @@ def _cluster_ok(client: Redis) -> bool:
     replication = client.info("replication")
     synced = replication["role"] == "master" or replication.get("master_link_status") == "up"
     return "cluster_state:ok" in info and synced
-
-
-def key_slot(key: str) -> int:
-    """The cluster slot of `key` (CRC16 of its hash tag), as the server computes it."""
-    from redis.crc import key_slot as crc_slot
-
-    return int(crc_slot(key.encode()))
