@@ -621,10 +621,16 @@ def _error_path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's safe loader where PyYAML was built with it (its wheels are): the same documents,
+about 10x faster than the pure-Python one, which took ~3 s of each service's start for a bots
+file of 1,000 bots."""
+
+
 def load_bots(path: Path) -> BotsFile:
     """Parse and validate the bots file; the first problem becomes a `ConfigError`."""
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
     except OSError as error:
         raise ConfigError(str(path), str(path), f"cannot read: {error.strerror}") from None
     except yaml.YAMLError as error:

@@ -58,6 +58,7 @@ UPDATE_TO_PUBLISH = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
+YIELD_EVERY_S = 0.05  # the longest folding events holds the event loop
 FILL_DELAY_S = 0.1  # SPEC 2.1 rule 10: refreshes >= 100 ms apart, a fill published within 100 ms
 
 
@@ -239,7 +240,12 @@ class AccountingWorker:
             block_ms = max(1, int(budget_s * 1000))
         streams = {keys.events(bot_id): book.checkpoint for bot_id, book in self.books.items()}
         reply = await read_streams(self.nodes, streams, count=self.batch_size, block_ms=block_ms)
+        loop = asyncio.get_running_loop()
+        yield_at = loop.time() + YIELD_EVERY_S
         for stream, entries in reply:
+            if loop.time() >= yield_at:  # let the lease renewals and the health port run
+                await asyncio.sleep(0)
+                yield_at = loop.time() + YIELD_EVERY_S
             book = self.books[keys.bot_of(stream)]
             for entry_id, fields in entries:
                 book.apply(entry_id, StrategyEvent.from_fields(fields))

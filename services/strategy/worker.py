@@ -69,6 +69,8 @@ UPDATES_PER_ROUND = 1_000_000
 """(partition, market update) pairs one read may bring: a round's reads, core calls and commits
 must end well within a lease renewal period (a third of LEASE_TTL_S), however many partitions
 read each stream, or the worker's own leases expire while it works."""
+YIELD_EVERY_S = 0.05
+"""The longest the core's work holds the event loop within a round."""
 LINGER_BELOW = 16  # a read of fewer entries means the worker is caught up with a trickle
 WITHIN_CAP_CHECK = "market streams within cap"  # SPEC 4.1 rule 12: readiness false meanwhile
 
@@ -407,10 +409,17 @@ class StrategyWorker:
         reply = await read_streams(self.nodes, read_from, count=count, block_ms=block_ms)
         outputs: dict[tuple[str, int], tuple[Partition, BatchOutput]] = {}
         read = 0
+        loop = asyncio.get_running_loop()
+        yield_at = loop.time() + YIELD_EVERY_S
         for stream, entries in reply:
             read += len(entries)
             decoded = decode_entries(entries)
             for partition in by_stream[stream]:
+                if loop.time() >= yield_at:
+                    # a round of a thousand bots is seconds of CPU: let the lease renewals and
+                    # the health port run meanwhile
+                    await asyncio.sleep(0)
+                    yield_at = loop.time() + YIELD_EVERY_S
                 output = BatchOutput()
                 apply_entries(partition, decoded, output)
                 if partition.halted is not None and self.health is not None:
