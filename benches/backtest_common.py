@@ -74,6 +74,21 @@ class Row:
     first_run_seconds: float | None = None  # a fresh vectorbt process: its first run alone
 
 
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """One bench's measured rows and where and how they were measured."""
+
+    rows: tuple[Row, ...]
+    update_count: int
+    data_file: Path
+    command: str
+    machine: str
+    date: str
+
+    def row(self, name: str) -> Row:
+        return next(row for row in self.rows if row.name == name)
+
+
 def seconds_text(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 

@@ -42,6 +42,7 @@ from benches.backtest_common import (
     LASTING_OVERRIDES,
     OVERRIDES,
     SYMBOL,
+    Figures,
     Row,
     bench_bot,
     command_head,
@@ -121,19 +122,6 @@ class Repeats:
     vectorbt_sweep_warm: int = 3
     vectorbt_sweep_fresh: int = 2
     sweep_marks: int = 100  # combinations whose fills are compared one by one
-
-
-@dataclass(frozen=True, slots=True)
-class Figures:
-    rows: tuple[Row, ...]
-    update_count: int
-    data_file: Path
-    command: str
-    machine: str
-    date: str
-
-    def row(self, name: str) -> Row:
-        return next(row for row in self.rows if row.name == name)
 
 
 CORE = "Bandwagon core"

@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -252,11 +253,17 @@ async def steady(args: argparse.Namespace) -> None:
     await asyncio.gather(*(one(first + i) for i in range(args.clients)))
     say({"ready": record.replies, "closes": record.closes})
     await wait_stop(max(1.0, deadline - time.monotonic()))
+    await finish(clients, record, args.out)
+
+
+async def finish(clients: Sequence[Client], record: Recorder, out: str) -> None:
+    """Drop every client, save what `record` holds to `out` (.npz) and say it is done: the
+    parent reads the file once it sees `done`."""
     for client in clients:
         client.abort()
     await asyncio.sleep(0.05)
     np.savez(
-        args.out,
+        out,
         clients=np.frombuffer(record.clients, dtype=np.int64),
         seqs=np.frombuffer(record.seqs, dtype=np.int64),
         times_ns=np.frombuffer(record.times_ns, dtype=np.int64),

@@ -31,6 +31,7 @@ from rich.table import Table
 from benches.backtest_common import (
     LASTING_OVERRIDES,
     SYMBOL,
+    Figures,
     Row,
     bench_bot,
     command_head,
@@ -79,17 +80,8 @@ VECTORBT_CACHED = "vectorbt sweep, first run (numba cache)"
 
 
 @dataclass(frozen=True, slots=True)
-class SweepFigures:
-    rows: tuple[Row, ...]
+class SweepFigures(Figures):
     combinations: int
-    update_count: int
-    data_file: Path
-    command: str
-    machine: str
-    date: str
-
-    def row(self, name: str) -> Row:
-        return next(row for row in self.rows if row.name == name)
 
 
 def grid() -> Grid:

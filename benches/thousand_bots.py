@@ -56,11 +56,10 @@ from redis.asyncio import Redis
 
 from benches.data import ROOT, cache_dir
 from benches.doc_section import write_section
-from benches.loadgen import Client, Recorder, open_client, say, wait_stop
+from benches.loadgen import Client, Recorder, finish, open_client, say, wait_stop
 from benches.loadgen_stats import (
     cpu_seconds,
     histogram_quantile,
-    own_cpu_seconds,
     parse_histogram,
     percentile,
     raise_open_files,
@@ -360,24 +359,7 @@ async def run_clients(args: argparse.Namespace, bot_keys: list[str]) -> None:
     )
     say({"ready": record.replies, "errors": record.errors, "closes": record.closes})
     await wait_stop(args.max_seconds)
-    for client in clients:
-        client.abort()
-    await asyncio.sleep(0.05)
-    np.savez(
-        args.out,
-        clients=np.frombuffer(record.clients, dtype=np.int64),
-        seqs=np.frombuffer(record.seqs, dtype=np.int64),
-        times_ns=np.frombuffer(record.times_ns, dtype=np.int64),
-    )
-    say(
-        {
-            "done": True,
-            "closes": record.closes,
-            "errors": record.errors,
-            "cpu_s": own_cpu_seconds(),
-            "records": len(record.seqs),
-        }
-    )
+    await finish(clients, record, args.out)
 
 
 def clients_main(argv: list[str]) -> int:

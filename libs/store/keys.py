@@ -68,15 +68,17 @@ def refresh_log(bot: str) -> str:
 
 
 def refresh_channel(bot: str) -> str:
-    """Pub/sub channel carrying each refresh text once, as committed."""
+    """Pub/sub channel carrying each refresh text once, as committed (SPUBLISH on a cluster);
+    a gateway subscribes to it while it has a client of the bot."""
     return f"{PREFIX}:{{{bot}}}:refresh"
 
 
 REFRESH_CHANNEL_PATTERN = f"{PREFIX}:{{*}}:refresh"
+"""Every bot's channel, for `redis-cli PSUBSCRIBE` on one Redis (gateways subscribe per bot)."""
 
 
 def bot_from_refresh_channel(channel: str) -> str:
-    """Inverse of `refresh_channel`, for a gateway subscribed to the pattern."""
+    """Inverse of `refresh_channel`: the bot a received refresh is for."""
     return channel[len(PREFIX) + 2 : -len("}:refresh")]
 
 

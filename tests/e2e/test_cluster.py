@@ -130,6 +130,19 @@ async def settled(nodes: RedisNodes, bot: str) -> Snapshot:
     return await eventually(done, timeout_s=90, poll_s=0.2, what=f"{bot} at the last update")
 
 
+def assert_as_backtested(config: Path, snapshots: dict[str, Snapshot], tmp_path: Path) -> None:
+    """Each bot's trades and status equal `bandwagon backtest` on the same bots file and data."""
+    for bot, snapshot in snapshots.items():
+        product_id = snapshot.symbols[0]["product_id"]
+        backtest: dict[str, Any] = backtest_json(
+            config, bot, [f"--klines={product_id}={KLINES}"], tmp_path / f"{bot}.json"
+        )
+        live_trades = snapshot.symbols[0]["trades"]
+        assert live_trades, f"{bot}: the case must make trades"
+        assert backtest["trades"] == live_trades, bot
+        assert backtest["status"] == snapshot.status, bot
+
+
 async def test_two_bots_on_a_cluster_trade_as_their_backtests_through_three_gateways(
     cluster: LocalCluster, nodes: RedisNodes, deployment: Deployment, tmp_path: Path
 ) -> None:
@@ -178,18 +191,7 @@ async def test_two_bots_on_a_cluster_trade_as_their_backtests_through_three_gate
             assert watcher.received[: final_seq - 1] == list(range(2, final_seq + 1)), report
             assert watcher.gaps == [] and watcher.errors == [], report
 
-    for bot, snapshot in snapshots.items():
-        product_id = snapshot.symbols[0]["product_id"]
-        backtest: dict[str, Any] = backtest_json(
-            deployment.config_path,
-            bot,
-            [f"--klines={product_id}={KLINES}"],
-            tmp_path / f"{bot}.json",
-        )
-        live_trades = snapshot.symbols[0]["trades"]
-        assert live_trades, f"{bot}: the case must make trades"
-        assert backtest["trades"] == live_trades, bot
-        assert backtest["status"] == snapshot.status, bot
+    assert_as_backtested(deployment.config_path, snapshots, tmp_path)
 
     # sharded pub/sub, subscribed per bot: the third gateway never got the second bot's refreshes
     third = scrape_metrics(deployment.services["gateway-3"])
@@ -265,18 +267,7 @@ async def test_a_master_killed_mid_replay_costs_no_order_and_every_client_conver
         stop.set()
         await asyncio.gather(*running)
 
-        for bot, snapshot in snapshots.items():
-            product_id = snapshot.symbols[0]["product_id"]
-            backtest: dict[str, Any] = backtest_json(
-                deployment.config_path,
-                bot,
-                [f"--klines={product_id}={KLINES}"],
-                tmp_path / f"{bot}.json",
-            )
-            live_trades = snapshot.symbols[0]["trades"]
-            assert live_trades, f"{bot}: the case must make trades"
-            assert backtest["trades"] == live_trades, bot
-            assert backtest["status"] == snapshot.status, bot
+        assert_as_backtested(deployment.config_path, snapshots, tmp_path)
     finally:
         codes = deployment.stop_all()
         await nodes.aclose()
