@@ -65,7 +65,7 @@ $(DASHBOARD_VENDOR): services/gateway/dashboard/vendor.lock.json | $(STAMP)
 install: $(STAMP) $(DASHBOARD_VENDOR) ## create .venv from the lock: Bandwagon with its dev tools
 	@echo "installed in $(VENV) ($$($(BIN)/python -V))"
 
-run: $(STAMP) $(DASHBOARD_VENDOR) ## the demo: Redis + the four services (ARGS="--fresh", "--replay FILE --speed max", "--help")
+run: $(STAMP) $(DASHBOARD_VENDOR) ## the demo: Redis + the five services (ARGS="--fresh", "--replay FILE --speed max", "--help")
 	$(BIN)/bandwagon run $(ARGS)
 
 watch: $(STAMP) ## print the demo bot's refreshes (ARGS="--count 5", "--url ... --key ...")
@@ -169,7 +169,7 @@ clean: ## remove the venvs, caches and .run (the demo's Redis data, logs and key
 # before. A FROM image that no registry serves is made first by deploy/image-base.sh, from the
 # Debian mirror. The machine's CA bundle, and a pip.conf naming it, are mounted into the build's
 # RUN steps (never into the image), for a machine whose HTTPS is verified by a CA of its own.
-# `make image-check` builds it, then runs Redis and the four services from it: every /readyz, a
+# `make image-check` builds it, then runs Redis and the five services from it: every /readyz, a
 # websocket init and one refresh through the gateway, non-root on a read-only root file system
 # (tools/image_check.py); it removes every container it made.
 IMAGE ?= bandwagon:0.1.0
@@ -198,5 +198,5 @@ image: ## build deploy/Dockerfile with podman or docker (IMAGE=bandwagon:0.1.0; 
 	echo "built $(IMAGE) in $$((SECONDS - started)) s: $$($$engine image inspect --format '{{.Size}}' $(IMAGE) \
 	  | awk '{ printf "%.0f MB", $$1 / 1e6 }')"
 
-image-check: $(STAMP) image ## build the image, run Redis and the four services from it, probe them, clean up
+image-check: $(STAMP) image ## build the image, run Redis and the five services from it, probe them, clean up
 	$(BIN)/python -m tools.image_check --engine '$(IMAGE_ENGINE)' --image $(IMAGE)

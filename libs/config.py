@@ -17,6 +17,7 @@ from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -39,9 +40,14 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 from libs.errors import ConfigError
+from libs.wire.notify_events import NOTIFY_EVENTS, NotifyEvent
 
 BOT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
 API_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{16,256}$")
+WEBHOOK_SECRET_PATTERN = API_KEY_PATTERN  # SPEC 6.1 rule 1: the same shape as an apiKey
+# A Telegram bot token as BotFather gives it (`<bot id>:<secret>`); it goes into the Bot API's
+# URL path, so nothing that could change the URL (`/`, `?`, `#`) may pass.
+TELEGRAM_TOKEN_PATTERN = re.compile(r"^[0-9]{1,20}:[A-Za-z0-9_-]{20,128}$")
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("demo-bots.yaml")
 # SPEC 2.1 rule 14's kline sizes, <n>m, <n>h, <n>d, as the bots file may give them. The core's
 # periods module reads sizes the same way for period ids; config keeps its own copy so that a
@@ -266,6 +272,131 @@ class SymbolConfig(_Model):
         return self.product_id.split("-", 1)[1]
 
 
+MAX_WEBHOOKS = 8  # SPEC 6.1 rule 1
+_VARIABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_TELEGRAM_CHAT = re.compile(r"^(-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$")
+
+
+def public_url(url: str) -> str:
+    """A webhook URL as logs, errors and `bandwagon notify test` may show it: scheme, host, port
+    and path. The query string, a fragment and user:password@ are dropped, since that is where
+    receivers put their tokens (SPEC 6.1 rule 6)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:  # a port out of range: the URL is refused anyway, show no number
+        port = ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+class TelegramChat(_Model):
+    """Where a Telegram entry sends its messages: the bot token's variable (a token is a
+    secret, like an apiKey: never in the bots file) and the chat, a number or `@channel`."""
+
+    token_env: str = Field(pattern=_VARIABLE_NAME)
+    chat_id: int | str
+
+    @field_validator("chat_id", mode="before")
+    @classmethod
+    def _chat(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and _TELEGRAM_CHAT.fullmatch(value):
+            return int(value) if value.lstrip("-").isdigit() else value
+        raise PydanticCustomError(
+            "telegram_chat", "must be a chat's number (-100123...) or a channel's @username"
+        )
+
+
+class Webhook(_Model):
+    """One `notify:` entry (SPEC 6.1 rule 1): a signed HTTP webhook (`url`, `secret_env`) or a
+    Telegram chat (`telegram`), and the event kinds it hears. Not trading config: a change takes
+    effect at the next start of the notify worker, and no state is frozen with it."""
+
+    url: str | None = Field(None, max_length=2048, repr=False)
+    secret_env: str | None = Field(None, pattern=_VARIABLE_NAME)
+    allow_http: bool = False
+    telegram: TelegramChat | None = None
+    events: tuple[NotifyEvent, ...] = NOTIFY_EVENTS
+
+    @field_validator("events")
+    @classmethod
+    def _events_once_each(cls, value: tuple[NotifyEvent, ...]) -> tuple[NotifyEvent, ...]:
+        if not value:
+            raise ValueError(f"must list at least one of {', '.join(NOTIFY_EVENTS)}")
+        if len(set(value)) != len(value):
+            raise ValueError("lists an event kind twice")
+        return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Webhook:
+        if self.telegram is not None:
+            if self.url is not None or self.secret_env is not None or self.allow_http:
+                raise ValueError(
+                    "a telegram entry takes no url, secret_env or allow_http (messages are "
+                    "sent to the Bot API, authenticated by its token)"
+                )
+            return self
+        if self.url is None:
+            raise ValueError("needs a url (with secret_env) or telegram: {token_env, chat_id}")
+        if self.secret_env is None:
+            raise ValueError("a webhook needs secret_env, the variable holding its HMAC secret")
+        problem = _url_problem(self.url, allow_http=self.allow_http)
+        if problem is not None:
+            raise PydanticCustomError("webhook_url", problem, {"url": public_url(self.url)})
+        return self
+
+    @property
+    def target(self) -> str:
+        """The receiver as logs may name it: the URL without its query, or the Telegram chat."""
+        if self.telegram is not None:
+            return f"telegram chat {self.telegram.chat_id}"
+        assert self.url is not None
+        return public_url(self.url)
+
+    @property
+    def secret_variable(self) -> str:
+        """The variable holding this entry's secret: the HMAC key, or the Telegram bot token."""
+        if self.telegram is not None:
+            return self.telegram.token_env
+        assert self.secret_env is not None
+        return self.secret_env
+
+    @property
+    def hook_id(self) -> str:
+        """A short, stable name of the receiver for Redis keys: the same URL (or chat) keeps its
+        pending deliveries across restarts and reorderings of the list, a new one starts empty.
+        Derived by hashing, so a key never shows a URL's secrets."""
+        identity = (
+            f"telegram:{self.telegram.token_env}:{self.telegram.chat_id}"
+            if self.telegram is not None
+            else f"url:{self.url}"
+        )
+        return hashlib.sha256(identity.encode()).hexdigest()[:12]
+
+
+def _url_problem(url: str, *, allow_http: bool) -> str | None:
+    """Why `url` cannot be a webhook's, or None: an absolute https URL (http with allow_http)
+    naming a host, without spaces or control characters."""
+    if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in url):
+        return "a URL has no spaces or control characters"
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http"):
+        return "must be an https:// URL (http:// with allow_http: true)"
+    if parts.scheme == "http" and not allow_http:
+        return "http:// needs allow_http: true (deliveries would travel unencrypted)"
+    if not parts.hostname:
+        return "names no host"
+    try:
+        parts.port  # noqa: B018 - parsing it is the check
+    except ValueError:
+        return "has a port out of range"
+    return None
+
+
 class BotConfig(_Model):
     id: str = Field(pattern=BOT_ID_PATTERN)
     api_key_env: str = Field("BOT_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -281,6 +412,7 @@ class BotConfig(_Model):
     refresh_log_len: int = Field(1000, ge=100)
     strategy: StrategyConfig = StrategyConfig()
     symbols: list[SymbolConfig] = Field(min_length=1, max_length=50)
+    notify: list[Webhook] = Field(default_factory=list, max_length=MAX_WEBHOOKS)
 
     @field_validator("kline_size")
     @classmethod
@@ -448,6 +580,10 @@ class Settings(_EnvironmentSettings):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
     )
     lease_ttl_s: float = Field(10.0, ge=1.0)
+    # the notify worker (SPEC 6.1): the Bot API's base URL (a local stand-in in tests), and how
+    # long a failing delivery is retried from its creation before it is dropped (24 h)
+    telegram_api_url: str = Field("https://api.telegram.org", pattern=r"^https?://[^\s?#]+$")
+    notify_retry_for_s: float = Field(86_400.0, gt=0)
 
     @field_validator("gateway_trusted_proxies", "gateway_allowed_origins", mode="before")
     @classmethod
@@ -604,9 +740,16 @@ def error_location(error: ErrorDetails) -> tuple[tuple[int | str, ...], object]:
     """Where a validation error lies and the value there; a strategy's own parameter, which
     `StrategyConfig` validates as a whole, is named as its own field (SPEC 3.2 rule 1)."""
     loc, value = tuple(error["loc"]), error.get("input")
+    context = error.get("ctx") or {}
     if error["type"] == "strategy_parameter":
-        context = error.get("ctx") or {}
         return (*loc, *str(context["field"]).split(".")), context.get("value")
+    if error["type"] == "webhook_url":
+        return (*loc, "url"), context["url"]
+    if "notify" in loc:  # a webhook's URL is shown without its query (SPEC 6.1 rule 6)
+        if isinstance(value, str) and "://" in value:
+            value = public_url(value)
+        elif isinstance(value, Mapping) and isinstance(value.get("url"), str):
+            value = {**value, "url": public_url(value["url"])}
     return loc, value
 
 
@@ -677,3 +820,33 @@ def read_api_keys(bots: BotsFile, environ: Mapping[str, str] | None = None) -> d
         owners[value] = bot.id
         keys[bot.id] = SecretStr(value)
     return keys
+
+
+def read_notify_secrets(
+    bots: BotsFile, environ: Mapping[str, str] | None = None, *, only: str | None = None
+) -> dict[tuple[str, str], SecretStr]:
+    """Each webhook's secret (HMAC key or Telegram token) by (bot id, hook id), from the variable
+    its entry names: a missing or malformed one is a config error at the notify worker's start
+    (SPEC 6.1 rule 1), shown as `***`. `only`: one bot's (`bandwagon notify test`)."""
+    env = os.environ if environ is None else environ
+    secrets: dict[tuple[str, str], SecretStr] = {}
+    for bot_index, bot in enumerate(bots.bots):
+        if only is not None and bot.id != only:
+            continue
+        for index, hook in enumerate(bot.notify):
+            variable = hook.secret_variable
+            path = f"bots[{bot_index}].notify[{index}]." + (
+                "telegram.token_env" if hook.telegram is not None else "secret_env"
+            )
+            value = env.get(variable)
+            if value is None:
+                raise ConfigError(path, variable, "environment variable is not set")
+            pattern, shape = (
+                (TELEGRAM_TOKEN_PATTERN, "a Telegram bot token, <digits>:<20-128 of A-Za-z0-9_->")
+                if hook.telegram is not None
+                else (WEBHOOK_SECRET_PATTERN, "16 to 256 printable ASCII characters with no space")
+            )
+            if not pattern.fullmatch(value):
+                raise ConfigError(f"{path} ({variable})", value, f"must be {shape}", secret=True)
+            secrets[(bot.id, hook.hook_id)] = SecretStr(value)
+    return secrets

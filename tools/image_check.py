@@ -1,8 +1,8 @@
 """`python -m tools.image_check`: run Bandwagon from its image, hardened as the manifests run it,
 and probe it from outside (`make image-check`, after `make image`; docs/image.md).
 
-Redis runs on the host (`tools.run.redis_server`); ingest (synthetic data), strategy, accounting
-and the gateway each run in a container of the image on the host network, on free loopback ports,
+Redis runs on the host (`tools.run.redis_server`); ingest (synthetic data), strategy, accounting,
+notify and the gateway each run in a container of the image on the host network, on free ports,
 as the image's own non-root user, with a read-only root file system (a tmpfs on /tmp), no
 capabilities and no new privileges, like deploy/docker-compose.yml and k8s/. The check then asks
 for every service's `/readyz` until it answers 200, confirms inside each container that it runs
@@ -42,7 +42,7 @@ from tools.run.redis_server import RedisServer, free_port
 
 DEFAULT_ENGINE = "podman --storage-driver vfs --runtime runc"
 DEFAULT_IMAGE = "bandwagon:0.1.0"
-SERVICES = ("ingest", "strategy", "accounting", "gateway")
+SERVICES = ("ingest", "strategy", "accounting", "notify", "gateway")
 # podman on a machine without systemd: no healthcheck timers; limits a bare runc would leave
 # unset. Docker takes the same flags.
 RUN_FLAGS = (
@@ -102,7 +102,7 @@ class Engine:
 
 @dataclass
 class Stack:
-    """Redis on the host and the four services in containers, started and removed together."""
+    """Redis on the host and the five services in containers, started and removed together."""
 
     engine: Engine
     image: str
@@ -269,7 +269,7 @@ async def init_and_refresh(url: str, api_key: str, timeout_s: float) -> tuple[di
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.image_check",
-        description="Run Redis and the four services from the image; check /readyz, non-root, "
+        description="Run Redis and the five services from the image; check /readyz, non-root, "
         "read-only, and a websocket init and refresh through the gateway. Removes what it made.",
     )
     parser.add_argument("--engine", default=DEFAULT_ENGINE, help=f"default: {DEFAULT_ENGINE}")
@@ -301,7 +301,7 @@ def check(engine: Engine, image: str, timeout_s: float) -> int:
             ready = wait_ready(stack, timeout_s)
             print("ready: " + ", ".join(f"{s} {ready[s]:.1f} s" for s in SERVICES))
             check_hardening(stack)
-            print(f"non-root (uid {user.split(':')[0]}), root file system read-only: all four")
+            print(f"non-root (uid {user.split(':')[0]}), root file system read-only: all five")
             url = f"ws://127.0.0.1:{stack.ports['gateway']}/ws"
             reply, refresh_seq = asyncio.run(init_and_refresh(url, stack.api_key, timeout_s))
             print(

@@ -24,6 +24,8 @@ CONTEXT_KEYS = (
     "field",
     "value",
     "reason",
+    "webhook",
+    "delivery",
 )
 
 
@@ -59,5 +61,7 @@ def setup_logging(service: str, level: str = "INFO") -> None:
         return record
 
     logging.setLogRecordFactory(factory)
-    for noisy in ("uvicorn.access",):
+    # httpx logs every request's whole URL at INFO: a webhook's query string or a Telegram
+    # token would reach the logs (SPEC 6.1 rule 6)
+    for noisy in ("uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

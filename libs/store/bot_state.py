@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple, cast
 
@@ -17,7 +18,7 @@ from libs.config import BotConfig, api_key_hash
 from libs.core.pnl import Ledger
 from libs.core.portfolio import status_figures, symbol_figures
 from libs.errors import ConfigError, MarketTermsPending
-from libs.store import keys
+from libs.store import keys, notices
 from libs.store.client import RedisNodes
 from libs.store.market_terms import frozen_terms, missing_terms, read_supplied_terms
 from libs.store.published import Display, stage_state_creation, write_display
@@ -188,6 +189,9 @@ async def ensure_state(
                         **server.record.fields(),
                     },
                 )
+                if bot.notify:  # the webhooks hear of it (SPEC 6.1 rule 2: created or reset)
+                    now_ms = int(time.time() * 1000)
+                    notices.stage_epoch(tx, bot=bot.id, epoch=epoch, time_ms=now_ms)
                 await tx.execute()
                 return StateReady(resolved, created=True)
             except WatchError:

@@ -106,9 +106,31 @@ def accounting_state(bot: str) -> str:
     return f"{PREFIX}:{{{bot}}}:accounting"
 
 
+def notify_feed(bot: str) -> str:
+    """Stream (capped): what the bot's webhooks hear (SPEC 6.1 rule 2), one entry per published
+    fill (`kind` fill, `epoch`, `product_id`, `trade`: the TRADE as refreshes carry it) and per
+    new epoch (`kind` epoch, `epoch`, `time`). Written by accounting in the very commit that
+    publishes the fill or starts the epoch, only for bots with webhooks; the notify worker turns
+    it into deliveries and trims what it has turned."""
+    return f"{PREFIX}:{{{bot}}}:notify:feed"
+
+
+def notify_state(bot: str) -> str:
+    """Hash: `checkpoint`, the last feed entry turned into deliveries, committed with them."""
+    return f"{PREFIX}:{{{bot}}}:notify:state"
+
+
+def deliveries(bot: str, hook_id: str) -> str:
+    """Stream: one webhook's pending deliveries in `id` order, fields `id`, `event`, `body` (the
+    exact bytes signed and sent) and `created_ms`; an entry goes (XDEL) only after its 2xx, or
+    after 24 h of failures. `hook_id` hashes the receiver (`libs.config.Webhook.hook_id`), so no
+    key shows a URL."""
+    return f"{PREFIX}:{{{bot}}}:notify:hook:{hook_id}"
+
+
 def lease(bot: str, partition: str) -> str:
     """String `<worker id>:<fencing token>` with a TTL: who owns a partition (`strategy:<product
-    id>` or `accounting`) now. In the bot's slot, so a commit can WATCH it atomically."""
+    id>`, `accounting` or `notify`) now. In the bot's slot, so a commit can WATCH it atomically."""
     return f"{PREFIX}:{{{bot}}}:lease:{partition}"
 
 
@@ -124,8 +146,8 @@ def commits(bot: str) -> str:
 
 
 def members(service: str) -> str:
-    """Sorted set: live replicas of `strategy` or `accounting`, scored by the Redis-time (ms)
-    their membership expires, renewed with their leases."""
+    """Sorted set: live replicas of `strategy`, `accounting` or `notify`, scored by the
+    Redis-time (ms) their membership expires, renewed with their leases."""
     return f"{PREFIX}:members:{service}"
 
 

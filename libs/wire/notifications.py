@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
-from typing import Any, Literal, get_args
+from collections.abc import Mapping, Sequence
+from typing import Any, get_args
 
 import orjson
 
 from libs.core.risk_exits import ExitName
+from libs.wire.notify_events import NOTIFY_EVENTS
+from libs.wire.notify_events import NotifyEvent as EventKind
 
-EventKind = Literal["fill", "liquidation", "riskExit", "epoch"]
-EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
+EVENT_KINDS: tuple[EventKind, ...] = NOTIFY_EVENTS
 EXIT_NAMES: tuple[str, ...] = get_args(ExitName)
+TEST_EVENT = "test"
+"""`bandwagon notify test`'s kind: no webhook listens to it, every receiver can be sent it."""
 
 
 def fill_kinds(trade: Mapping[str, Any]) -> list[EventKind]:
@@ -81,3 +84,85 @@ def signed_headers(*, delivery: str, body: bytes, secret: str, now_ms: int) -> d
         "X-Bandwagon-Signature": signature(secret, body),
         "X-Bandwagon-Timestamp": str(now_ms),
     }
+
+
+def fill_deliveries(
+    *,
+    bot: str,
+    epoch: str,
+    product_id: str,
+    trade: Mapping[str, Any],
+    listens: Sequence[EventKind],
+) -> list[tuple[str, EventKind, bytes]]:
+    """(id, kind, body) of each delivery one fill makes for a webhook listening to `listens`:
+    one per kind of the fill the webhook hears (SPEC 6.1 rule 2), in SPEC's order of kinds."""
+    return [
+        (
+            delivery_id(epoch, int(trade["order_id"]), kind),
+            kind,
+            fill_body(bot=bot, epoch=epoch, product_id=product_id, trade=trade, kind=kind),
+        )
+        for kind in fill_kinds(trade)
+        if kind in listens
+    ]
+
+
+def test_body(*, bot: str, epoch: str, now_ms: int) -> bytes:
+    """`bandwagon notify test`'s delivery: an epoch-shaped body of kind `test`, id
+    `<epoch>:0:test`, so a receiver's parser and signature check see a real shape."""
+    return orjson.dumps(
+        {
+            "event": TEST_EVENT,
+            "id": f"{epoch}:0:{TEST_EVENT}",
+            "bot": bot,
+            "epoch": epoch,
+            "time": now_ms,
+        }
+    )
+
+
+# --- Telegram: the same events as a short human message (issue 18) ---------------------------
+
+
+def _opens(trade: Mapping[str, Any]) -> bool:
+    """A buy opens a long and a sell opens a short; the other fills close one."""
+    return bool((trade["type"] == "buy") == (trade["position_side"] == "long"))
+
+
+def _signed(value: float, decimals: int) -> str:
+    return f"{value:+,.{decimals}f}"
+
+
+def telegram_text(body: Mapping[str, Any]) -> str:
+    """The message a Telegram chat gets for a delivery body: bot, symbol, side, size, price, the
+    PnL of a closing fill, the reason of an exit or a liquidation. Plain text (no parse mode), so
+    nothing in it needs escaping."""
+    event, bot = body["event"], body["bot"]
+    if event == "epoch":
+        return f"{bot}: new epoch {body['epoch']} (state created, reset or lost)"
+    if event == TEST_EVENT:
+        return f"{bot}: test message from bandwagon notify"
+    trade, product_id = body["trade"], body["product_id"]
+    action = str(trade["action"])
+    side = trade["position_side"]
+    headline = {
+        "fill": "fill",
+        "liquidation": "LIQUIDATION",
+        "riskExit": f"risk exit ({action.split('_', 1)[0]})",
+    }[event]
+    lines = [
+        f"{bot} {product_id}: {headline}",
+        f"{trade['type']} {trade['size']} at {trade['price']} ({trade['order_type']}), "
+        + (f"opens {side}" if _opens(trade) else f"closes {side}"),
+    ]
+    if not _opens(trade):
+        currency = product_id.rsplit("-", 1)[-1]
+        lines.append(
+            f"PnL {_signed(float(trade['usdtProfit']), 2)} {currency} "
+            f"({_signed(float(trade['profit']) * 100, 2)} %)"
+        )
+    if event == "fill" and action.startswith("liquidation_"):
+        lines.append("reason: liquidation")
+    elif event == "fill" and action.split("_", 1)[0] in EXIT_NAMES:
+        lines.append(f"reason: {action.split('_', 1)[0]}")
+    return "\n".join(lines)

@@ -30,9 +30,11 @@ from __future__ import annotations
 import enum
 import logging
 import secrets
+import time
 
 from redis.asyncio import Redis
 
+from libs.store import notices
 from libs.store.leases import LeaseKeeper
 from libs.store.partitions import PartitionId
 from libs.store.published import read_snapshot, stage_first_refresh, stage_server_record
@@ -82,7 +84,12 @@ def describe(recorded: ServerRecord | None, now: ServerState) -> str:
 
 
 async def renew_epoch(
-    redis: Redis, keeper: LeaseKeeper, partition: PartitionId, server: ServerRecord
+    redis: Redis,
+    keeper: LeaseKeeper,
+    partition: PartitionId,
+    server: ServerRecord,
+    *,
+    notify: bool = False,
 ) -> str:
     """SPEC 2.1 rule 5, state lost: a new epoch whose refresh 1 is the whole state Redis kept
     (every symbol with the klines and trades it holds), the old epoch's log deleted, so no
@@ -95,6 +102,8 @@ async def renew_epoch(
     async with redis.pipeline(transaction=True) as tx:
         await keeper.guard(tx, [partition], check=on_server(server.run_id))
         stage_first_refresh(tx, bot=bot, epoch=epoch, refresh_text=text, meta=server.fields())
+        if notify:  # the bot's webhooks hear of the new epoch (SPEC 6.1 rule 2, state lost)
+            notices.stage_epoch(tx, bot=bot, epoch=epoch, time_ms=int(time.time() * 1000))
         await keeper.commit(tx, [partition])
     return epoch
 

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from libs.config import BotConfig
 from libs.errors import LeaseLost, MarketTermsPending
 from libs.ops.timezone import local_time_zone_offset_min
-from libs.store import keys
+from libs.store import keys, notices
 from libs.store.bot_state import display_of, ensure_state
 from libs.store.client import RedisNodes, side_by_side
 from libs.store.leases import LeaseKeeper
@@ -187,7 +187,9 @@ class AccountingWorker:
             verdict = Continuity.MAY_HAVE_LOST
             reason = f"Redis holds seq {book.seq}, this worker had committed seq {remembered[1]}"
         if verdict is Continuity.MAY_HAVE_LOST:
-            epoch = await renew_epoch(redis, self.keeper, partition, server.record)
+            epoch = await renew_epoch(
+                redis, self.keeper, partition, server.record, notify=bool(bot.notify)
+            )
             log.warning(
                 "state lost (SPEC 2.1 rule 19): %s; epoch %s ends at seq %d, new epoch %s",
                 reason,
@@ -291,6 +293,11 @@ class AccountingWorker:
                 accounting_fields=book.accounting_fields(),
             )
             tx.xtrim(keys.events(bot.id), minid=book.checkpoint, approximate=True)
+            if bot.notify:  # the webhooks hear of a fill in the commit that publishes it
+                published = [(symbol.product_id, symbol.trades) for symbol in refresh.symbols]
+                notices.stage_fills(
+                    tx, bot=bot.id, epoch=book.epoch, fills=notices.fills_in_id_order(published)
+                )
             await self.keeper.commit(tx, [partition])
         book.published(refresh)
         self.committed[bot.id] = (book.epoch, refresh.seq)

@@ -5,6 +5,7 @@ selectors, names and replicas fit Bandwagon itself."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import subprocess
 from collections.abc import Iterator
@@ -18,16 +19,34 @@ import yaml
 from libs.config import Settings, load_bots
 from services.accounting.main import DEFAULT_HEALTH_PORT as ACCOUNTING_PORT
 from services.ingest.main import DEFAULT_HEALTH_PORT as INGEST_PORT
+from services.notify.main import DEFAULT_HEALTH_PORT as NOTIFY_PORT
 from services.strategy.main import DEFAULT_HEALTH_PORT as STRATEGY_PORT
 
 ROOT = Path(__file__).parents[2]
 KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
 OVERLAYS = ("dev", "prod")
-SERVICES = ("ingest", "strategy", "accounting", "gateway")
-# SPEC 4.1 rule 3: each worker's HEALTH_PORT by default; the gateway's GATEWAY_PORT, everywhere.
-WORKER_PORTS = {"ingest": 9101, "strategy": 9102, "accounting": 9103}
+SERVICES = ("ingest", "strategy", "accounting", "notify", "gateway")
+# SPEC 4.1 rule 3 and 6.1 rule 6: each worker's HEALTH_PORT by default; the gateway's GATEWAY_PORT,
+# everywhere.
+WORKER_PORTS = {"ingest": 9101, "strategy": 9102, "accounting": 9103, "notify": 9104}
 GATEWAY_PORT = 8080
-PARTITIONED = ("strategy", "accounting")
+PARTITIONED = ("strategy", "accounting", "notify")
+# Where the bots' secrets come from: accounting the apiKeys (it alone hashes them), notify the
+# webhook secrets and Telegram tokens, from a Secret of its own that may not exist.
+SECRETS = {"accounting": "bandwagon-apikeys", "notify": "bandwagon-notify"}
+# Addresses a webhook URL could name to reach into the cluster or its nodes: pod, Service and node
+# networks (RFC 1918, carrier-grade NAT, IPv6 ULA) and link-local (the cloud metadata endpoint).
+INSIDE = (
+    "10.96.0.1",
+    "172.20.0.10",
+    "192.168.1.1",
+    "100.64.0.1",
+    "169.254.169.254",
+    "fd00::1",
+    "fe80::1",
+)
+# Public receivers: api.telegram.org (IPv4 and IPv6) and a documentation address.
+OUTSIDE = ("149.154.167.220", "2001:67c:4e8:f004::9", "93.184.216.34")
 
 pytestmark = pytest.mark.skipif(
     not KUBECTL.exists(),
@@ -201,6 +220,121 @@ def test_only_bandwagon_pods_reach_redis(overlay: str) -> None:
     assert not any(selects(peer["podSelector"], stranger) for peer in sources)
 
 
+def policies_of(objects: tuple[Obj, ...], labels: dict[str, str], direction: str) -> list[Obj]:
+    """The NetworkPolicies that fence `direction` ("Ingress", "Egress") of pods with `labels`."""
+    return [
+        o
+        for o in objects
+        if o["kind"] == "NetworkPolicy"
+        and direction in o["spec"].get("policyTypes", [])
+        and selects(o["spec"]["podSelector"], labels)
+    ]
+
+
+def opens(rule: Obj, port: int, protocol: str = "TCP") -> bool:
+    """Whether a rule's ports admit `port` (a rule without ports admits every port)."""
+    return "ports" not in rule or any(
+        entry.get("protocol", "TCP") == protocol and entry.get("port") == port
+        for entry in rule["ports"]
+    )
+
+
+def egress_to_address(rules: list[Obj], address: str, port: int, protocol: str = "TCP") -> bool:
+    """Whether egress rules let a pod reach an address outside any selector (an ipBlock, or a
+    rule with no `to`, which means every destination)."""
+    ip = ipaddress.ip_address(address)
+
+    def in_block(block: Obj) -> bool:
+        cidr = ipaddress.ip_network(block["cidr"])
+        if ip.version != cidr.version or ip not in cidr:
+            return False
+        return not any(ip in ipaddress.ip_network(cut) for cut in block.get("except", []))
+
+    return any(
+        opens(rule, port, protocol)
+        and (
+            "to" not in rule
+            or any("ipBlock" in peer and in_block(peer["ipBlock"]) for peer in rule["to"])
+        )
+        for rule in rules
+    )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_notify_may_reach_the_internet_and_only_public_receivers_on_web_ports(
+    overlay: str,
+) -> None:
+    """SPEC 6.1: notify connects to whatever a bots file's webhook URL names, so its egress is
+    fenced: Redis, DNS, and TCP 443 and 80 to public addresses, never into the cluster, its nodes
+    or the cloud metadata endpoint. The rule that opens the internet selects notify alone. (The
+    other services' egress is not fenced at all, docs/operations.md: ingest's ccxt source reads
+    exchanges, a managed Redis lies outside.) Its secrets come from a Secret of its own, optional
+    (no webhook, no Secret), never the apiKeys'."""
+    objects = rendered(overlay)
+    notify = find(objects, "Deployment", "notify")
+    labels = pod_labels(notify)
+    fences = policies_of(objects, labels, "Egress")
+    assert fences, "notify's egress is not fenced"
+    rules = [rule for policy in fences for rule in policy["spec"].get("egress", [])]
+    assert all("ports" in rule for rule in rules), "a rule opens every port"
+
+    redis = pod_labels(find(objects, "StatefulSet", "redis"))
+    assert any(
+        opens(rule, 6379)
+        and any(
+            set(peer) == {"podSelector"} and selects(peer["podSelector"], redis)
+            for peer in rule["to"]
+        )
+        for rule in rules
+        if "to" in rule
+    ), "notify cannot reach Redis"
+    for protocol in ("UDP", "TCP"):
+        assert egress_to_address(rules, "10.96.0.10", 53, protocol), f"no DNS over {protocol}"
+    for address in OUTSIDE:
+        for port in (443, 80):
+            assert egress_to_address(rules, address, port), (address, port)
+        for port in (22, 6379, 8443):
+            assert not egress_to_address(rules, address, port), (address, port)
+    for address in INSIDE:
+        for port in (443, 80, 6379, 10250):
+            assert not egress_to_address(rules, address, port), (address, port)
+
+    for workload in workloads(objects):
+        if workload is notify:
+            continue
+        name = workload["metadata"]["name"]
+        for policy in policies_of(objects, pod_labels(workload), "Egress"):
+            for rule in policy["spec"].get("egress", []):
+                assert not any(egress_to_address([rule], address, 443) for address in OUTSIDE), (
+                    f"{policy['metadata']['name']} lets {name} reach the internet"
+                )
+
+    container = notify["spec"]["template"]["spec"]["containers"][0]
+    secrets = [source["secretRef"] for source in container["envFrom"] if "secretRef" in source]
+    assert secrets == [{"name": SECRETS["notify"], "optional": True}]
+    assert not any(
+        "valueFrom" in item and "secretKeyRef" in item["valueFrom"] for item in container["env"]
+    )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_workers_let_in_their_health_ports_only(overlay: str) -> None:
+    """Prometheus scrapes each worker's HEALTH_PORT, notify's too; a worker serves nothing else
+    (SPEC 4.1 rule 3)."""
+    objects = rendered(overlay)
+    for worker, port in WORKER_PORTS.items():
+        labels = pod_labels(find(objects, "Deployment", worker))
+        admitted = [
+            rule
+            for policy in policies_of(objects, labels, "Ingress")
+            for rule in policy["spec"].get("ingress", [])
+        ]
+        assert any(opens(rule, port) for rule in admitted), f"{worker}'s health port is shut"
+        for rule in admitted:
+            assert "ports" in rule, f"{worker} lets in every port"
+            assert {entry["port"] for entry in rule["ports"]} <= set(WORKER_PORTS.values()), worker
+
+
 @pytest.mark.parametrize(("overlay", "workers"), [("dev", 1), ("prod", 2)])
 def test_partitioned_workers_are_named_by_their_pod_and_ingest_runs_alone(
     overlay: str, workers: int
@@ -247,10 +381,18 @@ def test_the_bots_file_loads_and_every_reference_resolves(overlay: str, tmp_path
             if "configMapRef" in source:
                 assert ("ConfigMap", source["configMapRef"]["name"]) in names
             if "secretRef" in source:
-                assert workload["metadata"]["name"] == "accounting", "only accounting reads keys"
+                name = workload["metadata"]["name"]
+                assert name in SECRETS, f"{name} reads a Secret: only accounting and notify do"
                 secret = source["secretRef"]["name"]
-                if overlay == "prod":  # created out of band (docs/operations.md)
-                    assert secret == "bandwagon-apikeys" and ("Secret", secret) not in names
+                # a generated Secret's name carries its content hash
+                assert re.fullmatch(rf"{SECRETS[name]}(-[a-z0-9]{{10}})?", secret), (name, secret)
+                if name == "notify":  # optional: the demo bots list no webhook
+                    webhooks = [hook for bot in bots.bots for hook in bot.notify]
+                    assert source["secretRef"].get("optional") is True
+                    assert not webhooks or ("Secret", secret) in names or overlay == "prod"
+                elif overlay == "prod":  # created out of band (docs/operations.md)
+                    assert not source["secretRef"].get("optional"), "accounting needs the keys"
+                    assert ("Secret", secret) not in names
                 else:
                     keys = set(find(objects, "Secret", secret)["data"])
                     assert {bot.api_key_env for bot in bots.bots} <= keys
@@ -270,7 +412,12 @@ def test_one_released_image_runs_every_service(overlay: str) -> None:
 def test_the_image_and_compose_check_each_service_on_the_manifests_ports() -> None:
     """The Dockerfile's HEALTHCHECK falls back to each worker's default port, and the compose
     file probes it: both must agree with the code (and so with the manifests above)."""
-    defaults = {"ingest": INGEST_PORT, "strategy": STRATEGY_PORT, "accounting": ACCOUNTING_PORT}
+    defaults = {
+        "ingest": INGEST_PORT,
+        "strategy": STRATEGY_PORT,
+        "accounting": ACCOUNTING_PORT,
+        "notify": NOTIFY_PORT,
+    }
     assert defaults == WORKER_PORTS
     assert Settings.model_fields["gateway_port"].default == GATEWAY_PORT
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text(encoding="utf-8")

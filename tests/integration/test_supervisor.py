@@ -44,6 +44,8 @@ TWO_BOTS_YAML = f"""
         symbols: [{ETH}]
 """
 CONFIG_ERROR_LINE = "config error: bots[0].id: Bad Id: String should match pattern"
+# SPEC 4.1 rule 3 and 6.1 rule 6: each worker's default HEALTH_PORT.
+HEALTH_PORTS = {"ingest": 9101, "strategy": 9102, "accounting": 9103, "notify": 9104}
 
 CRASHER = """
     import sys, time
@@ -304,6 +306,29 @@ def test_a_taken_default_port_moves_but_a_taken_requested_one_is_a_config_error(
             demo.choose_ports({"GATEWAY_PORT": str(taken)}, None, free_ports=False)
 
 
+def test_the_demo_runs_five_services_each_worker_on_its_own_port_and_lease_owner_name() -> None:
+    """Notify is the fifth (SPEC 6.1 rule 6): supervised, probed and named like accounting, and it
+    gets the environment as it is, its webhooks' secrets and TELEGRAM_API_URL included."""
+    assert demo.WORKER_HEALTH_PORTS == HEALTH_PORTS
+    ports = demo.Ports("127.0.0.1", 8080, HEALTH_PORTS)
+    base_env = {
+        "REDIS_URL": "redis://127.0.0.1:6399/0",
+        "HOOK_SECRET": "s" * 16,
+        "TELEGRAM_API_URL": "http://127.0.0.1:8081",
+    }
+    specs = {spec.name: spec for spec in demo.service_specs(base_env, ports, ["--seed", "7"])}
+    assert list(specs) == ["ingest", "strategy", "accounting", "notify", "gateway"]
+    for name, port in HEALTH_PORTS.items():
+        env = specs[name].env
+        assert specs[name].argv[1:4] == ["-m", "tools.cli", name]
+        assert (env["HEALTH_PORT"], env["WORKER_ID"]) == (str(port), f"run-{name}")
+        assert env["REDIS_URL"] == base_env["REDIS_URL"]
+    assert specs["ingest"].argv[4:] == ["--seed", "7"] and specs["notify"].argv[4:] == []
+    for variable in ("HOOK_SECRET", "TELEGRAM_API_URL"):
+        assert specs["notify"].env[variable] == base_env[variable]
+    assert ports.readiness_urls()["notify"] == "http://127.0.0.1:9104/readyz"
+
+
 # -- every bot's key (`bandwagon run` with a bots file of several bots) -------------------------
 
 
@@ -369,7 +394,7 @@ def test_bots_sharing_a_variable_or_a_key_are_a_config_error_that_never_shows_th
 
 def test_the_banner_names_every_bot_s_key_and_signs_in_with_the_first(tmp_path: Path) -> None:
     bots = two_bots(tmp_path)
-    ports = demo.Ports("127.0.0.1", 8080, {"ingest": 9101, "strategy": 9102, "accounting": 9103})
+    ports = demo.Ports("127.0.0.1", 8080, HEALTH_PORTS)
     fresh = demo.bot_api_keys(bots, tmp_path, {})
     alpha, beta = (k.key for k in fresh)
     shown = demo.banner(ports, fresh, tmp_path / "logs", [], 0)
@@ -409,7 +434,7 @@ def test_a_disabled_bot_gets_its_key_too_and_the_banner_is_for_the_first_enabled
         ("alpha", False, "generated"),
         ("beta", True, "generated"),
     ]
-    ports = demo.Ports("127.0.0.1", 8080, {"ingest": 9101, "strategy": 9102, "accounting": 9103})
+    ports = demo.Ports("127.0.0.1", 8080, HEALTH_PORTS)
     shown = demo.banner(ports, fresh, tmp_path / "logs", [], 0)
     beta = fresh[1].key
     assert f"#key={beta.value}\n" in shown and f'--key "$(cat {beta.path})"\n' in shown
@@ -417,7 +442,7 @@ def test_a_disabled_bot_gets_its_key_too_and_the_banner_is_for_the_first_enabled
 
 def test_the_demo_s_banner_reads_as_it_always_has(tmp_path: Path) -> None:
     bots = load_bots(REPO / "libs" / "demo-bots.yaml")
-    ports = demo.Ports("127.0.0.1", 8080, {"ingest": 9101, "strategy": 9102, "accounting": 9103})
+    ports = demo.Ports("127.0.0.1", 8080, HEALTH_PORTS)
     path = tmp_path / "demo-api-key"
     generated = demo.bot_api_keys(bots, tmp_path, {})
     value = generated[0].key.value
@@ -428,6 +453,13 @@ def test_the_demo_s_banner_reads_as_it_always_has(tmp_path: Path) -> None:
         f"{path}, mode 0600, for the next make run)\n"
     ) in shown
     assert f'--key "$(cat {path})"\n' in shown
+    assert (
+        "  readiness  ingest      http://127.0.0.1:9101/readyz\n"
+        "             strategy    http://127.0.0.1:9102/readyz\n"
+        "             accounting  http://127.0.0.1:9103/readyz\n"
+        "             notify      http://127.0.0.1:9104/readyz\n"
+        "             gateway     http://127.0.0.1:8080/readyz\n"
+    ) in shown
 
     kept = demo.bot_api_keys(bots, tmp_path, {})
     shown = demo.banner(ports, kept, tmp_path / "logs", [], 0)

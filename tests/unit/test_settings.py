@@ -34,6 +34,8 @@ MODELS: list[tuple[type[BaseSettings], Loader]] = [
 SAMPLES: dict[str, tuple[str, object]] = {
     "redis_url": ("redis://10.0.0.2:6380/1", "redis://10.0.0.2:6380/1"),
     "redis_cluster": ("true", True),
+    "telegram_api_url": ("http://127.0.0.1:9999/tg", "http://127.0.0.1:9999/tg"),
+    "notify_retry_for_s": ("60", 60.0),
     "config_path": ("/etc/bandwagon/bots.yaml", Path("/etc/bandwagon/bots.yaml")),
     "gateway_host": ("0.0.0.0", "0.0.0.0"),
     "gateway_port": ("9000", 9000),

@@ -29,8 +29,9 @@ from services.gateway.dashboard import vendor
 from tools.run.children import ChildSpec
 from tools.run.redis_server import RedisServer
 
-WORKER_HEALTH_PORTS = {"ingest": 9101, "strategy": 9102, "accounting": 9103}  # SPEC 4.1 rule 3
-SERVICES = ("ingest", "strategy", "accounting", "gateway")
+# Each worker's default HEALTH_PORT (SPEC 4.1 rule 3; notify's: 6.1 rule 6).
+WORKER_HEALTH_PORTS = {"ingest": 9101, "strategy": 9102, "accounting": 9103, "notify": 9104}
+SERVICES = ("ingest", "strategy", "accounting", "notify", "gateway")
 DEFAULT_GATEWAY_PORT: int = Settings.model_fields["gateway_port"].get_default()
 DEMO_KEY_VARIABLE = "BOT_API_KEY"
 KEY_FILE = "demo-api-key"  # $BOT_API_KEY's, named before other variables had files
@@ -198,7 +199,7 @@ def _any_free_port(host: str, taken: set[int]) -> int:
 def choose_ports(
     settings: Settings | Mapping[str, str], gateway_port: int | None, free_ports: bool
 ) -> Ports:
-    """SPEC defaults (gateway 8080, workers 9101-9103) unless taken, then free ones, with a note.
+    """SPEC defaults (gateway 8080, workers 9101-9104) unless taken, then free ones, with a note.
 
     `settings` are the demo's (a mapping is read with `load_settings`). A gateway port the user
     asked for (flag or $GATEWAY_PORT) that is taken is a config error: silently moving it would
@@ -246,7 +247,9 @@ def choose_ports(
 def service_specs(
     base_env: Mapping[str, str], ports: Ports, ingest_args: Sequence[str]
 ) -> list[ChildSpec]:
-    """The four services as `python -m tools.cli NAME`, each with its own port variables."""
+    """The five services as `python -m tools.cli NAME`, each with its own port variables. Each
+    gets all of `base_env`: notify reads its webhooks' secrets (the variables the bots file
+    names), TELEGRAM_API_URL and its NOTIFY_* settings there."""
     specs: list[ChildSpec] = []
     for name in SERVICES:
         env = dict(base_env)
@@ -420,7 +423,7 @@ def announce_when_ready(
             return
         if not not_ready:
             if announced:
-                supervisor.say("all four services are ready")
+                supervisor.say("all five services are ready")
             else:
                 supervisor.show(banner(ports, keys, log_dir, [], 0))
             return

@@ -1,6 +1,6 @@
 """`bandwagon run`: the one-command demo (`make run`), and the `Supervisor` that keeps it running.
 
-The supervisor treats the four services the way Kubernetes would: each is a child process in its
+The supervisor treats the five services the way Kubernetes would: each is a child process in its
 own process group, a child that dies is restarted with capped exponential backoff, and a child that
 exits 78 (a config error, SPEC 4.1 rule 7) is not: everything stops and its line is shown, since a
 restart cannot fix a config. Children write JSON log lines to `<log dir>/<service>.log`; the
@@ -339,7 +339,7 @@ class Supervisor:
 def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bandwagon run",
-        description="Run the demo: a private redis-server and the four services, supervised.",
+        description="Run the demo: a private redis-server and the five services, supervised.",
         epilog="Examples: bandwagon run | bandwagon run --fresh | "
         "bandwagon run --replay tests/data/klines-1m-3000.csv --speed max",
     )
@@ -360,7 +360,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--free-ports",
         action="store_true",
-        help="use free ports for the gateway and health ports instead of 8080 and 9101-9103",
+        help="use free ports for the gateway and health ports instead of 8080 and 9101-9104",
     )
     parser.add_argument(
         "--ready-timeout",

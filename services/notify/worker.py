@@ -1,0 +1,258 @@
+"""The notify worker's loop: the notify feed in, pending deliveries out, each batch with its feed
+checkpoint in one fenced commit (SPEC 6.1 rules 5 and 6), and a sender per webhook draining
+them (`services.notify.sender`).
+
+Each bot with webhooks is a partition, shared by the replicas through leases like accounting's
+(4.1 rule 9). A commit fenced off means another replica owns the bot now: its senders stop and
+the new owner's take over the queues where they stand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Mapping
+
+import httpx
+import orjson
+from prometheus_client import Gauge
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from libs.config import BotConfig, Webhook
+from libs.errors import LeaseLost
+from libs.store import keys
+from libs.store.client import RedisNodes, side_by_side
+from libs.store.leases import LeaseKeeper
+from libs.store.notices import (
+    EPOCH,
+    Delivery,
+    FeedEntry,
+    first_feed_id,
+    pending_count,
+    read_checkpoint,
+    stage_deliveries,
+)
+from libs.store.partitions import PartitionId
+from libs.store.streams import read_streams
+from libs.wire.market import entry_key
+from libs.wire.notifications import delivery_id, epoch_body, fill_deliveries
+from services.notify.schedule import RetryPolicy
+from services.notify.sender import FAILED, HookSender, wall_ms
+from services.notify.sinks import new_client, sink_for
+
+log = logging.getLogger(__name__)
+
+FeedEntries = list[tuple[str, dict[str, str]]]
+
+PENDING = Gauge("bandwagon_notify_pending", "Deliveries waiting for a 2xx", ["bot"])
+
+
+def partition_of(bot_id: str) -> PartitionId:
+    return PartitionId(bot_id, "notify")
+
+
+def notify_partitions(bots: list[BotConfig]) -> list[PartitionId]:
+    """One partition per bot with webhooks: a bot without any costs the notify worker nothing."""
+    return [partition_of(bot.id) for bot in bots if bot.notify]
+
+
+def deliveries_of(
+    bot: str, hooks: Mapping[str, Webhook], entry: FeedEntry, now_ms: int
+) -> dict[str, list[Delivery]]:
+    """The deliveries one feed entry makes, by hook id: one per kind each webhook hears."""
+    made: dict[str, list[Delivery]] = {}
+    if entry.kind == EPOCH:
+        the_id = delivery_id(entry.epoch, 0, "epoch")
+        body = epoch_body(bot=bot, epoch=entry.epoch, created_ms=entry.time_ms)
+        for hook_id, hook in hooks.items():
+            if "epoch" in hook.events:
+                made[hook_id] = [Delivery("", the_id, "epoch", body, now_ms)]
+        return made
+    trade = orjson.loads(entry.trade)
+    for hook_id, hook in hooks.items():
+        items = fill_deliveries(
+            bot=bot,
+            epoch=entry.epoch,
+            product_id=entry.product_id,
+            trade=trade,
+            listens=hook.events,
+        )
+        if items:
+            made[hook_id] = [Delivery("", i, kind, body, now_ms) for i, kind, body in items]
+    return made
+
+
+class BotNotices:
+    """What this replica holds of one owned bot: its feed checkpoint and its senders."""
+
+    def __init__(self, bot: BotConfig, checkpoint: str, pending: int) -> None:
+        self.bot = bot
+        self.checkpoint = checkpoint
+        self.pending = pending
+        self.hooks = {hook.hook_id: hook for hook in bot.notify}
+        self.senders: dict[str, HookSender] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        self.tasks = []
+
+
+class NotifyWorker:
+    def __init__(
+        self,
+        redis: Redis | RedisNodes,
+        bots: list[BotConfig],
+        keeper: LeaseKeeper,
+        secrets: Mapping[tuple[str, str], SecretStr],
+        *,
+        telegram_api_url: str,
+        policy: RetryPolicy | None = None,
+        client: httpx.AsyncClient | None = None,
+        batch_size: int = 200,
+        clock_ms: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.nodes = RedisNodes.wrapping(redis)
+        self.bots = {bot.id: bot for bot in bots if bot.notify}
+        self.keeper = keeper
+        self.secrets = secrets
+        self.telegram_api_url = telegram_api_url
+        self.policy = policy or RetryPolicy()
+        self.client = client
+        self.batch_size = batch_size
+        self.clock_ms = clock_ms
+        self.owned: dict[str, BotNotices] = {}
+
+    async def load(self) -> None:
+        """After a start or any Redis error: renew the leases, then each owned bot's checkpoint
+        and queues as committed (memory may be ahead of them)."""
+        await self.nodes.refresh()
+        owned = await self.keeper.beat()
+        self.stop_senders()
+        await self._take(owned)
+
+    async def rebalance(self) -> None:
+        owned = await self.keeper.beat()
+        for bot_id in [bot_id for bot_id in self.owned if partition_of(bot_id) not in owned]:
+            self._drop(bot_id)
+        await self._take({p for p in owned if p.bot not in self.owned})
+
+    def stop_senders(self) -> None:
+        for bot_id in list(self.owned):
+            self._drop(bot_id)
+
+    def _drop(self, bot_id: str) -> None:
+        notices = self.owned.pop(bot_id)
+        notices.stop()
+        PENDING.remove(bot_id)  # its new owner reports it
+
+    async def _take(self, partitions: set[PartitionId]) -> None:
+        await side_by_side(self._take_one, sorted(partitions))
+
+    async def _take_one(self, partition: PartitionId) -> None:
+        bot = self.bots[partition.bot]
+        redis = self.nodes.for_bot(bot.id)
+        checkpoint = await read_checkpoint(redis, bot.id)
+        first = await first_feed_id(redis, bot.id)
+        if checkpoint != "0-0" and first is not None and entry_key(first) > entry_key(checkpoint):
+            # the feed keeps the checkpoint's own entry: past it, the cap trimmed unread fills
+            FAILED.labels(bot=bot.id, reason="feed_trimmed").inc()
+            log.warning(
+                "the notify feed was trimmed past this bot's checkpoint %s (now from %s): "
+                "fills in between were never turned into deliveries",
+                checkpoint,
+                first,
+                extra={"bot": bot.id},
+            )
+        pending = 0
+        for hook_id in {hook.hook_id for hook in bot.notify}:
+            pending += await pending_count(redis, bot.id, hook_id)
+        notices = BotNotices(bot, checkpoint, pending)
+        self.owned[bot.id] = notices
+        PENDING.labels(bot=bot.id).set(pending)
+        for hook_id, hook in notices.hooks.items():
+            sender = HookSender(
+                nodes=self.nodes,
+                bot=bot.id,
+                hook_id=hook_id,
+                sink=sink_for(
+                    hook,
+                    self.secrets[(bot.id, hook_id)].get_secret_value(),
+                    self.telegram_api_url,
+                ),
+                client=self._client(),
+                policy=self.policy,
+                on_done=self._delivered,
+                clock_ms=self.clock_ms,
+            )
+            notices.senders[hook_id] = sender
+            notices.tasks.append(asyncio.create_task(_supervised(sender)))
+
+    def _client(self) -> httpx.AsyncClient:
+        if self.client is None:
+            self.client = new_client()
+        return self.client
+
+    def _delivered(self, bot_id: str) -> None:
+        notices = self.owned.get(bot_id)
+        if notices is not None:
+            notices.pending = max(0, notices.pending - 1)
+            PENDING.labels(bot=bot_id).set(notices.pending)
+
+    async def run_once(self, max_block_ms: int = 1000) -> None:
+        if self.keeper.due():
+            await self.rebalance()
+        max_block_ms = max(1, min(max_block_ms, int(self.keeper.seconds_until_due() * 1000)))
+        if not self.owned:
+            await asyncio.sleep(max_block_ms / 1000)  # owning nothing: wait for the next beat
+            return
+        feeds = {keys.notify_feed(bot_id): n.checkpoint for bot_id, n in self.owned.items()}
+        reply = await read_streams(self.nodes, feeds, count=self.batch_size, block_ms=max_block_ms)
+        batches = [(self.owned[keys.bot_of(stream)], entries) for stream, entries in reply]
+        await side_by_side(self._create_fenced, batches)
+
+    async def _create_fenced(self, batch: tuple[BotNotices, FeedEntries]) -> None:
+        notices, entries = batch
+        try:
+            await self._create(notices, entries)
+        except LeaseLost as lost:
+            log.warning("commit fenced off: %s", lost, extra={"bot": notices.bot.id})
+            if notices.bot.id in self.owned:
+                self._drop(notices.bot.id)
+
+    async def _create(self, notices: BotNotices, entries: FeedEntries) -> None:
+        """One fenced commit: every delivery of `entries` and the checkpoint past them."""
+        bot_id = notices.bot.id
+        now_ms = self.clock_ms()
+        created: dict[str, list[Delivery]] = {}
+        for entry_id, fields in entries:
+            entry = FeedEntry.from_fields(entry_id, fields)
+            for hook_id, items in deliveries_of(bot_id, notices.hooks, entry, now_ms).items():
+                created.setdefault(hook_id, []).extend(items)
+        checkpoint = entries[-1][0]
+        partition = partition_of(bot_id)
+        async with self.nodes.for_bot(bot_id).pipeline(transaction=True) as tx:
+            await self.keeper.guard(tx, [partition])
+            stage_deliveries(tx, bot=bot_id, created=created, checkpoint=checkpoint)
+            await self.keeper.commit(tx, [partition])
+        notices.checkpoint = checkpoint
+        notices.pending += sum(len(items) for items in created.values())
+        PENDING.labels(bot=bot_id).set(notices.pending)
+        for hook_id in created:
+            notices.senders[hook_id].wake.set()
+
+
+async def _supervised(sender: HookSender) -> None:
+    """A sender must not die of a bug silently: logged, and started again."""
+    while True:
+        try:
+            await sender.run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sender failed; starting it again", extra={"bot": sender.bot})
+            await asyncio.sleep(1.0 + random.random())
