@@ -23,7 +23,7 @@ LOCK_ARGS ?= --upgrade
 PYTEST_ARGS ?=
 PY ?= 3.13
 
-.PHONY: help install run watch test test-py lint lock lock-check k8s-check fmt clean image image-check
+.PHONY: help install run watch test test-py lint lock lock-check k8s-check acl fmt clean image image-check
 
 help: ## list the targets
 	@echo "usage: make TARGET [ARGS=...]"
@@ -133,6 +133,9 @@ k8s-check: $(STAMP) $(CHECKOV_STAMP) ## render and validate k8s/ overlays, lint 
 	BOT_API_KEY=compose-config-check $(BIN)/docker-compose -f deploy/docker-compose.yml config --quiet
 	$(CHECKOV_VENV)/bin/checkov --skip-download --quiet --compact --framework kubernetes dockerfile \
 	  $(foreach overlay,$(K8S_OVERLAYS),-f $(RENDERED)/$(notdir $(overlay)).yaml) -f deploy/Dockerfile
+
+acl: $(STAMP) ## write deploy/redis-users.acl, the Redis user of each service, from libs/store/acl.py
+	$(BIN)/python -m tools.acl
 
 fmt: $(STAMP) ## ruff format, then ruff check --fix
 	$(BIN)/ruff format .

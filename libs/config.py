@@ -557,6 +557,13 @@ class Settings(_EnvironmentSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     # SPEC 4.1 rule 13: REDIS_URL names any node of a Redis Cluster (libs.store.client)
     redis_cluster: bool = False
+    # SPEC 4.1 rule 14: the service's own Redis user (deploy/redis-users.acl); none: the
+    # default user, the quick start. A password never goes into REDIS_URL, which logs may show.
+    redis_username: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    redis_password: SecretStr | None = None
+    # `rediss://` URLs: the CA that signed the server's certificate (PEM file); none: the
+    # system's CAs
+    redis_tls_ca: Path | None = None
     config_path: Path = Field(DEFAULT_CONFIG_PATH, validation_alias="BANDWAGON_CONFIG")
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8080, ge=0, le=65535)

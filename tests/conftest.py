@@ -1,4 +1,6 @@
-"""Shared fixtures: a real redis-server of the tests' own on a free port, never one on 6379."""
+"""Shared fixtures: a real redis-server of the tests' own on a free port, never one on 6379,
+with Bandwagon's ACL users loaded (SPEC 4.1 rule 14): the services started by the tests connect
+as their own users, the tests' own clients as the default user."""
 
 from __future__ import annotations
 
@@ -10,14 +12,15 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.e2e.services import Deployment
-from tools.run.redis_server import RedisServer
+from tools.run.redis_server import RedisServer, new_passwords
 
 DATA_DIR = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(data_dir=tmp_path_factory.mktemp("redis")).start()
+    server = RedisServer(data_dir=tmp_path_factory.mktemp("redis"), passwords=new_passwords())
+    server.start()
     yield server
     server.stop()
 
@@ -40,7 +43,13 @@ async def deployment(
     (SPEC 4.1 rule 4). Modules that need another setup define their own `deployment`."""
     config = tmp_path / "bots.yaml"
     config.write_text(textwrap.dedent(request.module.BOTS_YAML))
-    deployment = Deployment(redis_server.url, config, tmp_path, request.module.API_KEY)
+    deployment = Deployment(
+        redis_server.url,
+        config,
+        tmp_path,
+        request.module.API_KEY,
+        passwords=redis_server.passwords,
+    )
     yield deployment
     codes = deployment.stop_all()
     assert all(code == 0 for code in codes.values()), codes

@@ -22,7 +22,7 @@ from libs.store.client import RedisNodes
 
 async def _on_bot_node(settings: Settings, bot_id: str, reset: bool) -> list[str] | int:
     """On a cluster, every key of the bot is on its slot's master (SPEC 4.1 rule 13)."""
-    nodes = RedisNodes(settings.redis_url, cluster=settings.redis_cluster, decode_responses=True)
+    nodes = RedisNodes.for_settings(settings, decode_responses=True)
     try:
         await nodes.refresh()
         redis = nodes.for_bot(bot_id)

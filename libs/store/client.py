@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,11 +33,11 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, RedisError
 from redis.typing import ChannelT, EncodableT
 
 from libs.config import Settings
-from libs.store import keys
+from libs.store import acl, keys
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,83 @@ SLOTS = 16384
 
 def worker_redis(url: str) -> Redis:
     return Redis.from_url(url, **_worker_options())
+
+
+def connection_options(settings: Settings) -> dict[str, Any]:
+    """How a service proves who it is and reaches Redis: its ACL user (SPEC 4.1 rule 14) and,
+    for a `rediss://` URL, the CA that signed the server's certificate. The password comes from
+    `REDIS_PASSWORD`, never from the URL, so no URL a log shows holds it."""
+    options: dict[str, Any] = {}
+    if settings.redis_username is not None:
+        options["username"] = settings.redis_username
+    if settings.redis_password is not None:
+        options["password"] = settings.redis_password.get_secret_value()
+    if settings.redis_tls_ca is not None and urlsplit(settings.redis_url).scheme == "rediss":
+        options["ssl_ca_certs"] = str(settings.redis_tls_ca)
+    return options
+
+
+def key_pattern(argument: str) -> str:
+    """The ACL pattern (deploy/redis-users.acl) a command's first argument falls under, for the
+    log line of a refused command: which rule is missing, without the bot or symbol. `-` when
+    the argument is no key of Bandwagon's (CONFIG GET's parameter...)."""
+    for pattern in (*acl.ACCESS, *acl.CHANNELS):
+        if fnmatchcase(argument, pattern):
+            return pattern
+    return argument if argument.startswith(f"{keys.PREFIX}:") else "-"
+
+
+_PIPELINE_COMMAND = re.compile(r"\((\S+)(?: (\S+))?")
+
+
+def refusal(error: NoPermissionError, command: Sequence[object] = ()) -> str:
+    """A NOPERM as the ERROR line names it: the command and the key pattern it touched (from
+    the command, or from the pipeline's annotation of the error), and Redis's own words."""
+    words = [str(word) for word in command[:2]]
+    if not words:
+        found = _PIPELINE_COMMAND.search(str(error))
+        words = [word for word in found.groups() if word] if found else []
+    name = words[0].upper() if words else "?"
+    key = key_pattern(words[1]) if len(words) > 1 else "-"
+    return f"command {name}, key pattern {key}: {str(error).splitlines()[0]}"
+
+
+def log_refusal(error: NoPermissionError, command: Sequence[object] = ()) -> NoPermissionError:
+    """Log a NOPERM at ERROR once, where Redis said it (SPEC 4.1 rule 14: a refused command is
+    a deployment's missing rule, never a passing outage), and return it with the command and key
+    pattern in its message. The line holds no password: AUTH is never a command here."""
+    if getattr(error, "logged", False):
+        return error
+    described = NoPermissionError(refusal(error, command))
+    if [str(word).upper() for word in command[:2]] == ["CONFIG", "GET"]:
+        return described  # optional: a managed Redis refuses it, and its caller warns
+    described.logged = True  # type: ignore[attr-defined]
+    log.error("redis refused a command (NOPERM): %s", described)
+    return described
+
+
+class _ServicePipeline(Pipeline):
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        try:
+            return await super().execute(raise_on_error)
+        except NoPermissionError as error:
+            raise log_refusal(error) from None
+
+
+class ServiceRedis(Redis):
+    """A service's client: a command Redis refuses with NOPERM is logged at ERROR naming the
+    command and key pattern (`log_refusal`), then raised as before."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        except NoPermissionError as error:
+            raise log_refusal(error, args) from None
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        return _ServicePipeline(
+            self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
 
 
 IN_FLIGHT = 32
@@ -80,13 +159,9 @@ side commits waits for a connection instead of failing with `Too many connection
 
 
 def worker_nodes(settings: Settings) -> RedisNodes:
-    """A worker's Redis: `REDIS_URL`, a cluster when `REDIS_CLUSTER` says so."""
-    return RedisNodes(
-        settings.redis_url,
-        cluster=settings.redis_cluster,
-        pool_size=WORKER_CONNECTIONS,
-        **_worker_options(),
-    )
+    """A worker's Redis: `REDIS_URL`, a cluster when `REDIS_CLUSTER` says so, as the worker's
+    own user."""
+    return RedisNodes.for_settings(settings, pool_size=WORKER_CONNECTIONS, **_worker_options())
 
 
 def _worker_options() -> dict[str, Any]:
@@ -107,14 +182,14 @@ def node_url(url: str, host: str, port: int) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
 
 
-class _ShardedPipeline(Pipeline):
+class _ShardedPipeline(_ServicePipeline):
     """A cluster master's pipeline: PUBLISH goes out as SPUBLISH."""
 
     def publish(self, channel: ChannelT, message: EncodableT, **kwargs: Any) -> Any:
         return self.execute_command("SPUBLISH", channel, message, **kwargs)
 
 
-class ClusterNodeRedis(Redis):
+class ClusterNodeRedis(ServiceRedis):
     """A cluster master's client. A refresh travels on sharded pub/sub (SPEC 4.1 rule 13): a
     plain PUBLISH on a cluster reaches every node and every subscriber of the whole cluster, an
     SPUBLISH only the shard that owns the channel's slot, and only its SSUBSCRIBErs. The code
@@ -126,7 +201,7 @@ class ClusterNodeRedis(Redis):
         )
 
     async def publish(self, channel: ChannelT, message: EncodableT, **kwargs: Any) -> Any:
-        return await self.execute_command("SPUBLISH", channel, message, **kwargs)  # type: ignore[no-untyped-call]
+        return await self.execute_command("SPUBLISH", channel, message, **kwargs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +238,16 @@ class RedisNodes:
         self.default = self._client_for(self._seeds[0])
 
     @classmethod
+    def for_settings(cls, settings: Settings, **options: Any) -> RedisNodes:
+        """A service's nodes: `REDIS_URL`, `REDIS_CLUSTER`, its user and TLS CA."""
+        return cls(
+            settings.redis_url,
+            cluster=settings.redis_cluster,
+            **connection_options(settings),
+            **options,
+        )
+
+    @classmethod
     def wrapping(cls, client: Redis | RedisNodes) -> RedisNodes:
         """Nodes of one Redis whose client exists already (tests, tools)."""
         if isinstance(client, RedisNodes):
@@ -186,7 +271,7 @@ class RedisNodes:
         client = self._clients.get(address)
         if client is None:
             url = node_url(self.url, *address)
-            kind = ClusterNodeRedis if self.cluster else Redis
+            kind = ClusterNodeRedis if self.cluster else ServiceRedis
             if self._pool_size is not None:
                 pool = BlockingConnectionPool.from_url(
                     url,

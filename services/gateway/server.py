@@ -31,9 +31,8 @@ class GatewayServer:
         # A blocking pool: a burst of thousands of inits waits for one of a bounded set of
         # connections instead of failing past redis-py's default 100 (MaxConnectionsError).
         # On a cluster, one such pool per master (libs.store.client, SPEC 4.1 rule 13).
-        self.redis = RedisNodes(
-            settings.redis_url,
-            cluster=settings.redis_cluster,
+        self.redis = RedisNodes.for_settings(
+            settings,
             pool_size=REDIS_MAX_CONNECTIONS,
             pool_wait_s=REDIS_POOL_WAIT_S,
             decode_responses=True,

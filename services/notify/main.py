@@ -63,7 +63,7 @@ async def serve(settings: Settings, bots: BotsFile, batch_size: int) -> int:
 
 async def current_epoch(settings: Settings, bot_id: str) -> str:
     """The bot's epoch for the test delivery's id, or `none` without a state or a Redis."""
-    nodes = RedisNodes(settings.redis_url, cluster=settings.redis_cluster, decode_responses=True)
+    nodes = RedisNodes.for_settings(settings, decode_responses=True)
     try:
         async with asyncio.timeout(EPOCH_READ_TIMEOUT_S):
             await nodes.refresh()

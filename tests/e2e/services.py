@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from libs.store import keys
 from tests.support.polling import eventually, wait_until
-from tools.run.redis_server import free_port
+from tools.run.redis_server import free_port, user_env
 
 REPO = Path(__file__).parents[2]
 
@@ -83,6 +84,9 @@ class Deployment:
     api_key: str
     gateway_port: int = field(default_factory=free_port)
     services: dict[str, Service] = field(default_factory=dict)
+    passwords: Mapping[str, str] | None = None
+    """The Redis server's ACL users (`RedisServer.passwords`): each service connects as its own
+    user (SPEC 4.1 rule 14); None: as the default user."""
 
     @property
     def ws_url(self) -> str:
@@ -117,7 +121,9 @@ class Deployment:
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "tools.cli", name, *args],
-                env=self.env(**{"WORKER_ID": label, **port_env, **env}),
+                env=self.env(
+                    **{"WORKER_ID": label, **port_env, **user_env(self.passwords, name), **env}
+                ),
                 cwd=REPO,
                 stdout=log,
                 stderr=subprocess.STDOUT,

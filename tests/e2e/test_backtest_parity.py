@@ -140,7 +140,13 @@ def bots_yaml(case: Case) -> str:
 async def deployment(
     redis_server: RedisServer, redis: Redis, tmp_path: Path
 ) -> AsyncIterator[Deployment]:
-    deployment = Deployment(redis_server.url, tmp_path / "bots.yaml", tmp_path, API_KEY)
+    deployment = Deployment(
+        redis_server.url,
+        tmp_path / "bots.yaml",
+        tmp_path,
+        API_KEY,
+        passwords=redis_server.passwords,
+    )
     yield deployment
     codes = deployment.stop_all()
     assert all(code == 0 for code in codes.values()), codes

@@ -4,6 +4,13 @@ seq holds, shows a fill within 2 s of its refresh, refuses a wrong key, survives
 killed and restarted without missing a seq, and drops a connection whose keepalive gets no reply
 (a frozen gateway). Plus the serving and the pinned-vendor checks, which need no browser.
 
+The page is locked down (issue 19): it and its files come with a Content-Security-Policy that
+admits only the gateway's own scripts, styles, images and websocket, with `nosniff` and
+`no-referrer`; the live test draws under it without a violation. Against a stand-in gateway (the
+page's files and a `/ws` served from this process), the policy refuses an injected inline script,
+event-handler attribute, <style> and eval, and strings of an `init`, a refresh and an error that
+hold HTML show as text and run nothing, with the policy and without it (the page alone must hold).
+
 The page draws whatever strategy a bot trades (SPEC 3.2 rule 4): beside the Bollinger bot, an RSI
 bot and a MACD bot with risk exits (SPEC 3.3) replay the same data, each on a page of its own: the
 RSI and MACD indicators in a pane below the candles, a point per kline the page holds, the bands
@@ -21,10 +28,13 @@ import base64
 import hashlib
 import io
 import os
+import re
 import shutil
 import signal
 import tarfile
 import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,17 +42,23 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import uvicorn
 import websockets
-from fastapi import FastAPI
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from redis.asyncio import Redis
 
 from services.gateway.dashboard import vendor
-from services.gateway.dashboard.routes import dashboard_routes
+from services.gateway.dashboard.routes import (
+    CONTENT_SECURITY_POLICY,
+    SECURITY_HEADERS,
+    dashboard_routes,
+    static_files,
+)
 from tests.e2e.services import REPO, Deployment, bot_seq
 from tests.integration.gateway_harness import client, expect_error, running_gateway, send_json
 from tests.integration.gateway_seed import seed_bot
 from tests.support.polling import eventually
-from tools.run.redis_server import RedisServer
+from tools.run.redis_server import RedisServer, free_port
 
 DATA = Path(__file__).parents[1] / "data"
 API_KEY = "dashboard+e2e/key=0123456789"  # "+", "/", "=": the #key= fragment keeps them
@@ -143,7 +159,29 @@ def artifacts_dir() -> Path:
     return directory
 
 
+def assert_locked_down(headers: Mapping[str, str], what: str) -> None:
+    """The page's security headers, as routes.py sets them, on a response (`what`)."""
+    for name, value in SECURITY_HEADERS.items():
+        assert headers.get(name.lower()) == value, (what, name, headers.get(name.lower()))
+
+
 # -- no browser: what the gateway serves, and the pinned vendor files ------------------------------
+
+
+def test_the_policy_admits_only_the_gateway_itself() -> None:
+    directives = [part.strip().split() for part in CONTENT_SECURITY_POLICY.split(";")]
+    sources = {name: values for name, *values in directives}
+    assert len(sources) == len(directives), "each directive once"
+    assert set(sources) >= {
+        "default-src", "script-src", "style-src", "img-src", "connect-src",
+        "base-uri", "form-action", "frame-ancestors",
+    }  # fmt: skip
+    for name in ("default-src", "base-uri", "form-action", "frame-ancestors"):
+        assert sources[name] == ["'none'"], name
+    for name in ("script-src", "style-src", "img-src", "connect-src"):
+        assert sources[name] == ["'self'"], name  # no 'unsafe-inline', no scheme, no other host
+    assert SECURITY_HEADERS["X-Content-Type-Options"] == "nosniff"
+    assert SECURITY_HEADERS["Referrer-Policy"] == "no-referrer"
 
 
 def _tarball(files: dict[str, bytes]) -> bytes:
@@ -204,21 +242,31 @@ async def test_the_page_is_served_with_its_files_and_without_the_chart_library(
         page = await client.get("/")
         assert page.status_code == 200
         assert page.headers["content-type"] == "text/html; charset=utf-8"
-        assert "default-src 'none'" in page.headers["content-security-policy"]
-        assert page.headers["x-content-type-options"] == "nosniff"
+        assert_locked_down(page.headers, "/")
         assert '<script type="module" src="dashboard/js/main.js">' in page.text
+        for name in static_files(vendor_dir=tmp_path):  # every file, the missing library too
+            response = await client.get(f"/dashboard/{name}")
+            assert response.status_code == (404 if name.startswith("vendor/") else 200), name
+            assert_locked_down(response.headers, name)
         script = await client.get("/dashboard/js/main.js")
         assert script.status_code == 200
         assert script.headers["content-type"].startswith("text/javascript")
         assert (await client.get("/dashboard/dashboard.css")).status_code == 200
         library = await client.get("/dashboard/vendor/lightweight-charts.standalone.production.mjs")
         assert library.status_code == 404
+        assert_locked_down(library.headers, "a missing file")
         for path in ("/dashboard/../routes.py", "/dashboard/%2e%2e/vendor.py", "/dashboard/x.py"):
             assert (await client.get(path)).status_code == 404, path
-    # no file of the page writes data through innerHTML
+    # no file of the page writes data through innerHTML, nor runs a string as code
     for script_path in (vendor.HERE / "static" / "js").glob("*.js"):
         text = script_path.read_text()
         assert not any(sink in text for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML"))
+        assert not any(sink in text for sink in ("eval(", "new Function", "document.write"))
+    # nothing inline for the policy to refuse: no script without src, no style, no on* attribute
+    html = (vendor.HERE / "static" / "index.html").read_text()
+    assert html.count("<script") == html.count('<script type="module" src="') == 1
+    assert "<style" not in html and " style=" not in html
+    assert not re.search(r"\son[a-z]+\s*=", html, re.IGNORECASE), "an inline event handler"
 
 
 async def test_a_real_gateway_serves_the_page_beside_its_websocket_and_health(
@@ -229,7 +277,10 @@ async def test_a_real_gateway_serves_the_page_beside_its_websocket_and_health(
         async with httpx.AsyncClient(base_url=gateway.http) as http:
             page = await http.get("/")
             assert page.status_code == 200 and "<title>Bandwagon</title>" in page.text
-            assert (await http.get("/dashboard/js/connection.js")).status_code == 200
+            assert_locked_down(page.headers, "/")
+            script = await http.get("/dashboard/js/connection.js")
+            assert script.status_code == 200
+            assert_locked_down(script.headers, "connection.js")
             assert (await http.get("/healthz")).text == "ok"
             assert (await http.get("/nothing-here")).status_code == 404
         async with client(gateway.url) as ws:  # /ws is still the Status API
@@ -440,6 +491,46 @@ CLIENT_RECORD = """() => {
 }"""
 
 
+# Installed before the page's own scripts: every CSP violation the page reports, and every element
+# inserted anywhere that could run or load something (an image, a frame, a script without src, an
+# SVG, an on* attribute), as a page that parsed HTML from data would insert.
+WATCH = """(() => {
+  const seen = {violations: [], inserted: []};
+  window.lockdownWatch = seen;
+  document.addEventListener('securitypolicyviolation', (event) => {
+    seen.violations.push(
+      {directive: event.effectiveDirective, blocked: event.blockedURI, sample: event.sample});
+  });
+  const RISKY = new Set(['img', 'image', 'iframe', 'frame', 'object', 'embed', 'svg', 'math']);
+  const risky = (element) => RISKY.has(element.localName)
+    || (element.localName === 'script' && !element.hasAttribute('src'))
+    || [...element.attributes].some((attribute) => attribute.name.toLowerCase().startsWith('on'));
+  new MutationObserver((records) => {
+    for (const record of records) {
+      for (const node of record.addedNodes) {
+        if (node.nodeType !== Node.ELEMENT_NODE) continue;
+        for (const element of [node, ...node.querySelectorAll('*')]) {
+          if (risky(element)) seen.inserted.push(element.outerHTML.slice(0, 200));
+        }
+      }
+    }
+  }).observe(document, {childList: true, subtree: true});
+})();"""
+
+
+async def assert_responses_locked_down(responses: list[Any], origin: str) -> set[str]:
+    """Every HTTP response of the page's own origin carries the security headers; returns the
+    paths seen."""
+    paths = set()
+    for response in responses:
+        if not response.url.startswith(origin):
+            continue
+        path = response.url[len(origin) :].split("#")[0]
+        assert_locked_down(await response.all_headers(), path)
+        paths.add(path)
+    return paths
+
+
 async def screenshot(page: Any, directory: Path, name: str, full_page: bool = True) -> None:
     """A screenshot in the test's tmp dir, copied to the artifacts."""
     await page.screenshot(path=directory / name, full_page=full_page)
@@ -484,6 +575,9 @@ async def test_the_dashboard_follows_the_bot_live_in_a_real_browser(
         browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
             page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+            await page.add_init_script(WATCH)
+            responses: list[Any] = []
+            page.on("response", lambda response: responses.append(response))
             problems: list[str] = []
 
             def console(message: Any) -> None:  # a dropped websocket is expected, not a problem
@@ -501,6 +595,10 @@ async def test_the_dashboard_follows_the_bot_live_in_a_real_browser(
             assert await page.evaluate("window.bandwagonDashboard.chartsAvailable") is True
             await page.wait_for_function("document.body.dataset.seq > 0", timeout=5000)
             await page.wait_for_function(f"({CANVAS_INK})() >= 500", timeout=20_000)
+            # drawn under the policy (its websocket too: connect-src 'self' covers ws:)
+            paths = await assert_responses_locked_down(responses, base[:-1])
+            assert {"/", "/dashboard/js/main.js", "/dashboard/dashboard.css"} <= paths, paths
+            assert "/dashboard/vendor/lightweight-charts.standalone.production.mjs" in paths
 
             # the RSI and the MACD bot, each on a page of its own, followed from the start
             strategy_pages: dict[str, Any] = {}
@@ -624,6 +722,8 @@ async def test_the_dashboard_follows_the_bot_live_in_a_real_browser(
             assert await bare.is_visible("#charts-unavailable")
             assert await bare.is_visible("#status")
             assert problems == [], problems
+            watched = await page.evaluate("window.lockdownWatch")
+            assert watched == {"violations": [], "inserted": []}, watched
         finally:
             stop.set()
             await browser.close()
@@ -712,4 +812,328 @@ async def test_the_page_drops_a_connection_whose_keepalive_gets_no_reply(
         finally:
             if frozen:
                 os.kill(gateway.process.pid, signal.SIGCONT)
+            await browser.close()
+
+
+# -- a stand-in gateway: the policy in the browser, and hostile strings shown as text -------------
+
+XSS = "<img src=x onerror=alert(1)>"
+XSS_FLAG = '<img src=x onerror="window.pwned = true">'
+STAND_IN_KEY = "stand-in-key-0123456789"
+STAND_IN_EPOCH = "00112233445566ff"
+T0 = 1_700_000_040_000  # the open time of a minute, ms
+
+
+def hostile_kline(index: int) -> dict[str, Any]:
+    """A kline whose strategy's display name and one indicator name are HTML."""
+    time_ms = T0 + index * 60_000
+    close = 0.0001 + index * 0.000001
+    return {
+        "period_id": f"m{time_ms // 60_000}",
+        "time": time_ms,
+        "size": "1m",
+        "close_time": time_ms + 59_999,
+        "open": close,
+        "high": close * 1.01,
+        "low": close * 0.99,
+        "close": close,
+        "volume": 10.0,
+        "strategy": {
+            f"{XSS}_buyCrossCount": 0,
+            f"{XSS}_sellCrossCount": 0,
+            f"{XSS}_buy": False,
+            f"{XSS}_sell": False,
+            XSS_FLAG: close,
+        },
+    }
+
+
+def hostile_trade(order_id: int, index: int, action: str, order_type: str) -> dict[str, Any]:
+    return {
+        "order_id": order_id,
+        "time": T0 + index * 60_000 + 1_000,
+        "execution_time": 5,
+        "slippage": 0.0,
+        "type": "sell",
+        "size": "1.00",
+        "fee": 0.0000001,
+        "price": "0.00010000",
+        "order_type": order_type,
+        "action": action,
+        "profit": 0.0,
+        "usdtProfit": -0.0000001,
+        "position_side": XSS_FLAG,
+    }
+
+
+def hostile_symbol(
+    product_id: str, klines: list[dict[str, Any]], trades: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "product_id": product_id,
+        "price": 0.0001,
+        "normalized": f"{XSS}.{product_id}",
+        "min_size": "0.01",
+        "asset": XSS_FLAG,
+        "currency": XSS,
+        "assetCaptial": 0.0,
+        "leverage": 3,
+        "isolated": True,
+        "usdtProfit": 0.0,
+        "profit": 0.0,
+        "dynamicUsdtProfit": 0.0,
+        "dynamicProfit": 0.0,
+        "signal": XSS,
+        "win": 0,
+        "lost": 0,
+        "winLostRate": 0.0,
+        "trades": trades,
+        "lastTradeTime": trades[-1]["time"] if trades else 0,
+        "klines": klines,
+    }
+
+
+def hostile_status(trades: int) -> dict[str, Any]:
+    return {
+        "tradeListLen": 1,
+        "startCapital": 1.0,
+        "currentCapital": 1.0,
+        "tradeNum": trades,
+        "usdtProfit": 0.0,
+        "profit": 0.0,
+        "dynamicUsdtProfit": 0.0,
+        "dynamicProfit": 0.0,
+        "totalCapital": 1.0,
+        "win": 0,
+        "lost": 0,
+        "winLostRate": 0.0,
+        "exchange": XSS_FLAG,
+        "startTime": T0,
+        "timeZoneOffset": 0,
+        "status": "work",
+    }
+
+
+def hostile_replies() -> list[dict[str, Any]]:
+    """What a gateway reading a compromised Redis could send: an `init`, the next refresh (a fill
+    and a second symbol), then an error, every string field of them HTML."""
+    flags = {"hasConfig": True, "hasStrategy": True, "hasMarket": True, "hasBacktest": False}
+    init = {
+        "action": "init",
+        "seq": 10,
+        "epoch": STAND_IN_EPOCH,
+        "exchange": {"name": XSS, "makerFee": 0.1, "takerFee": 0.1},
+        "symbols": [
+            hostile_symbol(
+                XSS, [hostile_kline(i) for i in range(3)], [hostile_trade(1, 1, XSS, XSS)]
+            )
+        ],
+        "status": hostile_status(1) | flags,
+    }
+    refresh = {
+        "action": "refresh",
+        "seq": 11,
+        "epoch": STAND_IN_EPOCH,
+        "data": {
+            "status": hostile_status(2),
+            "symbols": [
+                hostile_symbol(XSS, [hostile_kline(3)], [hostile_trade(2, 3, XSS_FLAG, XSS_FLAG)]),
+                hostile_symbol(XSS_FLAG, [hostile_kline(3)], []),
+            ],
+        },
+    }
+    error = {"action": "error", "code": "bad_request", "message": XSS}
+    return [init, refresh, error]
+
+
+@asynccontextmanager
+async def stand_in_gateway(replies: list[dict[str, Any]]) -> AsyncIterator[str]:
+    """The dashboard's routes and a `/ws` that answers the stand-in key's `init` with `replies`
+    (and nothing else), on loopback in this process. Yields the page's URL."""
+    api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    dashboard_routes(api)
+
+    @api.websocket("/ws")
+    async def status_api(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            while True:
+                request = orjson.loads(await websocket.receive_text())
+                if request == {"action": "init", "apiKey": STAND_IN_KEY}:
+                    for reply in replies:
+                        await websocket.send_text(orjson.dumps(reply).decode())
+        except WebSocketDisconnect:
+            return
+
+    port = free_port()
+    config = uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: server.started, timeout_s=10, poll_s=0.01, what="uvicorn started")
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        server.force_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+# Where the page shows each hostile string: the text of the elements, read back.
+SHOWN_TEXT = """() => {
+  const text = (selector) => [...document.querySelectorAll(selector)].map((e) => e.textContent);
+  const cards = [...document.querySelectorAll('#symbols [data-product]')];
+  return {
+    exchange: document.querySelector('#bot-exchange').textContent,
+    products: text('#symbols .product'),
+    cardProducts: cards.map((card) => card.dataset.product),
+    signals: text('#symbols [data-field="signal"]'),
+    prices: text('#symbols [data-field="price"]'),
+    strategies: text('#symbols [data-field="strategy"]'),
+    readouts: text('#symbols .readout span'),
+    legends: text('#symbols .legend-indicators'),
+    cells: [...document.querySelectorAll('#trades tbody tr')].map(
+      (row) => [...row.cells].map((cell) => cell.textContent)),
+    notice: document.querySelector('#notice').textContent,
+    noticeShown: !document.querySelector('#notice').hidden,
+    images: document.querySelectorAll('img').length,
+    pwned: window.pwned ?? null,
+    applied: [...window.bandwagonDashboard.client.appliedSeqs],
+  };
+}"""
+
+# Under the policy: an inline script, an on* attribute, a <style> and eval, each injected into the
+# page's own context (Playwright's evaluate itself is not subject to the page's CSP; what it
+# inserts, and eval called from it, are).
+INJECT = """async () => {
+  const violations = [];
+  const note = (event) => violations.push(event.effectiveDirective);
+  document.addEventListener('securitypolicyviolation', note);
+  const script = document.createElement('script');
+  script.textContent = 'window.injected = "inline script";';
+  document.head.append(script);
+  const image = new Image();
+  image.setAttribute('onload', 'window.injected = "event handler";');
+  const loaded = new Promise((resolve) => {
+    image.addEventListener('load', () => resolve('load'));
+    image.addEventListener('error', () => resolve('error'));
+  });
+  image.src = 'dashboard/favicon.svg';
+  document.body.append(image);
+  const imageEvent = await loaded;
+  const style = document.createElement('style');
+  style.textContent = 'body { visibility: hidden; }';
+  document.head.append(style);
+  let evaluated;
+  try {
+    evaluated = eval('"eval ran"');
+  } catch (error) {
+    evaluated = error.name;
+  }
+  await new Promise((resolve) => setTimeout(resolve, 300)); // violation events come as tasks
+  image.remove();
+  script.remove();
+  style.remove();
+  return {
+    injected: window.injected ?? null,
+    imageEvent,
+    evaluated,
+    visibility: getComputedStyle(document.body).visibility,
+    violations: [...new Set(violations)].sort(),
+  };
+}"""
+
+
+async def check_hostile_page(browser: Any, base: str, bypass_csp: bool, directory: Path) -> None:
+    """One page of the stand-in gateway, in a browser context of its own, the page's policy
+    enforced or (`bypass_csp`) not."""
+    context = await browser.new_context(
+        bypass_csp=bypass_csp, viewport={"width": 1280, "height": 1000}
+    )
+    page = await context.new_page()
+    await page.add_init_script(WATCH)
+    dialogs: list[str] = []
+    problems: list[str] = []
+    responses: list[Any] = []
+
+    async def dialog(opened: Any) -> None:
+        dialogs.append(opened.message)
+        await opened.dismiss()
+
+    def console(message: Any) -> None:
+        if message.type == "error":
+            problems.append(message.text)
+
+    page.on("dialog", dialog)
+    page.on("console", console)
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("response", lambda response: responses.append(response))
+
+    await page.goto(base + f"#key={STAND_IN_KEY}")
+    await wait_for_state(page, "live", 15)
+    await page.wait_for_function("document.body.dataset.seq === '11'", timeout=10_000)
+    await page.wait_for_selector("#notice:not([hidden])", timeout=10_000)
+    assert await page.evaluate("window.bandwagonDashboard.chartsAvailable") is True
+    await page.wait_for_function(f"({CANVAS_INK})() >= 100", timeout=10_000)
+    await page.wait_for_timeout(300)  # time for anything that would run to run
+    name = "dashboard-hostile-no-csp.png" if bypass_csp else "dashboard-hostile.png"
+    await screenshot(page, directory, name)
+
+    # nothing ran, nothing was made from the data; then each string shows as its text
+    shown = await page.evaluate(SHOWN_TEXT)
+    watched = await page.evaluate("window.lockdownWatch")
+    assert dialogs == [] and shown["pwned"] is None, (dialogs, watched)
+    assert watched == {"violations": [], "inserted": []}, watched
+    assert shown["images"] == 0 and problems == [], (shown, problems)
+    assert shown["applied"] == [11], shown["applied"]
+    assert shown["exchange"] == f"{XSS_FLAG} on {XSS}"
+    assert shown["products"] == shown["cardProducts"] == [XSS, XSS_FLAG]
+    assert shown["signals"] == [XSS, XSS]
+    assert all(price.endswith(f" {XSS}") for price in shown["prices"]), shown
+    assert shown["strategies"] == [XSS, XSS]
+    assert all(item.startswith(f"{XSS_FLAG} ") for item in shown["readouts"]), shown
+    assert shown["readouts"] and all(XSS_FLAG in text for text in shown["legends"])
+    assert len(shown["cells"]) == 2, shown["cells"]
+    for row in shown["cells"]:
+        assert row[1] == XSS and row[2] == f"sell (open {XSS_FLAG})", row
+    assert sorted(row[3] for row in shown["cells"]) == sorted([XSS, XSS_FLAG])
+    assert shown["noticeShown"] and shown["notice"] == f"bad_request: {XSS}"
+
+    paths = await assert_responses_locked_down(responses, base[:-1])
+    assert {"/", "/dashboard/js/main.js", "/dashboard/js/view.js"} <= paths, paths
+    assert "/dashboard/vendor/lightweight-charts.standalone.production.mjs" in paths
+
+    if not bypass_csp:
+        refused = await page.evaluate(INJECT)
+        assert refused == {
+            "injected": None,
+            "imageEvent": "load",  # the image itself is the page's own: allowed
+            "evaluated": "EvalError",
+            "visibility": "visible",
+            "violations": ["script-src", "script-src-attr", "script-src-elem", "style-src-elem"],
+        }, refused
+        assert await page.is_visible("#bot")
+    await context.close()
+
+
+@pytest.mark.timeout(120)
+async def test_the_locked_down_page_shows_hostile_strings_as_text_and_runs_nothing(
+    tmp_path: Path,
+) -> None:
+    """Issue 19: the page from a stand-in gateway whose `init`, refresh and error carry HTML in
+    every string field the page shows (exchange, product ids, currency, signal, the strategy's
+    and an indicator's names, a fill's action, order type and side, an error message): under
+    the policy, and again with the policy bypassed (the page alone must hold: it builds no
+    HTML from data), each shows as its text, no image or script is made, no dialog opens, the
+    flag the payload would set stays unset. Under the policy the page draws without a
+    violation, every response carries the headers, and an injected inline script, event
+    handler, style and eval are refused and reported."""
+    executable = require_browser()
+    from playwright.async_api import async_playwright
+
+    async with stand_in_gateway(hostile_replies()) as base, async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            for bypass_csp in (False, True):
+                await check_hostile_page(browser, base, bypass_csp, tmp_path)
+        finally:
             await browser.close()

@@ -95,7 +95,13 @@ async def deployment(
 ) -> AsyncIterator[Deployment]:
     config = tmp_path / "bots.yaml"
     config.write_text(bots_yaml())
-    deployment = Deployment(redis_server.url, config, tmp_path, "unused-key-0123456789")
+    deployment = Deployment(
+        redis_server.url,
+        config,
+        tmp_path,
+        "unused-key-0123456789",
+        passwords=redis_server.passwords,
+    )
     yield deployment
     for service in deployment.services.values():
         if service.process.poll() is None:

@@ -87,7 +87,9 @@ async def make_deployment(
     def make(kline_history: int) -> Deployment:
         config = tmp_path / "bots.yaml"
         config.write_text(BOTS_YAML.format(kline_history=kline_history))
-        deployment = Deployment(redis_server.url, config, tmp_path, API_KEY)
+        deployment = Deployment(
+            redis_server.url, config, tmp_path, API_KEY, passwords=redis_server.passwords
+        )
         made.append(deployment)
         return deployment
 

@@ -19,8 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import random
+import re
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -32,9 +36,9 @@ from redis.asyncio import Redis
 from libs.config import load_bots
 from libs.store import keys
 from tests.e2e.services import REPO, Deployment, metric_value, scrape_metrics
-from tests.support.polling import eventually
+from tests.support.polling import eventually, wait_until
 from tests.support.receiver import Receiver, Reply, telegram_messages, telegram_ok
-from tools.run.redis_server import RedisServer, free_port
+from tools.run.redis_server import RedisServer, free_port, new_passwords
 
 KLINES = REPO / "tests" / "data" / "klines-1m-3000.csv"
 BOT = "notified"
@@ -70,7 +74,9 @@ pytestmark = pytest.mark.timeout(240)
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """Stopped and started again on the same port and data dir; `always`, so nothing is lost."""
-    server = RedisServer(tmp_path / "redis", port=free_port(), appendfsync="always").start()
+    server = RedisServer(
+        tmp_path / "redis", port=free_port(), appendfsync="always", passwords=new_passwords()
+    ).start()
     yield server
     server.stop()
 
@@ -93,7 +99,7 @@ async def deployment(
     load_bots(config)  # a typo here should fail as a config error, not as a timeout
     log_dir = tmp_path / "logs"
     log_dir.mkdir()
-    deployment = Deployment(own_redis.url, config, log_dir, API_KEY)
+    deployment = Deployment(own_redis.url, config, log_dir, API_KEY, passwords=own_redis.passwords)
     yield deployment
     codes = deployment.stop_all()
     assert all(code == 0 for code in codes.values()), (codes, str(log_dir))
@@ -274,3 +280,103 @@ async def redis_of(own_redis: RedisServer) -> AsyncIterator[Redis]:
     client = Redis.from_url(own_redis.url, decode_responses=True)
     yield client
     await client.aclose()
+
+
+async def test_make_run_with_a_webhook_and_a_telegram_entry_delivers_every_fill(
+    tmp_path: Path, receivers: tuple[Receiver, Receiver]
+) -> None:
+    """Issue 18's done-when, through `bandwagon run` (what `make run` runs): a bots file with a
+    webhook and a Telegram entry, a replay; one signed delivery per fill reaches the receiver
+    and one message per fill the Telegram stand-in."""
+    hook, telegram = receivers
+    config = tmp_path / "bots.yaml"
+    config.write_text(bots_yaml(hook.url))
+    out = tmp_path / "out.txt"
+    env = {k: v for k, v in os.environ.items() if not k.endswith("API_KEY")}
+    env.update(
+        BANDWAGON_CONFIG=str(config),
+        HOOK_SECRET=SECRET,
+        TG_TOKEN=TOKEN,
+        TELEGRAM_API_URL=telegram.url,
+    )
+    argv = [sys.executable, "-m", "tools.cli", "run", "--run-dir", str(tmp_path / "run")]
+    argv += ["--free-ports", "--replay", f"{PRODUCT_ID}={KLINES}", "--speed", "max"]
+    with out.open("wb") as stdout:
+        run = subprocess.Popen(  # noqa: ASYNC220 - a child for the whole test, started once
+            argv, cwd=REPO, env=env, stdout=stdout, stderr=subprocess.STDOUT
+        )
+    try:
+
+        def banner() -> str | None:
+            text = out.read_text()
+            assert run.poll() is None, f"bandwagon run exited {run.returncode}:\n{text}"
+            return text if "Bandwagon demo is ready." in text else None
+
+        shown = await asyncio.to_thread(
+            wait_until, banner, timeout_s=100, poll_s=0.2, what=lambda: out.read_text()
+        )
+        port = re.search(r"redis-server on 127\.0\.0\.1:(\d+)", shown)
+        assert port is not None
+        redis = Redis(port=int(port[1]), decode_responses=True)
+        try:
+            epoch, trades = await settled(redis)
+        finally:
+            await redis.aclose()
+        fills = [f"{epoch}:{t['order_id']}:fill" for t in trades]
+        assert len(fills) > 20, "the replay must make fills"
+        await eventually(
+            lambda: len(telegram.accepted) >= len(fills) and set(fills) <= set(hook.accepted_ids()),
+            timeout_s=30,
+            what=lambda: (
+                f"{len(fills)} fills, got {len(hook.accepted)} and {len(telegram.accepted)}"
+            ),
+        )
+        assert [i for i in hook.accepted_ids() if i.endswith(":fill")] == fills
+        assert hook.bad_signatures == []
+        assert len(telegram.accepted) == len(fills)
+        run.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(run.wait, 30) == 0
+    finally:
+        if run.poll() is None:
+            run.send_signal(signal.SIGINT)
+            run.wait(timeout=30)
+
+
+async def test_notify_test_sends_one_signed_test_delivery_per_webhook_and_prints_answers(
+    tmp_path: Path, receivers: tuple[Receiver, Receiver]
+) -> None:
+    """`bandwagon notify test --bot ID`, with no Redis running: epoch `none`, one signed `test`
+    delivery to the webhook, a message to the Telegram chat, each answer printed; exit 1 as soon
+    as one receiver fails."""
+    hook, telegram = receivers
+    config = tmp_path / "bots.yaml"
+    config.write_text(bots_yaml(hook.url))
+    env = dict(os.environ)
+    env.update(
+        BANDWAGON_CONFIG=str(config),
+        HOOK_SECRET=SECRET,
+        TG_TOKEN=TOKEN,
+        TELEGRAM_API_URL=telegram.url,
+        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    argv = [sys.executable, "-m", "tools.cli", "notify", "test", "--bot", BOT]
+    result = await asyncio.to_thread(
+        subprocess.run, argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"notify[0] {hook.url}/hook: 200 OK in ")
+    assert lines[0].endswith(" ms: delivered") and "source=bandwagon" not in result.stdout
+    assert lines[1].startswith("notify[1] telegram chat 4242: 200 OK in ")
+    (request,) = hook.accepted
+    assert request.headers["x-bandwagon-id"] == "none:0:test"
+    assert orjson.loads(request.body)["event"] == "test"
+    assert hook.bad_signatures == []
+    assert telegram_messages(telegram)[0]["text"] == f"{BOT}: test message from bandwagon notify"
+
+    hook.behaviour = lambda _: Reply(404, b"no such hook")
+    failed = await asyncio.to_thread(
+        subprocess.run, argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert failed.returncode == 1
+    assert "404 Not Found" in failed.stdout and "FAILED" in failed.stdout

@@ -40,6 +40,7 @@ def test_make_help_lists_every_target_and_is_the_default() -> None:
             "lint",
             "lock",
             "k8s-check",
+            "acl",
             "fmt",
             "bench",
             "soak",

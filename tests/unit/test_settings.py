@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
 from libs.config import (
@@ -34,6 +35,9 @@ MODELS: list[tuple[type[BaseSettings], Loader]] = [
 SAMPLES: dict[str, tuple[str, object]] = {
     "redis_url": ("redis://10.0.0.2:6380/1", "redis://10.0.0.2:6380/1"),
     "redis_cluster": ("true", True),
+    "redis_username": ("gateway", "gateway"),
+    "redis_password": ("a-password-0123", SecretStr("a-password-0123")),
+    "redis_tls_ca": ("/etc/bandwagon/ca.pem", Path("/etc/bandwagon/ca.pem")),
     "telegram_api_url": ("http://127.0.0.1:9999/tg", "http://127.0.0.1:9999/tg"),
     "notify_retry_for_s": ("60", 60.0),
     "config_path": ("/etc/bandwagon/bots.yaml", Path("/etc/bandwagon/bots.yaml")),

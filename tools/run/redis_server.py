@@ -8,12 +8,16 @@ Redis already listening on 6379.
 from __future__ import annotations
 
 import re
+import secrets
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from libs.store.acl import USERS, users_file
 
 MINIMUM_VERSION = (6, 2)
 
@@ -42,6 +46,18 @@ def find_redis_server() -> str:
     return bundled
 
 
+def new_passwords() -> dict[str, str]:
+    """A fresh password for each of Bandwagon's Redis users (libs.store.acl)."""
+    return {name: secrets.token_urlsafe(24) for name in USERS}
+
+
+def user_env(passwords: Mapping[str, str] | None, user: str) -> dict[str, str]:
+    """`REDIS_USERNAME` and `REDIS_PASSWORD` of one user, for a service's environment."""
+    if passwords is None:
+        return {}
+    return {"REDIS_USERNAME": user, "REDIS_PASSWORD": passwords[user]}
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -58,6 +74,12 @@ class RedisServer:
     appendfsync: str = "everysec"
     binary: str = field(default_factory=find_redis_server)
     extra_args: list[str] = field(default_factory=list)
+    passwords: Mapping[str, str] | None = None
+    """Bandwagon's ACL users (SPEC 4.1 rule 14), loaded from a users file made at each start;
+    None: the default user only."""
+    default_user: bool = True
+    """With `passwords`, keep the default user (no password, every right) beside them: the
+    tests' own clients use it while the services run as their users."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,6 +91,15 @@ class RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port()
+        acl_args: list[str] = []
+        if self.passwords is not None:
+            version = version_of(self.binary) or MINIMUM_VERSION
+            users = self.data_dir / "users.acl"
+            users.write_text(
+                users_file(self.passwords, redis_major=version[0], default_user=self.default_user)
+            )
+            users.chmod(0o600)
+            acl_args = ["--aclfile", str(users)]
         self.process = subprocess.Popen(
             [
                 self.binary,
@@ -79,6 +110,7 @@ class RedisServer:
                 "--appendfsync", self.appendfsync,
                 "--dir", str(self.data_dir),
                 "--logfile", str(self.data_dir / "redis.log"),
+                *acl_args,
                 *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
@@ -92,7 +124,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
+                    if sock.recv(16).startswith((b"+PONG", b"-NOAUTH")):  # up, default user off
                         return self
             except OSError:
                 time.sleep(0.05)

@@ -30,14 +30,35 @@ CONTENT_TYPES = {
     ".svg": "image/svg+xml",
     "": "text/plain; charset=utf-8",  # LICENSE
 }
-# The page talks only to its own gateway (`connect-src` also names ws:/wss:, which 'self' does not
-# cover in every browser); no inline script, no other origin, no framing.
+# What the page may load and do (issue 19): its own gateway's files and websocket, nothing inline,
+# no other origin, no framing. Each directive, and why:
+CSP_DIRECTIVES = {
+    # anything not named below (fonts, frames, objects, workers, media, manifests): nothing
+    "default-src": "'none'",
+    # the page's modules and the vendored chart library; no inline <script>, no on* attributes,
+    # no eval or new Function (the page uses none of them)
+    "script-src": "'self'",
+    # dashboard.css alone; no <style> and no style attributes (the chart library writes its
+    # styles through the CSSOM, which CSP allows; its one <style>, for the TradingView logo,
+    # is not made: chart.js turns the logo off and the footer credits TradingView)
+    "style-src": "'self'",
+    # the favicon; the charts are canvases
+    "img-src": "'self'",
+    # the gateway's own /ws: CSP Level 3 matches ws: and wss: of the page's host and port to
+    # 'self'; the page never connects elsewhere (connection.js `websocketUrl`: the URL is the
+    # page's own, nobody can type another)
+    "connect-src": "'self'",
+    # no injected <base> can move the page's relative URLs (its modules, its websocket)
+    "base-uri": "'none'",
+    # the key form is read by script and never submitted; without script it would put the key
+    # into a URL and the server's log
+    "form-action": "'none'",
+    # nobody frames the page (clickjacking)
+    "frame-ancestors": "'none'",
+}
+CONTENT_SECURITY_POLICY = "; ".join(f"{name} {value}" for name, value in CSP_DIRECTIVES.items())
 SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-        "img-src 'self' data:; connect-src 'self' ws: wss:; base-uri 'none'; "
-        "form-action 'none'; frame-ancestors 'none'"
-    ),
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",

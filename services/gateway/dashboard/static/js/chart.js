@@ -202,6 +202,10 @@ export class SymbolChart {
         background: { color: "transparent" },
         textColor: "#c9d1d9",
         panes: { separatorColor: "#30363d", separatorHoverColor: "#30363d" },
+        // The logo would add an inline <style>, which the page's policy refuses (style-src
+        // 'self'), and a link carrying this page's host and path to tradingview.com; the
+        // footer gives TradingView's attribution notice and link instead.
+        attributionLogo: false,
       },
       grid: { vertLines: { color: "#21262d" }, horzLines: { color: "#21262d" } },
       rightPriceScale: { borderColor: "#30363d" },
