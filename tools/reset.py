@@ -1,8 +1,10 @@
 """`bandwagon reset --bot ID`: start one bot over, explicitly (SPEC 2.1 rule 5, 4.1 rule 6).
 
-Deletes the bot's state (status, trades, klines, refresh log, checkpoints, frozen config) and
-nothing else. Stop the bot's strategy and accounting workers first (it refuses while they hold
-leases on the bot, unless --force): they keep the bot in memory. On their next start the bot is
+Deletes the bot's state (status, trades, klines, refresh log, checkpoints, frozen config, and
+its pending webhook deliveries) and nothing else. Stop the bot's strategy, accounting and notify
+workers first (it refuses while they hold leases on the bot, unless --force): they keep the bot
+in memory. With Redis users on (SPEC 4.1 rule 14), run it as `admin` (REDIS_USERNAME,
+REDIS_PASSWORD). On their next start the bot is
 created anew with a new epoch, and clients re-init.
 """
 
@@ -48,8 +50,8 @@ def main(argv: list[str]) -> int:
     owners = cast(list[str], asyncio.run(_on_bot_node(settings, args.bot, reset=False)))
     if owners and not args.force:
         print(
-            f"bot {args.bot} is being worked on ({'; '.join(owners)}): stop its strategy and "
-            "accounting workers first, or pass --force; nothing deleted",
+            f"bot {args.bot} is being worked on ({'; '.join(owners)}): stop its strategy, "
+            "accounting and notify workers first, or pass --force; nothing deleted",
             file=sys.stderr,
         )
         return 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, get_args
 
@@ -133,6 +134,14 @@ def _signed(value: float, decimals: int) -> str:
     return f"{value:+,.{decimals}f}"
 
 
+def _money(value: float) -> str:
+    """Cents for a sum of a unit or more; three significant digits below (a BTC-quoted PnL of
+    0.000123 is not `+0.00`)."""
+    if value == 0 or abs(value) >= 1:
+        return _signed(value, 2)
+    return _signed(value, max(2, 2 - math.floor(math.log10(abs(value)))))
+
+
 def telegram_text(body: Mapping[str, Any]) -> str:
     """The message a Telegram chat gets for a delivery body: bot, symbol, side, size, price, the
     PnL of a closing fill, the reason of an exit or a liquidation. Plain text (no parse mode), so
@@ -158,7 +167,7 @@ def telegram_text(body: Mapping[str, Any]) -> str:
     if not _opens(trade):
         currency = product_id.rsplit("-", 1)[-1]
         lines.append(
-            f"PnL {_signed(float(trade['usdtProfit']), 2)} {currency} "
+            f"PnL {_money(float(trade['usdtProfit']))} {currency} "
             f"({_signed(float(trade['profit']) * 100, 2)} %)"
         )
     if event == "fill" and action.startswith("liquidation_"):

@@ -137,7 +137,7 @@ class HookSender:
                     extra={**self._context(delivery), "reason": answer.reason},
                 )
                 return
-            # the first failure of a delivery is news; its retries are not (up to ~300 a day)
+            # the first failure of a delivery is news, its retries (~575 a day at the cap) are not
             level = logging.WARNING if failures == 1 else logging.DEBUG
             log.log(
                 level,

@@ -317,7 +317,10 @@ async def test_make_run_with_a_webhook_and_a_telegram_entry_delivers_every_fill(
         )
         port = re.search(r"redis-server on 127\.0\.0\.1:(\d+)", shown)
         assert port is not None
-        redis = Redis(port=int(port[1]), decode_responses=True)
+        inspector = (tmp_path / "run" / "redis-users" / "inspector").read_text().strip()
+        redis = Redis(
+            port=int(port[1]), username="inspector", password=inspector, decode_responses=True
+        )
         try:
             epoch, trades = await settled(redis)
         finally:

@@ -513,7 +513,11 @@ def test_make_run_gives_every_bot_its_key_and_the_services_take_them_all(tmp_pat
         assert given not in shown
         port = re.search(r"redis-server on 127\.0\.0\.1:(\d+)", shown)
         assert port is not None
-        with Redis(port=int(port[1]), decode_responses=True) as redis:
+        inspector = (run_dir / "redis-users" / "inspector").read_text().strip()
+        assert inspector not in shown, "no Redis password is printed"
+        with Redis(
+            port=int(port[1]), username="inspector", password=inspector, decode_responses=True
+        ) as redis:
             assert redis.hgetall(keys.api_keys()) == {
                 api_key_hash(alpha): "alpha",
                 api_key_hash(given): "beta",

@@ -224,3 +224,9 @@ def test_telegram_messages_say_what_happened_in_one_glance() -> None:
     )
     epoch = {"event": "epoch", "bot": "demo", "epoch": "00ff", "time": 1}
     assert telegram_text(epoch) == "demo: new epoch 00ff (state created, reset or lost)"
+
+
+def test_a_small_pnl_in_a_coin_keeps_three_significant_digits() -> None:
+    trade = {**TRADE, "usdtProfit": 0.000123, "profit": 0.0041}
+    body = {"event": "fill", "bot": "b", "product_id": "ALT-BTC", "trade": trade}
+    assert "PnL +0.000123 BTC (+0.41 %)" in telegram_text(body)

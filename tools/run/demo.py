@@ -27,7 +27,7 @@ from libs.config import API_KEY_PATTERN, BotsFile, Settings, load_settings, read
 from libs.errors import ConfigError
 from services.gateway.dashboard import vendor
 from tools.run.children import ChildSpec
-from tools.run.redis_server import RedisServer
+from tools.run.redis_server import RedisServer, new_passwords, user_env
 
 # Each worker's default HEALTH_PORT (SPEC 4.1 rule 3; notify's: 6.1 rule 6).
 WORKER_HEALTH_PORTS = {"ingest": 9101, "strategy": 9102, "accounting": 9103, "notify": 9104}
@@ -245,14 +245,19 @@ def choose_ports(
 
 
 def service_specs(
-    base_env: Mapping[str, str], ports: Ports, ingest_args: Sequence[str]
+    base_env: Mapping[str, str],
+    ports: Ports,
+    ingest_args: Sequence[str],
+    passwords: Mapping[str, str] | None = None,
 ) -> list[ChildSpec]:
     """The five services as `python -m tools.cli NAME`, each with its own port variables. Each
     gets all of `base_env`: notify reads its webhooks' secrets (the variables the bots file
-    names), TELEGRAM_API_URL and its NOTIFY_* settings there."""
+    names), TELEGRAM_API_URL and its NOTIFY_* settings there. With `passwords`, each connects to
+    Redis as its own user."""
     specs: list[ChildSpec] = []
     for name in SERVICES:
         env = dict(base_env)
+        env.update(user_env(passwords, name))  # its own Redis user (SPEC 4.1 rule 14)
         if name == "gateway":
             env.update(GATEWAY_HOST=ports.gateway_host, GATEWAY_PORT=str(ports.gateway_port))
         else:
@@ -262,6 +267,26 @@ def service_specs(
         args = list(ingest_args) if name == "ingest" else []
         specs.append(ChildSpec(name, [sys.executable, "-m", "tools.cli", name, *args], env))
     return specs
+
+
+REDIS_USERS_DIR = "redis-users"
+
+
+def redis_passwords(run_dir: Path) -> dict[str, str]:
+    """The demo Redis's user passwords (SPEC 4.1 rule 14): made once, kept in the run dir (one
+    file per user, mode 0600, in a 0700 directory) so that `redis-cli` and `bandwagon reset` can
+    use them; never printed."""
+    folder = run_dir / REDIS_USERS_DIR
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    kept = {path.name: path.read_text().strip() for path in folder.iterdir() if path.is_file()}
+    made = new_passwords()
+    passwords = {name: kept.get(name) or made[name] for name in made}
+    for name, password in passwords.items():
+        if kept.get(name) != password:
+            path = folder / name
+            path.touch(mode=0o600)
+            path.write_text(password + "\n")
+    return passwords
 
 
 def has_redis_data(redis_dir: Path) -> bool:
@@ -310,6 +335,19 @@ def start_text(
         for bot_key in keys
         if bot_key.key.origin == "kept" and bot_key.key.path is not None
     ]
+    if redis.passwords is not None:
+        users = _shown(redis_dir.parent / REDIS_USERS_DIR)
+        tls = "" if redis.tls is None else f" --tls --cacert {_shown(redis.tls.ca)}"
+        lines.append(
+            f"bandwagon run: each service connects as its own Redis user; the passwords are in "
+            f'{users}/. Read-only: REDISCLI_AUTH="$(cat {users}/inspector)" redis-cli -p '
+            f"{redis.port}{tls} --user inspector"
+        )
+    else:
+        lines.append(
+            "bandwagon run: --default-redis-user: every service is Redis's default user (the "
+            "quick start, not least privilege)"
+        )
     lines += [f"bandwagon run: {note}" for note in ports.notes]
     return "\n".join(lines)
 

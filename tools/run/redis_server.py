@@ -7,10 +7,12 @@ Redis already listening on 6379.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Mapping
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from libs.store.acl import USERS, users_file
+from tools.run.tls import TlsFiles
 
 MINIMUM_VERSION = (6, 2)
 
@@ -80,11 +83,39 @@ class RedisServer:
     default_user: bool = True
     """With `passwords`, keep the default user (no password, every right) beside them: the
     tests' own clients use it while the services run as their users."""
+    tls: TlsFiles | None = None
+    """Serve TLS only (`rediss://`), with this certificate; clients trust `tls.ca`."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        scheme = "redis" if self.tls is None else "rediss"
+        return f"{scheme}://127.0.0.1:{self.port}/0"
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return [
+            "--port", "0",
+            "--tls-port", str(self.port),
+            "--tls-cert-file", str(self.tls.cert),
+            "--tls-key-file", str(self.tls.key),
+            "--tls-ca-cert-file", str(self.tls.ca),
+            "--tls-auth-clients", "no",  # clients prove who they are with their ACL user
+        ]  # fmt: skip
+
+    def _answers(self) -> bool:
+        """PING on a raw socket (through TLS when served so): PONG, or NOAUTH when the default
+        user is off, means the server is up."""
+        with contextlib.ExitStack() as stack:
+            sock = stack.enter_context(
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5)
+            )
+            if self.tls is not None:
+                context = ssl.create_default_context(cafile=str(self.tls.ca))
+                sock = stack.enter_context(context.wrap_socket(sock, server_hostname="127.0.0.1"))
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
 
     def start(self, timeout_s: float = 10.0) -> RedisServer:
         self.data_dir = self.data_dir.resolve()  # redis-server chdirs to --dir before --logfile
@@ -111,6 +142,7 @@ class RedisServer:
                 "--dir", str(self.data_dir),
                 "--logfile", str(self.data_dir / "redis.log"),
                 *acl_args,
+                *self._tls_args(),
                 *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
@@ -122,10 +154,8 @@ class RedisServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server exited at start; see {self.data_dir}/redis.log")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith((b"+PONG", b"-NOAUTH")):  # up, default user off
-                        return self
+                if self._answers():
+                    return self
             except OSError:
                 time.sleep(0.05)
         self.stop()

@@ -384,6 +384,19 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         "writes on a host crash, which the services recompute under a new epoch; always loses "
         "none, at a cost per write (docs/reliability.md)",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve the demo Redis over TLS only (rediss://), with a CA and certificate made in "
+        "the run dir; the services trust the CA through REDIS_TLS_CA (needs a redis-server "
+        "built with TLS, such as Debian's)",
+    )
+    parser.add_argument(
+        "--default-redis-user",
+        action="store_true",
+        help="the quick start: every service connects as Redis's default user, not as its own "
+        "(SPEC 4.1 rule 14; docs/security.md)",
+    )
     ingest = parser.add_argument_group("market data, passed to `bandwagon ingest`")
     ingest.add_argument("--source", metavar="NAME", help="synthetic (default) or replay")
     ingest.add_argument(
@@ -412,6 +425,7 @@ def main(argv: list[str]) -> int:
     from libs.config import load_bots, load_settings
     from tools.run import demo
     from tools.run.redis_server import RedisServer, free_port
+    from tools.run.tls import make_tls_files
 
     args = _parse_args(argv)
     run_dir: Path = args.run_dir
@@ -430,14 +444,23 @@ def main(argv: list[str]) -> int:
         print(f"bandwagon run: --fresh: deleted {redis_dir}")
     resumed = demo.has_redis_data(redis_dir)
     # Absolute: redis-server changes into --dir before it opens --logfile.
+    passwords = None if args.default_redis_user else demo.redis_passwords(run_dir)
+    tls = make_tls_files(run_dir / "tls") if args.tls else None
     redis = RedisServer(
-        data_dir=redis_dir.resolve(), port=free_port(), appendfsync=args.appendfsync
+        data_dir=redis_dir.resolve(),
+        port=free_port(),
+        appendfsync=args.appendfsync,
+        passwords=passwords,
+        default_user=False,
+        tls=tls,
     )
 
     base_env = dict(inherited)
     base_env.update(REDIS_URL=redis.url, PYTHONUNBUFFERED="1")
+    if tls is not None:
+        base_env["REDIS_TLS_CA"] = str(tls.ca.resolve())
     base_env.update(demo.key_environment(keys))  # every bot's, from its api_key_env
-    specs = demo.service_specs(base_env, ports, _ingest_argv(args))
+    specs = demo.service_specs(base_env, ports, _ingest_argv(args), passwords)
 
     def check_redis() -> int | None:
         """Restart redis-server if it died (same port and data); give up if it cannot start."""
