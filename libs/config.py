@@ -281,7 +281,10 @@ def public_url(url: str) -> str:
     """A webhook URL as logs, errors and `bandwagon notify test` may show it: scheme, host, port
     and path. The query string, a fragment and user:password@ are dropped, since that is where
     receivers put their tokens (SPEC 6.1 rule 6)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # `https://[::1/x`: refused anyway; nothing of it is shown
+        return "(not a URL)"
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
@@ -290,6 +293,18 @@ def public_url(url: str) -> str:
     except ValueError:  # a port out of range: the URL is refused anyway, show no number
         port = ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def _without_url_secrets(value: object) -> object:
+    """A config value as an error line may show it: every URL in it (a list of webhooks, an
+    entry, a string) without its query, fragment or credentials."""
+    if isinstance(value, str):
+        return public_url(value) if "://" in value else value
+    if isinstance(value, Mapping):
+        return {key: _without_url_secrets(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_url_secrets(item) for item in value]
+    return value
 
 
 class TelegramChat(_Model):
@@ -383,7 +398,10 @@ def _url_problem(url: str, *, allow_http: bool) -> str | None:
     naming a host, without spaces or control characters."""
     if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in url):
         return "a URL has no spaces or control characters"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:
+        return f"is not a URL ({error})"
     if parts.scheme not in ("https", "http"):
         return "must be an https:// URL (http:// with allow_http: true)"
     if parts.scheme == "http" and not allow_http:
@@ -413,6 +431,18 @@ class BotConfig(_Model):
     strategy: StrategyConfig = StrategyConfig()
     symbols: list[SymbolConfig] = Field(min_length=1, max_length=50)
     notify: list[Webhook] = Field(default_factory=list, max_length=MAX_WEBHOOKS)
+
+    @field_validator("notify")
+    @classmethod
+    def _one_entry_per_receiver(cls, value: list[Webhook]) -> list[Webhook]:
+        seen: set[str] = set()
+        for hook in value:
+            if hook.hook_id in seen:
+                raise ValueError(
+                    f"{hook.target} is listed twice: list it once, with all the events it hears"
+                )
+            seen.add(hook.hook_id)
+        return value
 
     @field_validator("kline_size")
     @classmethod
@@ -753,10 +783,7 @@ def error_location(error: ErrorDetails) -> tuple[tuple[int | str, ...], object]:
     if error["type"] == "webhook_url":
         return (*loc, "url"), context["url"]
     if "notify" in loc:  # a webhook's URL is shown without its query (SPEC 6.1 rule 6)
-        if isinstance(value, str) and "://" in value:
-            value = public_url(value)
-        elif isinstance(value, Mapping) and isinstance(value.get("url"), str):
-            value = {**value, "url": public_url(value["url"])}
+        value = _without_url_secrets(value)
     return loc, value
 
 

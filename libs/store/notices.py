@@ -170,7 +170,7 @@ async def pending_count(redis: Redis, bot: str, hook_id: str) -> int:
     return int(await redis.xlen(keys.deliveries(bot, hook_id)))
 
 
-async def mark_done(redis: Redis, bot: str, hook_id: str, entry_id: str) -> None:
+async def mark_done(redis: Redis, bot: str, hook_id: str, entry_id: str) -> int:
     """A delivered (or dropped) delivery leaves its queue. Not fenced: it went out, whoever
-    owns the bot now; deleting it twice deletes nothing."""
-    await redis.xdel(keys.deliveries(bot, hook_id), entry_id)
+    owns the bot now; deleting it twice deletes nothing. Returns how many left (0 or 1)."""
+    return int(await redis.xdel(keys.deliveries(bot, hook_id), entry_id))

@@ -78,6 +78,9 @@ class SymbolCommit:
     replaced_klines: int
     klines: Sequence[bytes]
     trades: Sequence[bytes]
+    fills: Sequence[bytes] = ()
+    """Every fill this refresh publishes, `trades` being only its newest `trade_history`: what
+    the bot's webhooks hear (SPEC 6.1 rule 2, every TRADE)."""
 
 
 def stage_refresh_commit(

@@ -142,19 +142,19 @@ class BotBook:
         for index, book in enumerate(self.symbols):
             scalars = self.scalars(index)
             klines, replaced = self._changed_klines(book)
-            trades = [
-                t for t in book.pending_trades if t["order_id"] > book.last_published_order_id
-            ]
-            trades = trades[-self.bot.trade_history :]
+            fills = [t for t in book.pending_trades if t["order_id"] > book.last_published_order_id]
+            trades = fills[-self.bot.trade_history :]
             changed |= bool(klines or trades) or scalars != book.published_scalars
             listed.append(with_lists(scalars, trades=trades, klines=klines))
+            encoded = [orjson.dumps(trade) for trade in fills]
             commits.append(
                 SymbolCommit(
                     product_id=book.product_id,
                     scalars=scalars,
                     replaced_klines=replaced,
                     klines=[orjson.dumps(kline) for kline in klines],
-                    trades=[orjson.dumps(trade) for trade in trades],
+                    trades=encoded[len(fills) - len(trades) :],
+                    fills=encoded,
                 )
             )
         if not changed:

@@ -294,7 +294,7 @@ class AccountingWorker:
             )
             tx.xtrim(keys.events(bot.id), minid=book.checkpoint, approximate=True)
             if bot.notify:  # the webhooks hear of a fill in the commit that publishes it
-                published = [(symbol.product_id, symbol.trades) for symbol in refresh.symbols]
+                published = [(symbol.product_id, symbol.fills) for symbol in refresh.symbols]
                 notices.stage_fills(
                     tx, bot=bot.id, epoch=book.epoch, fills=notices.fills_in_id_order(published)
                 )

@@ -7,10 +7,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from redis.exceptions import RedisError
 
-from libs.config import BotsFile, Settings, load_bots, load_settings, read_notify_secrets
+from libs.config import (
+    BotsFile,
+    Settings,
+    load_bots,
+    load_settings,
+    public_url,
+    read_notify_secrets,
+)
+from libs.errors import ConfigError
 from libs.ops.logs import setup_logging
 from libs.ops.worker_shell import run_worker
 from libs.store import keys
@@ -18,15 +27,35 @@ from libs.store.client import RedisNodes, worker_nodes
 from libs.store.leases import LeaseKeeper
 from libs.wire.notifications import TEST_EVENT, test_body
 from services.notify.schedule import RetryPolicy
-from services.notify.sinks import new_client, sink_for
+from services.notify.sinks import new_client, sink_for, url_problem
 from services.notify.worker import NotifyWorker, notify_partitions
 
 DEFAULT_HEALTH_PORT = 9104  # SPEC 6.1 rule 6
 EPOCH_READ_TIMEOUT_S = 3.0
+RESOLVER_THREADS = 64
+
+
+def check_urls(bots: BotsFile) -> None:
+    """A webhook httpx could never send to is a config error at start (SPEC 4.1 rule 7)."""
+    for bot_index, bot in enumerate(bots.bots):
+        for index, hook in enumerate(bot.notify):
+            problem = None if hook.url is None else url_problem(hook.url)
+            if problem is not None:
+                assert hook.url is not None
+                raise ConfigError(
+                    f"bots[{bot_index}].notify[{index}].url", public_url(hook.url), problem
+                )
 
 
 async def serve(settings: Settings, bots: BotsFile, batch_size: int) -> int:
     secrets = read_notify_secrets(bots)  # a missing or malformed one: config error, exit 78
+    check_urls(bots)
+    # host names are resolved on the default executor's threads, which a resolver that never
+    # answers holds past the 5 s of an attempt: enough of them that one such receiver's
+    # lookups cannot starve another webhook's (SPEC 6.1 rule 4)
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=RESOLVER_THREADS, thread_name_prefix="notify-resolve")
+    )
     redis = worker_nodes(settings)
     keeper = LeaseKeeper.for_service(redis, "notify", settings, notify_partitions(bots.bots))
     client = new_client()
@@ -42,7 +71,7 @@ async def serve(settings: Settings, bots: BotsFile, batch_size: int) -> int:
     )
 
     async def leave() -> None:
-        worker.stop_senders()  # an attempt cut short is sent again by the next owner
+        await worker.stop_senders()  # an attempt cut short is sent again by the next owner
         await keeper.leave()
 
     try:
@@ -57,7 +86,7 @@ async def serve(settings: Settings, bots: BotsFile, batch_size: int) -> int:
             background=keeper.keep_alive,
         )
     finally:
-        worker.stop_senders()
+        await worker.stop_senders()
         await client.aclose()
 
 

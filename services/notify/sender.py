@@ -34,7 +34,7 @@ FAILED = Counter(
     "after 24 h (expired) or trimmed from the feed unread (feed_trimmed)",
     ["bot", "reason"],
 )
-READ_AHEAD = 100  # queue entries read at once; the queue stays in Redis
+READ_AHEAD = 20  # queue entries held at once (a failing receiver's too); the rest stay in Redis
 REDIS_RETRY_S = (0.1, 5.0)  # a Redis error here is waited out; the worker reloads meanwhile
 
 
@@ -56,7 +56,7 @@ class HookSender:
         sink: Sink,
         client: httpx.AsyncClient,
         policy: RetryPolicy,
-        on_done: Callable[[str], None],
+        on_done: Callable[[str, int], None],
         clock_ms: Callable[[], int] = wall_ms,
         rng: random.Random | None = None,
     ) -> None:
@@ -71,6 +71,9 @@ class HookSender:
         self.rng = rng or random.Random()
         self.wake = asyncio.Event()
         self.wake.set()
+        self.stopped = False
+        """Set by the worker when the bot moves or Redis is reloaded: no further attempt or
+        Redis call, whether or not the cancellation got through."""
 
     def _context(self, delivery: Delivery | None = None) -> dict[str, object]:
         context: dict[str, object] = {"bot": self.bot, "webhook": self.sink.target}
@@ -81,16 +84,17 @@ class HookSender:
     async def run(self) -> None:
         """Deliver the queue forever; `wake` says new deliveries were committed."""
         after = "0-0"
-        while True:
+        while not self.stopped:
             self.wake.clear()  # before the read: a commit after it sets it again
             batch = await self._with_redis(self._read_after, after)
             if not batch:
                 await self.wake.wait()
                 continue
             for delivery in batch:
-                await self._deliver(delivery)
-                await self._with_redis(self._mark_done, delivery)
-                self.on_done(self.bot)
+                if not await self._deliver(delivery):
+                    return  # stopped
+                removed = await self._with_redis(self._mark_done, delivery)
+                self.on_done(self.bot, removed)
                 after = delivery.entry_id
 
     async def _read_after(self, after: str) -> list[Delivery]:
@@ -98,14 +102,19 @@ class HookSender:
             self.nodes.for_bot(self.bot), self.bot, self.hook_id, after, READ_AHEAD
         )
 
-    async def _mark_done(self, delivery: Delivery) -> None:
-        await mark_done(self.nodes.for_bot(self.bot), self.bot, self.hook_id, delivery.entry_id)
+    async def _mark_done(self, delivery: Delivery) -> int:
+        return await mark_done(
+            self.nodes.for_bot(self.bot), self.bot, self.hook_id, delivery.entry_id
+        )
 
-    async def _deliver(self, delivery: Delivery) -> None:
+    async def _deliver(self, delivery: Delivery) -> bool:
         """Attempts until a 2xx, or until the delivery's 24 h are over (then it is dropped,
-        logged at WARNING and counted)."""
+        logged at WARNING and counted): True, the delivery may leave its queue; False, the
+        sender was stopped first."""
         failures = 0
         while True:
+            if self.stopped:
+                return False
             answer = await self.sink.send(
                 self.client,
                 delivery_id=delivery.delivery_id,
@@ -117,7 +126,7 @@ class HookSender:
                 if failures:
                     context = self._context(delivery)
                     log.info("delivered after %d failed attempts", failures, extra=context)
-                return
+                return True
             failures += 1
             FAILED.labels(bot=self.bot, reason=answer.reason).inc()
             wait_s = self.policy.next_wait_s(
@@ -136,7 +145,7 @@ class HookSender:
                     answer.detail,
                     extra={**self._context(delivery), "reason": answer.reason},
                 )
-                return
+                return True
             # the first failure of a delivery is news, its retries (~575 a day at the cap) are not
             level = logging.WARNING if failures == 1 else logging.DEBUG
             log.log(
@@ -154,6 +163,8 @@ class HookSender:
         queue."""
         wait_s = REDIS_RETRY_S[0]
         while True:
+            if self.stopped:
+                raise asyncio.CancelledError  # the worker reloads or has dropped the bot
             try:
                 return await call(argument)
             except (RedisError, OSError) as error:

@@ -28,7 +28,7 @@ from services.notify.schedule import ATTEMPT_TIMEOUT_S
 for _chatty in ("httpx", "httpcore"):
     logging.getLogger(_chatty).setLevel(logging.WARNING)
 
-TELEGRAM_ANSWER_MAX_BYTES = 65_536  # what is read of the Bot API's answer (its JSON is small)
+ANSWER_MAX_BYTES = 65_536  # what is read of an answer: the Bot API's JSON; a webhook's is dropped
 DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org"
 
 
@@ -95,7 +95,7 @@ async def _post(
                 if read_answer:
                     async for chunk in response.aiter_bytes():
                         answer_body += chunk
-                        if len(answer_body) >= TELEGRAM_ANSWER_MAX_BYTES:
+                        if len(answer_body) >= ANSWER_MAX_BYTES:
                             break
     except (TimeoutError, httpx.TimeoutException):
         elapsed = time.monotonic() - started
@@ -103,6 +103,9 @@ async def _post(
     except (httpx.HTTPError, OSError) as error:
         detail = scrub(f"{type(error).__name__}: {error}")
         return Answer(False, "network", detail, time.monotonic() - started), b""
+    except (httpx.InvalidURL, ValueError) as error:  # checked at start (`url_problem`)
+        detail = scrub(f"{type(error).__name__}: {error}")
+        return Answer(False, "invalid_url", detail, time.monotonic() - started), b""
     elapsed = time.monotonic() - started
     status = response.status_code
     detail = f"{status} {response.reason_phrase}".strip()
@@ -126,8 +129,9 @@ class WebhookSink:
         self, client: httpx.AsyncClient, *, delivery_id: str, body: bytes, now_ms: int
     ) -> Answer:
         headers = signed_headers(delivery=delivery_id, body=body, secret=self.secret, now_ms=now_ms)
+        # the answer is read (up to a bound) so that the connection can carry the next one
         answer, _ = await _post(
-            client, self.url, content=body, headers=headers, scrub=self._scrub, read_answer=False
+            client, self.url, content=body, headers=headers, scrub=self._scrub, read_answer=True
         )
         return answer
 
@@ -182,6 +186,17 @@ def _retry_after_s(answer_body: bytes) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 86_400:
         return None
     return float(value)
+
+
+def url_problem(url: str) -> str | None:
+    """Why httpx would refuse `url` at every attempt, or None. The bots file's own checks are
+    looser (an IPv4 address out of range, an IDNA label Python's codec refuses): the notify
+    worker refuses such a webhook at its start rather than retry it for 24 h."""
+    try:
+        httpx.URL(url)
+    except (httpx.InvalidURL, ValueError) as error:  # IDNA errors are UnicodeErrors
+        return f"httpx cannot send to it ({type(error).__name__}: {error})"
+    return None
 
 
 def sink_for(hook: Webhook, secret: str, telegram_api_url: str) -> Sink:

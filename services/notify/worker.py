@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 FeedEntries = list[tuple[str, dict[str, str]]]
 
+STOP_WAIT_S = 0.5  # between cancels of a sender that has not stopped yet
+
 PENDING = Gauge("bandwagon_notify_pending", "Deliveries waiting for a 2xx", ["bot"])
 
 
@@ -95,10 +97,20 @@ class BotNotices:
         self.senders: dict[str, HookSender] = {}
         self.tasks: list[asyncio.Task[None]] = []
 
-    def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        self.tasks = []
+    async def stop(self) -> None:
+        """Stop the senders and wait until they have: a sender that outlived its stop would
+        post beside its successor. Each is told twice, by its flag (checked before every attempt
+        and every Redis call) and by cancellation, and cancelled again until done: on Python
+        3.11 a cancel that lands as redis-py's `wait_for` completes can be lost (CPython
+        gh-86296)."""
+        for sender in self.senders.values():
+            sender.stopped = True
+        tasks, self.tasks = self.tasks, []
+        while tasks:
+            for task in tasks:
+                task.cancel()
+            _, pending = await asyncio.wait(tasks, timeout=STOP_WAIT_S)
+            tasks = list(pending)
 
 
 class NotifyWorker:
@@ -127,26 +139,28 @@ class NotifyWorker:
         self.owned: dict[str, BotNotices] = {}
 
     async def load(self) -> None:
-        """After a start or any Redis error: renew the leases, then each owned bot's checkpoint
-        and queues as committed (memory may be ahead of them)."""
+        """After a start or any Redis error: stop the senders, renew the leases, then take each
+        owned bot's checkpoint and queues as committed (memory may be ahead of them)."""
+        await self.stop_senders()
         await self.nodes.refresh()
         owned = await self.keeper.beat()
-        self.stop_senders()
         await self._take(owned)
 
     async def rebalance(self) -> None:
         owned = await self.keeper.beat()
         for bot_id in [bot_id for bot_id in self.owned if partition_of(bot_id) not in owned]:
-            self._drop(bot_id)
+            await self._drop(bot_id)
         await self._take({p for p in owned if p.bot not in self.owned})
 
-    def stop_senders(self) -> None:
+    async def stop_senders(self) -> None:
         for bot_id in list(self.owned):
-            self._drop(bot_id)
+            await self._drop(bot_id)
 
-    def _drop(self, bot_id: str) -> None:
-        notices = self.owned.pop(bot_id)
-        notices.stop()
+    async def _drop(self, bot_id: str) -> None:
+        notices = self.owned.pop(bot_id, None)
+        if notices is None:
+            return
+        await notices.stop()
         PENDING.remove(bot_id)  # its new owner reports it
 
     async def _take(self, partitions: set[PartitionId]) -> None:
@@ -196,10 +210,11 @@ class NotifyWorker:
             self.client = new_client()
         return self.client
 
-    def _delivered(self, bot_id: str) -> None:
+    def _delivered(self, bot_id: str, removed: int) -> None:
+        """A sender removed `removed` deliveries from its queue (0 when another had already)."""
         notices = self.owned.get(bot_id)
-        if notices is not None:
-            notices.pending = max(0, notices.pending - 1)
+        if notices is not None and removed:
+            notices.pending = max(0, notices.pending - removed)
             PENDING.labels(bot=bot_id).set(notices.pending)
 
     async def run_once(self, max_block_ms: int = 1000) -> None:
@@ -220,8 +235,7 @@ class NotifyWorker:
             await self._create(notices, entries)
         except LeaseLost as lost:
             log.warning("commit fenced off: %s", lost, extra={"bot": notices.bot.id})
-            if notices.bot.id in self.owned:
-                self._drop(notices.bot.id)
+            await self._drop(notices.bot.id)
 
     async def _create(self, notices: BotNotices, entries: FeedEntries) -> None:
         """One fenced commit: every delivery of `entries` and the checkpoint past them."""
@@ -247,7 +261,7 @@ class NotifyWorker:
 
 async def _supervised(sender: HookSender) -> None:
     """A sender must not die of a bug silently: logged, and started again."""
-    while True:
+    while not sender.stopped:
         try:
             await sender.run()
             return

@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import hmac
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,14 @@ Behaviour = Callable[[Request], Reply]
 
 def always_ok(_: Request) -> Reply:
     return Reply()
+
+
+class _QuietServer(uvicorn.Server):
+    """Leaves SIGINT and SIGTERM to the test process (uvicorn would take them over)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 @dataclass
@@ -119,7 +127,7 @@ class Receiver:
         config = uvicorn.Config(
             self, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
         )
-        self._server = uvicorn.Server(config)
+        self._server = _QuietServer(config)
         self._task = asyncio.create_task(self._server.serve())
         while not self._server.started:  # noqa: ASYNC110 - uvicorn sets a flag, no event
             await asyncio.sleep(0.01)

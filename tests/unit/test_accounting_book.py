@@ -677,3 +677,21 @@ def test_an_event_of_a_symbol_the_bot_does_not_trade_is_refused() -> None:
     )
     with pytest.raises(KeyError, match="BTC-USDT"):
         fresh_book().apply("1-0", stranger)
+
+
+def test_a_refresh_carries_every_new_fill_for_the_webhooks_beyond_its_trade_history() -> None:
+    """`trades` holds the newest `trade_history` (SPEC 2.1 rule 11); `fills` every fill the
+    refresh publishes, so the notify feed gets each TRADE (SPEC 6.1 rule 2)."""
+    bot = BOT.model_copy(update={"trade_history": 1})
+    book = BotBook.fresh(bot, epoch=EPOCH, seq=1)
+    for made in STREAM:
+        book.apply(f"{STREAM.index(made) + 1}-0", made)
+    refresh = book.next_refresh(OFFSET_MIN)
+    assert refresh is not None
+    every = [trade for made in STREAM for trade in made.trades]
+    by_symbol = {symbol.product_id: symbol for symbol in refresh.symbols}
+    for product_id, symbol in by_symbol.items():
+        fills = [orjson.loads(fill) for fill in symbol.fills]
+        assert fills == [t for made in STREAM if made.product_id == product_id for t in made.trades]
+        assert symbol.trades == symbol.fills[-1:]
+    assert sum(len(symbol.fills) for symbol in refresh.symbols) == len(every) > 2

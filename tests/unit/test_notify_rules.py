@@ -230,3 +230,20 @@ def test_a_small_pnl_in_a_coin_keeps_three_significant_digits() -> None:
     trade = {**TRADE, "usdtProfit": 0.000123, "profit": 0.0041}
     body = {"event": "fill", "bot": "b", "product_id": "ALT-BTC", "trade": trade}
     assert "PnL +0.000123 BTC (+0.41 %)" in telegram_text(body)
+
+
+def test_a_receiver_listed_twice_or_an_unparsable_url_is_a_config_error(tmp_path: Path) -> None:
+    twice = "      - {url: 'https://h.example/x?t=SECRET', secret_env: S}\n" * 2
+    message = config_error(tmp_path, twice)
+    assert "listed twice" in message and "SECRET" not in message
+    message = config_error(tmp_path, "      - {url: 'https://[::1/x?t=SECRET', secret_env: S}\n")
+    assert "not a URL" in message and "SECRET" not in message
+
+
+def test_a_list_of_webhooks_in_an_error_line_shows_no_query(tmp_path: Path) -> None:
+    entries = "".join(
+        f"      - {{url: 'https://h.example/{i}?token=SECRET{i}', secret_env: S}}\n"
+        for i in range(9)
+    )
+    message = config_error(tmp_path, entries)
+    assert "at most 8" in message and "SECRET" not in message and "https://h.example/0" in message
