@@ -50,7 +50,7 @@ from tests.e2e.test_redis_restart import (
 )
 from tests.e2e.test_redis_restart import check_final_state_is_the_backtest as check_backtest
 from tests.support.polling import eventually
-from tools.run.redis_server import RedisServer, free_port
+from tools.run.redis_server import RedisServer, free_port, new_passwords
 
 FAULT_AFTER_S = 2.0  # into the replay, once refreshes flow
 POLL_S = 0.1
@@ -64,7 +64,9 @@ Texts = dict[tuple[str, int], set[str]]  # (epoch, seq) -> every text seen under
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """Not the session's server: this one is killed. AOF `everysec`, the default durability."""
-    server = RedisServer(tmp_path / "redis", port=free_port(), appendfsync="everysec").start()
+    server = RedisServer(
+        tmp_path / "redis", port=free_port(), appendfsync="everysec", passwords=new_passwords()
+    ).start()
     yield server
     server.stop()
 
@@ -75,7 +77,7 @@ async def deployment(own_redis: RedisServer, tmp_path: Path) -> AsyncIterator[De
     config.write_text(BOTS_YAML)
     log_dir = tmp_path / "logs"
     log_dir.mkdir()
-    deployment = Deployment(own_redis.url, config, log_dir, API_KEY)
+    deployment = Deployment(own_redis.url, config, log_dir, API_KEY, passwords=own_redis.passwords)
     yield deployment
     codes = deployment.stop_all()
     assert all(code == 0 for code in codes.values()), (codes, str(log_dir))

@@ -46,7 +46,7 @@ from libs.store.published import Snapshot, read_server_record, read_snapshot
 from libs.store.server import ServerRecord, read_server
 from tests.e2e.services import REPO, Deployment, backtest_json
 from tests.support.polling import eventually
-from tools.run.redis_server import RedisServer, free_port
+from tools.run.redis_server import RedisServer, free_port, new_passwords
 
 KLINES = REPO / "tests" / "data" / "klines-1m-3000.csv"
 KLINES_EVENT_S = 3000 * 60  # the file's event-time span: 3000 one-minute klines
@@ -93,7 +93,9 @@ def own_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisS
     REDIS_URL stays valid across restarts; AOF `everysec`, the default durability, unless a test
     asks for another policy (`indirect` parametrization)."""
     appendfsync = getattr(request, "param", "everysec")
-    server = RedisServer(tmp_path / "redis", port=free_port(), appendfsync=appendfsync).start()
+    server = RedisServer(
+        tmp_path / "redis", port=free_port(), appendfsync=appendfsync, passwords=new_passwords()
+    ).start()
     yield server
     server.stop()
 
@@ -104,7 +106,7 @@ async def deployment(own_redis: RedisServer, tmp_path: Path) -> AsyncIterator[De
     config.write_text(BOTS_YAML)
     log_dir = tmp_path / "logs"
     log_dir.mkdir()
-    deployment = Deployment(own_redis.url, config, log_dir, API_KEY)
+    deployment = Deployment(own_redis.url, config, log_dir, API_KEY, passwords=own_redis.passwords)
     yield deployment
     codes = deployment.stop_all()
     assert all(code == 0 for code in codes.values()), (codes, str(log_dir))

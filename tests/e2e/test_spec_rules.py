@@ -43,7 +43,7 @@ from libs.store import keys
 from libs.wire.market import encode_update
 from tests.e2e.services import REPO, Deployment, bot_seq, metric_value, scrape_metrics
 from tests.support.polling import eventually, wait_until
-from tools.run.redis_server import RedisServer, free_port
+from tools.run.redis_server import RedisServer, free_port, new_passwords
 
 KLINES = REPO / "tests" / "data" / "klines-1m-3000.csv"
 API_KEY = "spec-rules-paced-key-0123456789"  # BOT_API_KEY: the `paced` bot
@@ -397,10 +397,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     (services may start in any order), so accounting's first read holds several of them: a
     count of reads would then differ from the count of events."""
     base = tmp_path_factory.mktemp("spec-rules")
-    server = RedisServer(base / "redis").start()
+    server = RedisServer(base / "redis", passwords=new_passwords()).start()
     config = base / "bots.yaml"
     config.write_text(BOTS_YAML)
-    deployment = Deployment(server.url, config, base, API_KEY)
+    deployment = Deployment(server.url, config, base, API_KEY, passwords=server.passwords)
     codes: dict[str, int] = {}
     try:
         deployment.start("strategy", **KEYS_ENV)
@@ -714,10 +714,12 @@ def west(tmp_path_factory: pytest.TempPathFactory) -> Iterator[West]:
     starts after the state's creation was published, so it holds no refresh of the bot. Redis
     with `appendfsync always`: a restart keeps the history (2.1 rule 19)."""
     base = tmp_path_factory.mktemp("west")
-    server = RedisServer(base / "redis", port=free_port(), appendfsync="always").start()
+    server = RedisServer(
+        base / "redis", port=free_port(), appendfsync="always", passwords=new_passwords()
+    ).start()
     config = base / "bots.yaml"
     config.write_text(WEST_YAML)
-    deployment = Deployment(server.url, config, base, WEST_KEY)
+    deployment = Deployment(server.url, config, base, WEST_KEY, passwords=server.passwords)
     codes: dict[str, int] = {}
     try:
         deployment.start("accounting", TZ="Etc/GMT+5")
