@@ -125,10 +125,21 @@ class Delivery:
         )
 
 
-async def read_checkpoint(redis: Redis, bot: str) -> str:
+@dataclass(frozen=True, slots=True)
+class NotifyState:
+    checkpoint: str
     """The last feed entry the bot's deliveries were created from (`0-0`: none yet)."""
-    checkpoint = await redis.hget(keys.notify_state(bot), "checkpoint")
-    return "0-0" if checkpoint is None else str(checkpoint)
+    hooks: tuple[str, ...]
+    """The hook ids whose queues the bot has had: a receiver no longer configured may have
+    left deliveries behind."""
+
+
+async def read_state(redis: Redis, bot: str) -> NotifyState:
+    checkpoint, hooks = await redis.hmget(keys.notify_state(bot), ["checkpoint", "hooks"])
+    return NotifyState(
+        "0-0" if checkpoint is None else str(checkpoint),
+        tuple(orjson.loads(hooks)) if hooks else (),
+    )
 
 
 async def first_feed_id(redis: Redis, bot: str) -> str | None:
@@ -143,13 +154,18 @@ def stage_deliveries(
     bot: str,
     created: Mapping[str, Sequence[Delivery]],
     checkpoint: str,
+    hooks: Sequence[str],
 ) -> None:
-    """Queue, on a fenced MULTI, new deliveries by hook id and the feed checkpoint they reach;
-    the feed is trimmed to the checkpoint (kept: it tells a trimmed checkpoint from a kept one)."""
+    """Queue, on a fenced MULTI, new deliveries by hook id and the feed checkpoint they reach
+    (and the hook ids with queues); the feed is trimmed to the checkpoint (kept: it tells a
+    trimmed checkpoint from a kept one)."""
     for hook_id, items in created.items():
         for item in items:
             tx.xadd(keys.deliveries(bot, hook_id), item.fields())
-    tx.hset(keys.notify_state(bot), mapping={"checkpoint": checkpoint})
+    tx.hset(
+        keys.notify_state(bot),
+        mapping={"checkpoint": checkpoint, "hooks": orjson.dumps(sorted(hooks))},
+    )
     tx.xtrim(keys.notify_feed(bot), minid=checkpoint, approximate=True)
 
 

@@ -422,3 +422,30 @@ async def test_no_log_line_or_metric_holds_a_secret_or_a_query_string(
         assert secret not in logged
         assert secret not in metrics
     assert "127.0.0.1" not in metrics
+
+
+async def test_a_removed_receivers_pending_deliveries_are_named_not_lost(
+    redis: Redis,
+    redis_server: RedisServer,
+    receivers: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A receiver taken out of the bots file while its queue still holds deliveries: its queue
+    stays in Redis, and the worker names it at WARNING with the key that drops it."""
+    kept: Receiver = await receivers(secret=SECRET)
+    removed: Receiver = await receivers(secret=SECRET, behaviour=lambda _: Reply(503))
+    before = bot("orphans", [hook(kept), hook(removed, "/gone")])
+    async with notify_worker(redis_server, [before]):
+        await publish(redis, "orphans", [trade(1), trade(2)])
+        await eventually(lambda: len(kept.accepted) == 2, timeout_s=5, what="kept delivered")
+    gone = before.notify[1].hook_id
+    assert await redis.xlen(keys.deliveries("orphans", gone)) == 2
+    with caplog.at_level(logging.WARNING, logger="services.notify"):
+        async with notify_worker(redis_server, [bot("orphans", [hook(kept)])]):
+            await publish(redis, "orphans", [trade(3)])
+            await eventually(lambda: len(kept.accepted) == 3, timeout_s=5, what="goes on")
+    warned = [r.getMessage() for r in caplog.records if "no longer lists" in r.getMessage()]
+    assert warned and keys.deliveries("orphans", gone) in warned[0] and "2 deliveries" in warned[0]
+    assert await redis.xlen(keys.deliveries("orphans", gone)) == 2
+    state = await redis.hget(keys.notify_state("orphans"), "hooks")
+    assert gone in orjson.loads(state or "[]"), "still named at the next take"
