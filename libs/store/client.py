@@ -94,8 +94,6 @@ def log_refusal(error: NoPermissionError, command: Sequence[object] = ()) -> NoP
     if getattr(error, "logged", False):
         return error
     described = NoPermissionError(refusal(error, command))
-    if [str(word).upper() for word in command[:2]] == ["CONFIG", "GET"]:
-        return described  # optional: a managed Redis refuses it, and its caller warns
     described.logged = True  # type: ignore[attr-defined]
     log.error("redis refused a command (NOPERM): %s", described)
     return described
