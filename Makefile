@@ -151,11 +151,12 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $@
 
 .PHONY: bench
-bench: $(STAMP) $(BENCH_STAMP) ## measure the backtest, the pipeline, the fan-out and 1,000 bots beside their references, update docs/benchmarks.md (ARGS="--no-doc", "--quick")
+bench: $(STAMP) $(BENCH_STAMP) ## measure the backtest, the pipeline, the fan-out, 1,000 bots and notify beside their references, update docs/benchmarks.md (ARGS="--no-doc", "--quick")
 	$(BIN)/python -m benches.backtest_speed $(ARGS)
 	$(BIN)/python -m benches.pipeline_speed $(ARGS)
 	$(BIN)/python -m benches.fanout $(ARGS)
 	$(BIN)/python -m benches.thousand_bots $(ARGS)
+	$(BIN)/python -m benches.notify_speed $(ARGS)
 
 .PHONY: soak
 soak: $(STAMP) ## the soak: 200 clients, synthetic data at 100x (SOAK_MINUTES=30 by default)

@@ -38,7 +38,7 @@ import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from tools.run.redis_server import RedisServer, free_port
+from tools.run.redis_server import RedisServer, free_port, new_passwords, user_env
 
 DEFAULT_ENGINE = "podman --storage-driver vfs --runtime runc"
 DEFAULT_IMAGE = "bandwagon:0.1.0"
@@ -114,7 +114,10 @@ class Stack:
     redis: RedisServer | None = None
 
     def start(self) -> None:
-        self.redis = RedisServer(self.data_dir / "redis").start()
+        # each service as its own Redis user (SPEC 4.1 rule 14), as the manifests run them
+        self.redis = RedisServer(
+            self.data_dir / "redis", passwords=new_passwords(), default_user=False
+        ).start()
         for service in SERVICES:
             self.ports[service] = free_port()
         # Side by side: with podman's vfs driver each container begins as a copy of the image.
@@ -142,6 +145,9 @@ class Stack:
         if service == "accounting":  # the one service that reads keys; never on a command line
             env["BOT_API_KEY"] = self.api_key
             arguments += ["--env", "BOT_API_KEY"]
+        assert self.redis.passwords is not None
+        env.update(user_env(self.redis.passwords, service))  # passed by name, like the key
+        arguments += ["--env", "REDIS_USERNAME", "--env", "REDIS_PASSWORD"]
         result = self.engine.run(*arguments, self.image, service, env=env)
         if result.returncode != 0:
             raise CheckFailed(f"{service}: the container did not start: {result.stderr.strip()}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -50,6 +51,10 @@ def check_urls(bots: BotsFile) -> None:
 async def serve(settings: Settings, bots: BotsFile, batch_size: int) -> int:
     secrets = read_notify_secrets(bots)  # a missing or malformed one: config error, exit 78
     check_urls(bots)
+    # what the imports and the config made lives as long as the process: out of every full
+    # collection, whose pauses (14-63 ms) made the p99 of a delivery (docs/benchmarks.md)
+    gc.collect()
+    gc.freeze()
     # host names are resolved on the default executor's threads, which a resolver that never
     # answers holds past the 5 s of an attempt: enough of them that one such receiver's
     # lookups cannot starve another webhook's (SPEC 6.1 rule 4)
@@ -58,7 +63,6 @@ async def serve(settings: Settings, bots: BotsFile, batch_size: int) -> int:
     )
     redis = worker_nodes(settings)
     keeper = LeaseKeeper.for_service(redis, "notify", settings, notify_partitions(bots.bots))
-    client = new_client()
     worker = NotifyWorker(
         redis,
         bots.bots,
@@ -66,7 +70,6 @@ async def serve(settings: Settings, bots: BotsFile, batch_size: int) -> int:
         secrets,
         telegram_api_url=settings.telegram_api_url,
         policy=RetryPolicy(retry_for_s=settings.notify_retry_for_s),
-        client=client,
         batch_size=batch_size,
     )
 
@@ -87,7 +90,6 @@ async def serve(settings: Settings, bots: BotsFile, batch_size: int) -> int:
         )
     finally:
         await worker.stop_senders()
-        await client.aclose()
 
 
 async def current_epoch(settings: Settings, bot_id: str) -> str:

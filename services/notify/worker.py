@@ -14,7 +14,6 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 
-import httpx
 import orjson
 from prometheus_client import Gauge
 from pydantic import SecretStr
@@ -40,7 +39,7 @@ from libs.wire.market import entry_key
 from libs.wire.notifications import delivery_id, epoch_body, fill_deliveries
 from services.notify.schedule import RetryPolicy
 from services.notify.sender import FAILED, HookSender, wall_ms
-from services.notify.sinks import new_client, sink_for
+from services.notify.sinks import new_client, new_ssl_context, sink_for
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +116,8 @@ class BotNotices:
                 task.cancel()
             _, pending = await asyncio.wait(tasks, timeout=STOP_WAIT_S)
             tasks = list(pending)
+        for sender in self.senders.values():
+            await sender.client.aclose()
 
 
 class NotifyWorker:
@@ -129,7 +130,6 @@ class NotifyWorker:
         *,
         telegram_api_url: str,
         policy: RetryPolicy | None = None,
-        client: httpx.AsyncClient | None = None,
         batch_size: int = 200,
         clock_ms: Callable[[], int] = wall_ms,
     ) -> None:
@@ -139,7 +139,7 @@ class NotifyWorker:
         self.secrets = secrets
         self.telegram_api_url = telegram_api_url
         self.policy = policy or RetryPolicy()
-        self.client = client
+        self.ssl_context = new_ssl_context()
         self.batch_size = batch_size
         self.clock_ms = clock_ms
         self.owned: dict[str, BotNotices] = {}
@@ -216,18 +216,13 @@ class NotifyWorker:
                     self.secrets[(bot.id, hook_id)].get_secret_value(),
                     self.telegram_api_url,
                 ),
-                client=self._client(),
+                client=new_client(self.ssl_context),
                 policy=self.policy,
                 on_done=self._delivered,
                 clock_ms=self.clock_ms,
             )
             notices.senders[hook_id] = sender
             notices.tasks.append(asyncio.create_task(_supervised(sender)))
-
-    def _client(self) -> httpx.AsyncClient:
-        if self.client is None:
-            self.client = new_client()
-        return self.client
 
     def _delivered(self, bot_id: str, removed: int) -> None:
         """A sender removed `removed` deliveries from its queue (0 when another had already)."""
