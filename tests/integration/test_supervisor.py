@@ -528,3 +528,32 @@ def test_make_run_gives_every_bot_its_key_and_the_services_take_them_all(tmp_pat
         if run.poll() is None:  # a second Ctrl-C kills what is left
             run.send_signal(signal.SIGINT)
             run.wait(timeout=30)
+
+
+def test_each_secret_reaches_only_the_service_that_reads_it_and_each_its_redis_user(
+    tmp_path: Path,
+) -> None:
+    """The gateway, which faces the internet, gets no apiKey and no receiver secret; accounting
+    gets the keys, notify the secrets; each service its own Redis user (SPEC 4.1 rule 14)."""
+    path = tmp_path / "bots.yaml"
+    path.write_text(
+        "bots:\n  - id: a\n    api_key_env: A_KEY\n    symbols: [{product_id: ETH-USDT}]\n"
+        "    notify: [{url: 'https://h.example/x', secret_env: HOOK_SECRET}]\n"
+    )
+    bots = load_bots(path)
+    base_env = {"REDIS_URL": "redis://x/0", "A_KEY": "k" * 20, "HOOK_SECRET": "s" * 20}
+    passwords = {
+        name: f"pw-{name}" for name in ("ingest", "strategy", "accounting", "notify", "gateway")
+    }
+    specs = demo.service_specs(
+        base_env,
+        demo.Ports("127.0.0.1", 8080, HEALTH_PORTS),
+        [],
+        passwords,
+        demo.private_variables(bots),
+    )
+    for spec in specs:
+        assert ("A_KEY" in spec.env) == (spec.name == "accounting"), spec.name
+        assert ("HOOK_SECRET" in spec.env) == (spec.name == "notify"), spec.name
+        assert spec.env["REDIS_USERNAME"] == spec.name
+        assert spec.env["REDIS_PASSWORD"] == f"pw-{spec.name}"

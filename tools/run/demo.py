@@ -244,19 +244,33 @@ def choose_ports(
 # -- processes -----------------------------------------------------------------------------------
 
 
+def private_variables(bots: BotsFile) -> dict[str, set[str]]:
+    """The secrets only one service reads, by service: the bots' apiKeys (accounting stores
+    their hashes) and the receivers' secrets and tokens (notify signs and sends). The others,
+    the gateway first, do not get them."""
+    return {
+        "accounting": {bot.api_key_env for bot in bots.bots},
+        "notify": {hook.secret_variable for bot in bots.bots for hook in bot.notify},
+    }
+
+
 def service_specs(
     base_env: Mapping[str, str],
     ports: Ports,
     ingest_args: Sequence[str],
     passwords: Mapping[str, str] | None = None,
+    private: Mapping[str, set[str]] | None = None,
 ) -> list[ChildSpec]:
     """The five services as `python -m tools.cli NAME`, each with its own port variables. Each
     gets all of `base_env`: notify reads its webhooks' secrets (the variables the bots file
-    names), TELEGRAM_API_URL and its NOTIFY_* settings there. With `passwords`, each connects to
-    Redis as its own user."""
+    names), TELEGRAM_API_URL and its NOTIFY_* settings there, less the `private` variables of
+    other services (the bots' apiKeys are accounting's, the receivers' secrets notify's). With
+    `passwords`, each connects to Redis as its own user."""
     specs: list[ChildSpec] = []
     for name in SERVICES:
-        env = dict(base_env)
+        others = set().union(*(v for k, v in (private or {}).items() if k != name))
+        mine = (private or {}).get(name, set())
+        env = {k: v for k, v in base_env.items() if k not in others or k in mine}
         env.update(user_env(passwords, name))  # its own Redis user (SPEC 4.1 rule 14)
         if name == "gateway":
             env.update(GATEWAY_HOST=ports.gateway_host, GATEWAY_PORT=str(ports.gateway_port))

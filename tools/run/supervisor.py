@@ -460,7 +460,9 @@ def main(argv: list[str]) -> int:
     if tls is not None:
         base_env["REDIS_TLS_CA"] = str(tls.ca.resolve())
     base_env.update(demo.key_environment(keys))  # every bot's, from its api_key_env
-    specs = demo.service_specs(base_env, ports, _ingest_argv(args), passwords)
+    specs = demo.service_specs(
+        base_env, ports, _ingest_argv(args), passwords, demo.private_variables(bots)
+    )
 
     def check_redis() -> int | None:
         """Restart redis-server if it died (same port and data); give up if it cannot start."""
