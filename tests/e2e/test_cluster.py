@@ -37,6 +37,7 @@ from tests.e2e.services import (
 )
 from tests.support.polling import eventually
 from tools.run.redis_cluster import LocalCluster
+from tools.run.redis_server import new_passwords
 
 KLINES = REPO / "tests" / "data" / "klines-1m-3000.csv"
 API_KEY = "cluster-e2e-key-0123456789abcdef"
@@ -86,7 +87,7 @@ def bots_yaml(first: str, second: str) -> str:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(tmp_path_factory.mktemp("cluster")).start()
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"), passwords=new_passwords()).start()
     yield cluster
     cluster.stop()
 
@@ -101,7 +102,9 @@ async def nodes(cluster: LocalCluster) -> AsyncIterator[RedisNodes]:
 
 @pytest.fixture
 def deployment(cluster: LocalCluster, tmp_path: Path) -> Iterator[Deployment]:
-    deployment = Deployment(cluster.url, tmp_path / "bots.yaml", tmp_path, API_KEY)
+    deployment = Deployment(
+        cluster.url, tmp_path / "bots.yaml", tmp_path, API_KEY, passwords=cluster.passwords
+    )
     yield deployment
     codes = deployment.stop_all()
     assert all(code == 0 for code in codes.values()), codes
@@ -202,7 +205,7 @@ async def test_two_bots_on_a_cluster_trade_as_their_backtests_through_three_gate
 @pytest.fixture
 def own_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     """A cluster of the failover test's own: it loses a master."""
-    cluster = LocalCluster(tmp_path / "cluster").start()
+    cluster = LocalCluster(tmp_path / "cluster", passwords=new_passwords()).start()
     yield cluster
     cluster.stop()
 
@@ -218,7 +221,9 @@ async def test_a_master_killed_mid_replay_costs_no_order_and_every_client_conver
     cluster = own_cluster
     nodes = RedisNodes(cluster.url, cluster=True, decode_responses=True)
     await nodes.refresh()
-    deployment = Deployment(cluster.url, tmp_path / "bots.yaml", tmp_path, API_KEY)
+    deployment = Deployment(
+        cluster.url, tmp_path / "bots.yaml", tmp_path, API_KEY, passwords=cluster.passwords
+    )
     try:
         first, second = two_bots_on_two_masters()
         victim = cluster.master_of_slot(key_slot(keys.meta(first).encode()))

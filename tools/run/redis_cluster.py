@@ -14,7 +14,7 @@ import random
 import shutil
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,9 @@ class LocalCluster:
     node_timeout_ms: int = 2000
     appendfsync: str = "everysec"
     binary: str = field(default_factory=find_cluster_server)
+    passwords: Mapping[str, str] | None = None
+    """Bandwagon's ACL users on every node (SPEC 4.1 rules 13 and 14); the default user stays,
+    for the nodes' replication and the tests' own clients."""
     nodes: list[RedisServer] = field(default_factory=list)
 
     @property
@@ -90,6 +93,7 @@ class LocalCluster:
                 port=port,
                 appendfsync=self.appendfsync,
                 binary=self.binary,
+                passwords=self.passwords,
                 extra_args=[
                     "--cluster-enabled", "yes",
                     "--cluster-config-file", "nodes.conf",
