@@ -998,3 +998,27 @@ def test_compose_quick_start_is_the_default_user_and_only_when_asked(tmp_path: P
         assert result.returncode == 1, name
         expected = "REDIS_INGEST_PASSWORD is empty or unset" if name == "unset" else "one or the"
         assert expected in result.stderr, (name, result.stderr)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateway_strategy_and_accounting_reach_only_redis_and_dns(overlay: str) -> None:
+    """Issue 19: the gateway faces the internet; owned, it must not become a way out (the
+    internet, the cloud metadata endpoint, the API server), and the two workers need nothing but
+    Redis. Their egress is fenced to Redis's pods and DNS."""
+    objects = rendered(overlay)
+    redis = pod_labels(find(objects, "StatefulSet", "redis"))
+    for name in ("gateway", "strategy", "accounting"):
+        labels = pod_labels(find(objects, "Deployment", name))
+        fences = policies_of(objects, labels, "Egress")
+        assert fences, f"{name}'s egress is not fenced"
+        rules = [rule for policy in fences for rule in policy["spec"].get("egress", [])]
+        assert all("ports" in rule for rule in rules), "a rule opens every port"
+        assert any(
+            opens(rule, 6379)
+            and any(selects(peer.get("podSelector", {}), redis) for peer in rule.get("to", []))
+            for rule in rules
+        ), f"{name} cannot reach Redis"
+        assert egress_to_address(rules, "10.96.0.10", 53, "UDP"), f"{name}: no DNS"
+        for address in (*OUTSIDE, *INSIDE, "169.254.169.254"):
+            for port in (80, 443, 6443, 10250):
+                assert not egress_to_address(rules, address, port), (name, address, port)
