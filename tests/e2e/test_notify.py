@@ -383,3 +383,56 @@ async def test_notify_test_sends_one_signed_test_delivery_per_webhook_and_prints
     )
     assert failed.returncode == 1
     assert "404 Not Found" in failed.stdout and "FAILED" in failed.stdout
+
+
+async def test_a_dead_notify_replicas_bots_are_delivered_by_the_survivor_within_15_s(
+    deployment: Deployment, redis_of: Redis, receivers: tuple[Receiver, Receiver]
+) -> None:
+    """SPEC 6.1 rule 6 and 4.1 rule 9: two notify replicas share the bots by lease; SIGKILL the
+    one that owns the bot and the other takes its queues over within 15 s, and every delivery
+    arrives (the one cut short may arrive twice: at least once)."""
+    hook, telegram = receivers
+    start_notify(deployment, telegram)
+    deployment.start(
+        "notify",
+        replica="notify-2",
+        HOOK_SECRET=SECRET,
+        TG_TOKEN=TOKEN,
+        TELEGRAM_API_URL=telegram.url,
+    )
+    deployment.start("accounting")
+    deployment.start("strategy")
+    deployment.wait_ready("accounting", "strategy", "notify", "notify-2")
+    replay = f"--replay={PRODUCT_ID}={KLINES}"
+    deployment.start("ingest", "--source=replay", replay, "--speed=6000")
+
+    async def owner() -> str | None:
+        lease = await redis_of.get(keys.lease(BOT, "notify"))
+        return None if lease is None else str(lease).rpartition(":")[0]
+
+    first_owner = await eventually(owner, timeout_s=20, what="a notify replica owning the bot")
+    await eventually(lambda: len(hook.accepted) >= 5, timeout_s=30, what="deliveries begin")
+    victim = deployment.services[first_owner]
+    victim.process.kill()
+    assert victim.process.wait() == -signal.SIGKILL
+    killed_at = asyncio.get_running_loop().time()
+    survivor = "notify-2" if first_owner == "notify" else "notify"
+    await eventually(
+        lambda: owner_is(redis_of, survivor), timeout_s=15, poll_s=0.2, what="the survivor owns it"
+    )
+    assert asyncio.get_running_loop().time() - killed_at <= 15.5
+    epoch, trades = await settled(redis_of)
+    expected = expected_ids(epoch, trades)
+    await eventually(
+        lambda: set(hook.accepted_ids()) >= set(expected),
+        timeout_s=60,
+        what=lambda: f"{len(expected)} delivered, got {len(set(hook.accepted_ids()))}",
+    )
+    assert set(hook.accepted_ids()) == set(expected)
+    assert first_arrivals(hook.accepted_ids()) == expected
+    del deployment.services[first_owner]  # killed on purpose: no clean exit to check
+
+
+async def owner_is(redis: Redis, worker: str) -> bool:
+    lease = await redis.get(keys.lease(BOT, "notify"))
+    return lease is not None and str(lease).rpartition(":")[0] == worker
