@@ -293,8 +293,10 @@ async def test_a_receiver_that_never_answers_costs_5_s_per_attempt_and_nothing_e
         )
         await publish(redis, "silent", [trade(3)])
         await eventually(lambda: len(healthy.accepted) == 3, timeout_s=3, what="still at once")
-    # 5 s, measured by the receiver on the test's loaded event loop: well under two attempts
-    assert all(4.8 <= seconds <= 7.5 for seconds in silent.closed_after_s), silent.closed_after_s
+    # the two attempts waited for above (a third may be cut short by the worker's stop at the
+    # end), 5 s each as the receiver measures them
+    attempts = silent.closed_after_s[:2]
+    assert all(4.8 <= seconds <= 6.0 for seconds in attempts), silent.closed_after_s
     assert metric("bandwagon_notify_failed_total", bot="silent", reason="timeout") >= 2
 
 
