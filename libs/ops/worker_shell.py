@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
@@ -60,14 +60,17 @@ class RedisConnections(Protocol):
     async def aclose(self) -> Any: ...
 
 
-async def _supervised(task: Callable[[], Awaitable[None]]) -> None:
-    """A background task that must not die silently: a bug is logged and it starts again."""
+async def supervised(
+    task: Callable[[], Awaitable[None]], context: Mapping[str, object] | None = None
+) -> None:
+    """A background task that must not die silently: a bug is logged (with `context`, the log
+    line's keys) and it starts again."""
     while True:
         try:
             await task()
             return
         except Exception:
-            log.exception("background task failed; starting it again")
+            log.exception("background task failed; starting it again", extra=context)
             await asyncio.sleep(1.0)
 
 
@@ -103,7 +106,7 @@ async def run_worker(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, begin_shutdown)
     pinger = asyncio.create_task(ping_redis_forever(redis.ping, health))
-    beside = None if background is None else asyncio.create_task(_supervised(background))
+    beside = None if background is None else asyncio.create_task(supervised(background))
     try:
         await serve_until_stopped(stop, health, load, step)
         if beside is not None:

@@ -88,13 +88,12 @@ def refusal(error: NoPermissionError, command: Sequence[object] = ()) -> str:
 
 
 def log_refusal(error: NoPermissionError, command: Sequence[object] = ()) -> NoPermissionError:
-    """Log a NOPERM at ERROR once, where Redis said it (SPEC 4.1 rule 14: a refused command is
-    a deployment's missing rule, never a passing outage), and return it with the command and key
-    pattern in its message. The line holds no password: AUTH is never a command here."""
-    if getattr(error, "logged", False):
-        return error
+    """Log a NOPERM at ERROR where Redis said it (SPEC 4.1 rule 14: a refused command is a
+    deployment's missing rule, never a passing outage), and return it with the command and key
+    pattern in its message. A command reaches Redis through the client or a pipeline, never
+    both, so each refusal is logged once. The line holds no password: AUTH is never a command
+    here."""
     described = NoPermissionError(refusal(error, command))
-    described.logged = True  # type: ignore[attr-defined]
     log.error("redis refused a command (NOPERM): %s", described)
     return described
 

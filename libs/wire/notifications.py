@@ -14,10 +14,8 @@ from typing import Any, get_args
 import orjson
 
 from libs.core.risk_exits import ExitName
-from libs.wire.notify_events import NOTIFY_EVENTS
 from libs.wire.notify_events import NotifyEvent as EventKind
 
-EVENT_KINDS: tuple[EventKind, ...] = NOTIFY_EVENTS
 EXIT_NAMES: tuple[str, ...] = get_args(ExitName)
 TEST_EVENT = "test"
 """`bandwagon notify test`'s kind: no webhook listens to it, every receiver can be sent it."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from redis.exceptions import RedisError
@@ -28,6 +27,7 @@ from libs.store.client import RedisNodes, worker_nodes
 from libs.store.leases import LeaseKeeper
 from libs.wire.notifications import TEST_EVENT, test_body
 from services.notify.schedule import RetryPolicy
+from services.notify.sender import wall_ms
 from services.notify.sinks import new_client, sink_for, url_problem
 from services.notify.worker import NotifyWorker, notify_partitions
 
@@ -115,7 +115,7 @@ async def send_test(settings: Settings, bots: BotsFile, bot_id: str) -> int:
         return 1
     secrets = read_notify_secrets(bots, only=bot_id)
     epoch = await current_epoch(settings, bot_id)
-    now_ms = int(time.time() * 1000)
+    now_ms = wall_ms()
     body = test_body(bot=bot_id, epoch=epoch, now_ms=now_ms)
     failed = 0
     async with new_client() as client:

@@ -30,7 +30,6 @@ for _chatty in ("httpx", "httpcore"):
     logging.getLogger(_chatty).setLevel(logging.WARNING)
 
 ANSWER_MAX_BYTES = 65_536  # what is read of an answer: the Bot API's JSON; a webhook's is dropped
-DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable, Mapping
 
 import orjson
@@ -21,6 +20,7 @@ from redis.asyncio import Redis
 
 from libs.config import BotConfig, Webhook
 from libs.errors import LeaseLost
+from libs.ops.worker_shell import supervised
 from libs.store import keys
 from libs.store.client import RedisNodes, side_by_side
 from libs.store.leases import LeaseKeeper
@@ -37,6 +37,7 @@ from libs.store.partitions import PartitionId
 from libs.store.streams import read_streams
 from libs.wire.market import entry_key
 from libs.wire.notifications import delivery_id, epoch_body, fill_deliveries
+from libs.wire.notify_events import NOTIFY_EVENTS
 from services.notify.schedule import RetryPolicy
 from services.notify.sender import FAILED, HookSender, wall_ms
 from services.notify.sinks import new_client, new_ssl_context, sink_for
@@ -71,17 +72,18 @@ def deliveries_of(
             if "epoch" in hook.events:
                 made[hook_id] = [Delivery("", the_id, "epoch", body, now_ms)]
         return made
-    trade = orjson.loads(entry.trade)
+    every_kind = fill_deliveries(  # each body encoded once, whichever webhooks hear it
+        bot=bot,
+        epoch=entry.epoch,
+        product_id=entry.product_id,
+        trade=orjson.loads(entry.trade),
+        listens=NOTIFY_EVENTS,
+    )
+    items = [Delivery("", i, kind, body, now_ms) for i, kind, body in every_kind]
     for hook_id, hook in hooks.items():
-        items = fill_deliveries(
-            bot=bot,
-            epoch=entry.epoch,
-            product_id=entry.product_id,
-            trade=trade,
-            listens=hook.events,
-        )
-        if items:
-            made[hook_id] = [Delivery("", i, kind, body, now_ms) for i, kind, body in items]
+        heard = [item for item in items if item.event in hook.events]
+        if heard:
+            made[hook_id] = heard
     return made
 
 
@@ -222,7 +224,8 @@ class NotifyWorker:
                 clock_ms=self.clock_ms,
             )
             notices.senders[hook_id] = sender
-            notices.tasks.append(asyncio.create_task(_supervised(sender)))
+            # a bug in a sender is logged and the sender started again (a stopped one returns)
+            notices.tasks.append(asyncio.create_task(supervised(sender.run, {"bot": bot.id})))
 
     def _delivered(self, bot_id: str, removed: int) -> None:
         """A sender removed `removed` deliveries from its queue (0 when another had already)."""
@@ -273,16 +276,3 @@ class NotifyWorker:
         PENDING.labels(bot=bot_id).set(notices.pending)
         for hook_id in created:
             notices.senders[hook_id].wake.set()
-
-
-async def _supervised(sender: HookSender) -> None:
-    """A sender must not die of a bug silently: logged, and started again."""
-    while not sender.stopped:
-        try:
-            await sender.run()
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("sender failed; starting it again", extra={"bot": sender.bot})
-            await asyncio.sleep(1.0 + random.random())

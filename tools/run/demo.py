@@ -27,6 +27,7 @@ from libs.config import API_KEY_PATTERN, BotsFile, Settings, load_settings, read
 from libs.errors import ConfigError
 from services.gateway.dashboard import vendor
 from tools.run.children import ChildSpec
+from tools.run.files import write_private
 from tools.run.redis_server import RedisServer, new_passwords, user_env
 
 # Each worker's default HEALTH_PORT (SPEC 4.1 rule 3; notify's: 6.1 rule 6).
@@ -297,9 +298,7 @@ def redis_passwords(run_dir: Path) -> dict[str, str]:
     passwords = {name: kept.get(name) or made[name] for name in made}
     for name, password in passwords.items():
         if kept.get(name) != password:
-            path = folder / name
-            path.touch(mode=0o600)
-            path.write_text(password + "\n")
+            write_private(folder / name, password + "\n")
     return passwords
 
 

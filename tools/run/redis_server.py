@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from libs.store.acl import USERS, users_file
+from tools.run.files import write_private
 from tools.run.tls import TlsFiles
 
 MINIMUM_VERSION = (6, 2)
@@ -96,7 +97,6 @@ class RedisServer:
         if self.tls is None:
             return []
         return [
-            "--port", "0",
             "--tls-port", str(self.port),
             "--tls-cert-file", str(self.tls.cert),
             "--tls-key-file", str(self.tls.key),
@@ -126,15 +126,15 @@ class RedisServer:
         if self.passwords is not None:
             version = version_of(self.binary) or MINIMUM_VERSION
             users = self.data_dir / "users.acl"
-            users.write_text(
-                users_file(self.passwords, redis_major=version[0], default_user=self.default_user)
+            write_private(
+                users,
+                users_file(self.passwords, redis_major=version[0], default_user=self.default_user),
             )
-            users.chmod(0o600)
             acl_args = ["--aclfile", str(users)]
         self.process = subprocess.Popen(
             [
                 self.binary,
-                "--port", str(self.port),
+                "--port", "0" if self.tls else str(self.port),  # TLS only: no plain port
                 "--bind", "127.0.0.1",
                 "--save", "",
                 "--appendonly", "yes",
